@@ -1,0 +1,91 @@
+"""The front door: ``vif-qos SUBCOMMAND ...``.
+
+Each subcommand lives in its own module ``vif_qos.cmd_<name>`` that provides
+``configure(parser)`` (add its arguments to an argparse parser) and
+``run(args) -> int``. Only the chosen module is imported, so a hotplug run does not
+pay for ``simulate``'s imports. The hotplug commands (``online``, ``offline``,
+``add``, ``remove``) take Xen's ``key=value`` words rather than options.
+
+This is the one place where :class:`vif_qos.errors.VifQosError` becomes an exit
+status and a one-line message on stderr; set ``VIF_QOS_DEBUG=1`` to also get the
+traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .errors import VifQosError
+
+#: name -> (module, one-line help)
+COMMANDS = {
+    "plan": ("vif_qos.cmd_plan", "print the resolved shaping plan of a vif and where each value came from"),
+    "check-config": ("vif_qos.cmd_check_config", "validate the policy file and the domain config files it reads"),
+    "online": ("vif_qos.hotplug", "Xen hotplug: shape a PV vif (run by vif-bridge's hook or as script=)"),
+    "offline": ("vif_qos.hotplug", "Xen hotplug: remove a PV vif's shaping (best effort, exits 0)"),
+    "add": ("vif_qos.hotplug", "Xen hotplug: shape an HVM -emu tap"),
+    "remove": ("vif_qos.hotplug", "Xen hotplug: remove an HVM -emu tap's shaping (best effort, exits 0)"),
+    "cleanup": ("vif_qos.cmd_cleanup", "remove the shaping of vifs whose netdev is gone (run by udev)"),
+    "status": ("vif_qos.cmd_status", "show what vif-qos has applied, read back from the kernel"),
+    "install": ("vif_qos.cmd_install", "put the vif-bridge hook, the script= wrapper, udev rules and the policy file in place"),
+    "uninstall": ("vif_qos.cmd_install", "remove what install put in place"),
+    "simulate": ("vif_qos.simulate", "build a simulated dom0 in network namespaces, shape guests and measure them"),
+}
+
+HOTPLUG_COMMANDS = ("online", "offline", "add", "remove")
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [f"usage: vif-qos COMMAND [ARGS]   (vif-qos {__version__})", "", "commands:"]
+    for name, (_module, text) in COMMANDS.items():
+        lines.append(f"  {name:<{width}}  {text}")
+    lines.append("")
+    lines.append("'vif-qos COMMAND --help' describes one command.")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; return its exit status (also used as the console script)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(__version__)
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"vif-qos: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, text = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+        if name in HOTPLUG_COMMANDS:
+            return int(module.hotplug_main(name, argv[1:]) or 0)
+        parser = argparse.ArgumentParser(prog=f"vif-qos {name}", description=text)
+        module.configure(parser, name)
+        args = parser.parse_args(argv[1:])
+        return int(module.run(args) or 0)
+    except VifQosError as err:
+        print(f"vif-qos {name}: {err.one_line()}", file=sys.stderr)
+        return err.exit_status
+    except KeyboardInterrupt:
+        print(f"vif-qos {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # an unexpected bug: one line, traceback on request
+        if os.environ.get("VIF_QOS_DEBUG"):
+            raise
+        print(f"vif-qos {name}: internal error: {type(err).__name__}: "
+              f"{' '.join(str(err).split())} (VIF_QOS_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The one family of errors vif-qos raises.
+
+Every error carries the bad token and where it came from, so that the one line
+printed (stderr, syslog, xenstore ``hotplug-error``) tells the admin what to fix.
+The front door (:mod:`vif_qos.cli`) is the only place that turns these into exit
+statuses and log lines; library code never calls ``sys.exit``.
+
+Exit statuses used by the command line:
+
+- 2: bad input (:class:`InputError` and subclasses): a malformed value, an
+  unknown key or pool, a policy file that does not validate.
+- 1: anything the kernel, xenstore or the environment refused
+  (:class:`KernelError`, :class:`XenstoreError`, :class:`EnvironmentProblem`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class VifQosError(Exception):
+    """Base class. ``str(err)`` is the one-line message for the admin.
+
+    :param message: what is wrong, in words.
+    :param token: the offending token exactly as written (quoted in the message).
+    :param source: where the token came from: ``"/etc/xen/vif-qos.conf:12"``,
+        ``"xenstore:backend/vif/3/0/rate"``, ``"--qos"``, ...
+    """
+
+    exit_status = 1
+
+    def __init__(self, message: str, token: Optional[str] = None,
+                 source: Optional[str] = None):
+        self.message = message
+        self.token = token
+        self.source = source
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        text = self.message
+        if self.token is not None:
+            text = f"{text}: {self.token!r}"
+        if self.source:
+            text = f"{self.source}: {text}"
+        # One line, always: newlines from a kernel message or a file are folded.
+        return " ".join(text.split())
+
+
+class InputError(VifQosError):
+    """Bad input from the admin or from xenstore (exit status 2)."""
+
+    exit_status = 2
+
+
+class ConfigError(InputError):
+    """The policy file or a domain config file is wrong (exit status 2)."""
+
+
+class KernelError(VifQosError):
+    """The kernel refused a netlink or nftables request; names the object."""
+
+
+class XenstoreError(VifQosError):
+    """xenstored could not be reached, or a read/write failed."""
+
+
+class EnvironmentProblem(VifQosError):
+    """Something the host lacks: not root, a missing kernel feature or tool."""
