@@ -144,3 +144,26 @@ class VifPlan:
             "sources": dict(self.sources),
             "notes": list(self.notes),
         }
+
+
+@dataclass(frozen=True)
+class VifFacts:
+    """What the hotplug side learned about one vif, from dom0-owned sources only.
+
+    Filled from the script's environment/argv and the backend xenstore directory
+    (never the guest's frontend directory: see ../shared/design.md §3), or from
+    ``vif-qos plan``'s options. ``xen_rate`` is the backend ``rate`` key exactly as
+    libxl writes it, ``"<bytes_per_interval>,<interval_us>"``, or ``None`` when the
+    vif has no ``rate=``; ``xen_rate_source`` says where it was read
+    (``"xenstore:backend/vif/3/0/rate"``, ``"--xen-rate"``).
+    """
+
+    vif: str
+    devid: int
+    bridge: str = "xenbr0"
+    domid: Optional[int] = None
+    domain_name: Optional[str] = None
+    domain_uuid: Optional[str] = None
+    mac: Optional[str] = None
+    xen_rate: Optional[str] = None
+    xen_rate_source: str = "xenstore"
