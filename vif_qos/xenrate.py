@@ -188,7 +188,12 @@ def xl_rate_bits_per_s(text: str, source: Optional[str] = None) -> int:
     :raises InputError: xl refuses it, or it comes to 0 or too much (see
         :func:`parse_backend_rate`).
     """
-    bits = parse_backend_rate(parse_xl_rate(text, source), source)
+    backend = parse_xl_rate(text, source)
+    try:
+        bits = parse_backend_rate(backend, source)
+    except InputError as err:
+        raise InputError(f"{err.message} (xl writes {backend!r})", token=text,
+                         source=source) from None
     assert bits is not None  # xl never writes an interval of 0
     return bits
 
