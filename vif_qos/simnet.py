@@ -1,0 +1,666 @@
+"""A simulated Xen dom0 network in network namespaces, and iperf3 measurement.
+
+This is simulation code, used by the kernel tests, the benchmarks and
+``vif-qos simulate``; it is not on the hotplug path. It may run ``ip``,
+``sysctl`` and ``iperf3`` as subprocesses (house rule: only ``vif_qos/sim*.py``).
+
+The topology (every name below lives only inside namespaces made here)::
+
+    "internet" ns             dom0 ns                          guest ns (one per guest)
+    eth0 ------------------ peth0 (bridge port)
+    198.18.0.2/16           xenbr0 198.18.0.1/16
+    fd7a:5100:0:1::2/64            fd7a:5100:0:1::1/64
+                            vif<domid>.<devid> (bridge port) -- eth0 198.18.N.M/16
+                            vif<domid>.<devid>-emu (HVM only) -- emu0 (down, no address)
+
+* The uplink veth ``peth0`` plays the physical NIC: its peer in the "internet"
+  namespace has an address in the guests' subnet, so guests and the internet host
+  talk directly across the bridge (dom0 does no routing or forwarding).
+* A guest's dom0-side netdev is named as netback names it, ``vif<domid>.<devid>``
+  (``drivers/net/xen-netback/interface.c``: ``xenvif_alloc``), or the ``vifname``
+  given; its MAC is ``fe:ff:ff:ff:ff:ff`` as netback sets it. An HVM guest also gets
+  the emulated NIC's tap twin ``<vif>-emu`` (libxl's ``libxl__device_nic_devname``
+  with ``LIBXL_NIC_TYPE_VIF_IOEMU``).
+* ``attach=False`` leaves the dom0 end down and outside the bridge, as netback leaves
+  a new vif before the hotplug script runs: Xen's ``vif-bridge`` (``online``/``add``)
+  brings it up and adds it to the bridge. ``attach=True`` does that here instead.
+* Addresses: IPv4 from 198.18.0.0/16 (RFC 2544's benchmarking range) and IPv6 from
+  the ULA prefix ``fd7a:5100:0:1::/64``. Duplicate address detection is switched off
+  in every namespace made here (``accept_dad=0`` and ``nodad``), so addresses are
+  usable at once.
+* Offloads: the sending endpoints' interfaces (the guests' ``eth0`` and the internet
+  host's ``eth0``) get ``gso_max_segs 1``, so TCP hands the stack one MSS-sized
+  packet at a time. Reason: a veth moves a GSO packet whole and counts ``skb->len``
+  (headers once), while tc counts ``qdisc_pkt_len`` (headers once per segment, as on
+  a real wire). With GSO on, the interface byte counters would read up to ~6 %
+  (IPv6) below the wire rate tc enforces; with one segment per packet both count
+  the same bytes. dom0's own netdevs (bridge, ``peth0``, vifs) keep their defaults,
+  so vif-qos sees them as created. Pass ``sender_gso=True`` to keep GSO.
+
+Measurement (:meth:`SimHost.measure`, :meth:`SimHost.measure_many`): iperf3 over
+TCP between a guest and the internet host. The iperf3 *client* runs in the
+receiving namespace with ``-R`` (the server sends), so its per-interval JSON figures
+are the receiver's. The wire rate comes from the shaped interface's byte counters,
+read over rtnetlink inside dom0 (``IFLA_STATS64``) after a warm-up and at the end of
+the window, timestamped with ``time.monotonic()``: the vif's tx bytes for
+*inbound* (toward the guest, where the TBF sits), the uplink's tx bytes for
+*outbound* (from the guest, where the HTB sits). Goodput is the sum of iperf3's
+receiver intervals that fall inside the same window (see :class:`Measurement`).
+
+Usage::
+
+    with SimHost() as host:
+        g = host.add_guest(domid=3)                 # vif3.0 in xenbr0
+        with host.in_dom0():
+            ...                                     # netlink/nft calls act in dom0
+        m = host.measure(g, "inbound", family=6)
+        print(m.wire_bits_per_s, m.goodput_bits_per_s)
+
+Errors: :class:`vif_qos.errors.EnvironmentProblem` when not root, when ``ip`` or
+``iperf3`` is missing, or when a namespace command or a measurement fails.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from vif_qos.errors import EnvironmentProblem
+
+#: Default namespace name prefix; every namespace made here starts with it.
+DEFAULT_PREFIX = "vqs-"
+
+#: Bridge and uplink names inside the simulated dom0 (Debian's usual names).
+DEFAULT_BRIDGE = "xenbr0"
+DEFAULT_UPLINK = "peth0"
+
+#: Addressing (inside the namespaces only).
+SUBNET4_PREFIXLEN = 16
+DOM0_IPV4 = "198.18.0.1"
+INTERNET_IPV4 = "198.18.0.2"
+SUBNET6_PREFIX = "fd7a:5100:0:1::"
+SUBNET6_PREFIXLEN = 64
+DOM0_IPV6 = SUBNET6_PREFIX + "1"
+INTERNET_IPV6 = SUBNET6_PREFIX + "2"
+
+#: The MAC netback gives every vif (drivers/net/xen-netback/interface.c).
+NETBACK_VIF_MAC = "fe:ff:ff:ff:ff:ff"
+
+INBOUND = "inbound"    # toward the guest: shaped by the TBF on the vif
+OUTBOUND = "outbound"  # from the guest: shaped by the HTB on the uplink
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+# --------------------------------------------------------------------------
+# namespace plumbing
+
+@contextmanager
+def in_netns(ns: str) -> Iterator[None]:
+    """Move the calling thread into network namespace ``ns`` for the block.
+
+    Sockets (netlink, nftables handles) opened inside the block stay bound to
+    ``ns`` after it ends. Only this thread moves (``setns(2)`` acts per thread).
+    sysfs is not remounted: learn about links through netlink only.
+
+    :raises EnvironmentProblem: ``ns`` does not exist or setns failed.
+    """
+    try:
+        target = open(f"/run/netns/{ns}")
+    except OSError as exc:
+        raise EnvironmentProblem(f"no network namespace {ns!r}: {exc.strerror}") from exc
+    with open("/proc/thread-self/ns/net") as orig, target:
+        if _libc.setns(target.fileno(), _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise EnvironmentProblem(f"setns({ns}): {os.strerror(err)}")
+        try:
+            yield
+        finally:
+            if _libc.setns(orig.fileno(), _CLONE_NEWNET) != 0:  # pragma: no cover
+                err = ctypes.get_errno()
+                raise EnvironmentProblem(f"setns back from {ns}: {os.strerror(err)}")
+
+
+def run(*args: str, ns: Optional[str] = None, check: bool = True,
+        input: Optional[str] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run a command, inside namespace ``ns`` when given (``ip netns exec``).
+
+    :raises EnvironmentProblem: the command failed (``check``) or timed out; the
+        message names the command and quotes its stderr.
+    """
+    cmd: List[str] = list(args)
+    if ns is not None:
+        cmd = ["ip", "netns", "exec", ns] + cmd
+    try:
+        res = subprocess.run(cmd, text=True, capture_output=True, input=input,
+                             timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise EnvironmentProblem(f"simnet: {' '.join(cmd)} timed out after {timeout} s") \
+            from exc
+    if check and res.returncode != 0:
+        raise EnvironmentProblem(
+            f"simnet: {' '.join(cmd)} failed: {res.stderr.strip() or res.returncode}")
+    return res
+
+
+def ip_batch(ns: str, lines: Sequence[str], timeout: float = 300) -> None:
+    """Run many ``ip`` commands in one process (``ip -n NS -batch -``); fast for
+    hundreds of links. Each line is an ``ip`` command without the leading ``ip``.
+
+    :raises EnvironmentProblem: any line failed.
+    """
+    if lines:
+        run("ip", "-n", ns, "-batch", "-", input="\n".join(lines) + "\n", timeout=timeout)
+
+
+class LinkCounters:
+    """Interface counters of one namespace, read over rtnetlink (``RTM_GETLINK``).
+
+    Reading is in-process (no subprocess), so each sample's ``time.monotonic()``
+    timestamp is within a fraction of a millisecond of the kernel's counter read.
+    Uses a plain ``AF_NETLINK`` socket opened inside the namespace, parsing
+    ``IFLA_STATS64`` (``struct rtnl_link_stats64``, include/uapi/linux/if_link.h),
+    so it behaves the same with every pyroute2 version.
+    """
+
+    _RTM_NEWLINK, _RTM_GETLINK, _NLMSG_ERROR = 16, 18, 2
+    _IFLA_IFNAME, _IFLA_STATS64 = 3, 23
+
+    def __init__(self, ns: str):
+        self.ns = ns
+        with in_netns(ns):
+            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                       socket.NETLINK_ROUTE)
+        self._sock.bind((0, 0))
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def read(self, ifname: str) -> Tuple[float, Dict[str, int]]:
+        """``(monotonic_s, counters)`` for ``ifname``; counters has ``rx_packets``,
+        ``tx_packets``, ``rx_bytes``, ``tx_bytes`` (bytes as the netdev counts them:
+        ``skb->len``, link header included, no FCS).
+
+        :raises EnvironmentProblem: no such interface in the namespace.
+        """
+        name = ifname.encode() + b"\0"
+        attr = struct.pack("=HH", 4 + len(name), self._IFLA_IFNAME) + name
+        attr += b"\0" * (-len(attr) % 4)
+        with self._lock:
+            self._seq += 1
+            body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0) + attr
+            msg = struct.pack("=IHHII", 16 + len(body), self._RTM_GETLINK, 1, self._seq, 0) + body
+            t_before = time.monotonic()
+            self._sock.send(msg)
+            data = self._sock.recv(65536)
+            t_after = time.monotonic()
+        length, mtype = struct.unpack_from("=IH", data, 0)
+        if mtype == self._NLMSG_ERROR:
+            errno = -struct.unpack_from("=i", data, 16)[0]
+            raise EnvironmentProblem(
+                f"simnet: no interface {ifname!r} in {self.ns}: {os.strerror(errno)}")
+        off = 16 + 16
+        while off + 4 <= length:
+            alen, atype = struct.unpack_from("=HH", data, off)
+            if alen < 4:
+                break
+            if atype & 0x3FFF == self._IFLA_STATS64:
+                rxp, txp, rxb, txb = struct.unpack_from("=QQQQ", data, off + 4)
+                return ((t_before + t_after) / 2,
+                        {"rx_packets": rxp, "tx_packets": txp, "rx_bytes": rxb, "tx_bytes": txb})
+            off += (alen + 3) & ~3
+        raise EnvironmentProblem(f"simnet: no IFLA_STATS64 for {ifname!r} in {self.ns}")
+
+
+# --------------------------------------------------------------------------
+# topology
+
+@dataclass(frozen=True)
+class SimGuest:
+    """One simulated guest (domU).
+
+    ``vif`` is the dom0-side netdev name (``vif<domid>.<devid>`` or the vifname),
+    ``emu`` the HVM emulated NIC's dom0-side twin (``<vif>-emu``) or ``None``; ``ns``
+    the guest's namespace, where its end is ``eth0`` (and ``emu0`` for the twin).
+    """
+
+    name: str
+    domid: int
+    devid: int
+    ns: str
+    vif: str
+    emu: Optional[str]
+    mac: str
+    ipv4: str
+    ipv6: str
+
+    def address(self, family: int) -> str:
+        """The guest's address for IP ``family`` (4 or 6)."""
+        return self.ipv4 if family == 4 else self.ipv6
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One iperf3 TCP transfer to measure: ``direction`` is ``"inbound"`` (toward
+    the guest) or ``"outbound"`` (from the guest); ``family`` 4 or 6."""
+
+    guest: SimGuest
+    direction: str
+    family: int = 4
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The result of one measured flow.
+
+    * ``wire_bits_per_s``: ``wire_bytes * 8 / window_s``, where ``wire_bytes`` is the
+      tx byte counter delta of ``wire_interface`` (the vif for inbound, the uplink for
+      outbound) between two samples taken in dom0, ``window_s`` apart on the
+      monotonic clock: the first after ``warmup_s``, the second before iperf3 ends.
+      On the uplink the counter counts every flow leaving it: with several outbound
+      flows at once it is their sum (the same figure in each Measurement).
+    * ``goodput_bits_per_s``: TCP payload bytes the receiver got per second, summed
+      over iperf3's receiver intervals inside the same window (iperf3's interval
+      clock starts when its test starts, a few ms after the counter clock's origin;
+      both windows lie in the steady state, so the rates compare). ``goodput_window_s``
+      is the length of those intervals; ``full_run_goodput_bits_per_s`` is iperf3's
+      whole-run receiver figure (includes slow start).
+    * ``retransmits``: the sender's TCP retransmissions over the whole run (iperf3's
+      ``sum_sent.retransmits``), ``None`` if iperf3 did not report it.
+    """
+
+    guest: str
+    vif: str
+    direction: str
+    family: int
+    wire_interface: str
+    wire_bytes: int
+    window_s: float
+    wire_bits_per_s: float
+    goodput_bits_per_s: float
+    goodput_window_s: float
+    full_run_goodput_bits_per_s: float
+    retransmits: Optional[int]
+
+    def wire_ratio(self, configured_bits_per_s: int) -> float:
+        """Measured wire rate / configured rate."""
+        return self.wire_bits_per_s / configured_bits_per_s
+
+    def goodput_ratio(self, configured_bits_per_s: int) -> float:
+        """Measured TCP goodput / configured rate."""
+        return self.goodput_bits_per_s / configured_bits_per_s
+
+
+class SimHost:
+    """A simulated dom0 with its bridge, uplink, "internet" host and guests.
+
+    :param prefix: namespace name prefix (``vqs-`` by default; tests may pass their
+        own so leftovers are recognisable). Names are ``<prefix><token>-<role>``
+        with a random token per host, so hosts can coexist.
+    :param bridge: the bridge name in dom0 (``xenbr0``).
+    :param uplink: the dom0 end of the physical-uplink veth (``peth0``).
+    :param sender_gso: keep GSO on the endpoints' interfaces (see module doc).
+
+    Use as a context manager or call :meth:`close`; on any error during
+    construction everything made so far is deleted again. An ``atexit`` hook
+    closes hosts that were not closed.
+
+    :raises EnvironmentProblem: not root, ``ip`` missing, a command failed.
+    """
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX, bridge: str = DEFAULT_BRIDGE,
+                 uplink: str = DEFAULT_UPLINK, sender_gso: bool = False):
+        if os.geteuid() != 0:
+            raise EnvironmentProblem("the simulated dom0 needs root (network namespaces)")
+        if shutil.which("ip") is None:
+            raise EnvironmentProblem("the simulated dom0 needs the ip tool (iproute2)")
+        self.token = uuid.uuid4().hex[:6]
+        self.prefix = prefix
+        self.bridge = bridge
+        self.uplink = uplink
+        self.sender_gso = sender_gso
+        self.namespaces: List[str] = []
+        self.guests: Dict[str, SimGuest] = {}
+        self._procs: List[subprocess.Popen] = []
+        self._counters: Dict[str, LinkCounters] = {}
+        self._next_port = 5201
+        self._next_guest_index = 1
+        self._lock = threading.Lock()
+        self._closed = False
+        atexit.register(self.close)
+        try:
+            self.dom0 = self._make_ns("dom0")
+            self.internet = self._make_ns("inet")
+            ip_batch(self.dom0, [
+                f"link add {bridge} type bridge stp_state 0 forward_delay 0 mcast_snooping 0",
+                f"addr add {DOM0_IPV4}/{SUBNET4_PREFIXLEN} dev {bridge}",
+                f"addr add {DOM0_IPV6}/{SUBNET6_PREFIXLEN} dev {bridge} nodad",
+                f"link set {bridge} up",
+                f"link add {uplink} type veth peer name eth0 netns {self.internet}",
+                f"link set {uplink} master {bridge} up",
+            ])
+            ip_batch(self.internet, [
+                f"addr add {INTERNET_IPV4}/{SUBNET4_PREFIXLEN} dev eth0",
+                f"addr add {INTERNET_IPV6}/{SUBNET6_PREFIXLEN} dev eth0 nodad",
+                "link set eth0 up",
+            ] + self._gso_lines("eth0"))
+        except BaseException:
+            self.close()
+            raise
+
+    # -- context manager ---------------------------------------------------
+    def __enter__(self) -> "SimHost":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- building ----------------------------------------------------------
+    def _make_ns(self, role: str) -> str:
+        name = f"{self.prefix}{self.token}-{role}"
+        run("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        run("sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0", ns=name)
+        run("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def _gso_lines(self, dev: str) -> List[str]:
+        return [] if self.sender_gso else [f"link set {dev} gso_max_segs 1"]
+
+    def add_guest(self, domid: int, devid: int = 0, name: Optional[str] = None,
+                  vifname: Optional[str] = None, hvm: bool = False,
+                  attach: bool = True) -> SimGuest:
+        """Make a guest namespace joined to dom0 by a vif-named veth.
+
+        :param domid: the guest's domain id (1..32751 in Xen; any int here).
+        :param devid: the vif's device id (``handle``).
+        :param name: the domain name (default ``guest<domid>``).
+        :param vifname: rename the dom0 end (xl's ``vifname=``); the HVM twin is
+            then ``<vifname>-emu``. At most 11 characters with ``hvm`` (15 without).
+        :param hvm: also make the emulated NIC's twin ``<vif>-emu``.
+        :param attach: bring the dom0 end(s) up in the bridge now; ``False`` leaves
+            them down and unbridged for a hotplug script (``vif-bridge``) to do it.
+        :raises EnvironmentProblem: the name is too long or taken, or ``ip`` failed.
+        """
+        vif = vifname or f"vif{domid}.{devid}"
+        emu = f"{vif}-emu" if hvm else None
+        for dev in (vif, emu):
+            if dev is not None and len(dev) > 15:
+                raise EnvironmentProblem(f"simnet: netdev name {dev!r} longer than 15 bytes")
+        with self._lock:
+            if vif in self.guests:
+                raise EnvironmentProblem(f"simnet: a guest with vif {vif!r} exists")
+            index = self._next_guest_index
+            self._next_guest_index += 1
+        if index > 250 * 250:
+            raise EnvironmentProblem("simnet: too many guests for the test subnet")
+        ns = self._make_ns(f"g{domid}-{devid}")
+        ipv4 = f"198.18.{1 + (index - 1) // 250}.{1 + (index - 1) % 250}"
+        ipv6 = f"{SUBNET6_PREFIX}1:{index:x}"
+        mac = "00:16:3e:%02x:%02x:%02x" % ((index >> 16) & 0x7F, (index >> 8) & 0xFF,
+                                           index & 0xFF)
+        lines = [f"link add {vif} address {NETBACK_VIF_MAC} type veth "
+                 f"peer name eth0 address {mac} netns {ns}"]
+        if emu:
+            lines.append(f"link add {emu} address {NETBACK_VIF_MAC} type veth "
+                         f"peer name emu0 netns {ns}")
+        ip_batch(self.dom0, lines)
+        ip_batch(ns, [
+            f"addr add {ipv4}/{SUBNET4_PREFIXLEN} dev eth0",
+            f"addr add {ipv6}/{SUBNET6_PREFIXLEN} dev eth0 nodad",
+            "link set eth0 up",
+        ] + self._gso_lines("eth0"))
+        guest = SimGuest(name=name or f"guest{domid}", domid=domid, devid=devid, ns=ns,
+                         vif=vif, emu=emu, mac=mac, ipv4=ipv4, ipv6=ipv6)
+        with self._lock:
+            self.guests[vif] = guest
+        if attach:
+            self.attach(vif)
+            if emu:
+                self.attach(emu)
+        return guest
+
+    def attach(self, dev: str) -> None:
+        """Bring dom0 netdev ``dev`` up as a port of the bridge (what ``vif-bridge``
+        does on ``online``/``add``)."""
+        ip_batch(self.dom0, [f"link set {dev} master {self.bridge} up"])
+
+    def detach(self, dev: str) -> None:
+        """Take ``dev`` out of the bridge and down (``vif-bridge`` ``offline``)."""
+        ip_batch(self.dom0, [f"link set {dev} nomaster down"])
+
+    def remove_guest(self, guest: SimGuest) -> None:
+        """Destroy the guest: its namespace goes, and with it both ends of its veths
+        (so the vif netdev vanishes from dom0, as when netback frees it)."""
+        self._kill_ns_processes(guest.ns)
+        run("ip", "netns", "del", guest.ns, check=False)
+        with self._lock:
+            if guest.ns in self.namespaces:
+                self.namespaces.remove(guest.ns)
+            self.guests.pop(guest.vif, None)
+
+    def in_dom0(self):
+        """Context manager: this thread inside the dom0 namespace (see
+        :func:`in_netns`), e.g. around ``vif_qos.apply.apply_vif``."""
+        return in_netns(self.dom0)
+
+    def link_names(self, ns: Optional[str] = None) -> List[str]:
+        """Names of the netdevs in ``ns`` (dom0 by default), from ``ip -j link``."""
+        out = run("ip", "-j", "-n", ns or self.dom0, "link", "show").stdout
+        return [link["ifname"] for link in json.loads(out or "[]")]
+
+    def counters(self, ns: Optional[str] = None) -> LinkCounters:
+        """The (cached) :class:`LinkCounters` reader of ``ns`` (dom0 by default)."""
+        ns = ns or self.dom0
+        with self._lock:
+            if ns not in self._counters:
+                self._counters[ns] = LinkCounters(ns)
+            return self._counters[ns]
+
+    # -- measuring ---------------------------------------------------------
+    def _port(self) -> int:
+        with self._lock:
+            port = self._next_port
+            self._next_port += 1
+            return port
+
+    def _endpoints(self, flow: Flow) -> Tuple[str, str, str, str]:
+        """(sender ns, receiver ns, address the receiver connects to, wire iface)."""
+        guest = flow.guest
+        inet_addr = INTERNET_IPV4 if flow.family == 4 else INTERNET_IPV6
+        if flow.direction == INBOUND:
+            return self.internet, guest.ns, inet_addr, guest.vif
+        if flow.direction == OUTBOUND:
+            return guest.ns, self.internet, guest.address(flow.family), self.uplink
+        raise EnvironmentProblem(f"simnet: direction must be inbound or outbound",
+                                 token=str(flow.direction))
+
+    def _spawn(self, ns: str, args: Sequence[str]) -> subprocess.Popen:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns] + list(args),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, text=True)
+        with self._lock:
+            self._procs.append(proc)
+        return proc
+
+    @staticmethod
+    def _listening(pid: int, port: int) -> bool:
+        """True when process ``pid`` is iperf3 and its namespace has a TCP listener
+        on ``port`` (read from /proc/PID/net/tcp*, which shows that process's netns)."""
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "iperf3":
+                    return False
+            for table in ("tcp6", "tcp"):
+                with open(f"/proc/{pid}/net/{table}") as f:
+                    for line in f.readlines()[1:]:
+                        fields = line.split()
+                        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                            return True
+        except (OSError, ValueError, IndexError):
+            return False
+        return False
+
+    def measure(self, guest: SimGuest, direction: str, family: int = 4,
+                window_s: float = 2.0, warmup_s: float = 1.0) -> Measurement:
+        """Measure one TCP flow; see :meth:`measure_many`."""
+        return self.measure_many([Flow(guest, direction, family)], window_s, warmup_s)[0]
+
+    def measure_many(self, flows: Sequence[Flow], window_s: float = 2.0,
+                     warmup_s: float = 1.0, interval_s: float = 0.25) -> List[Measurement]:
+        """Run the iperf3 TCP ``flows`` at the same time and measure each.
+
+        Each flow gets its own iperf3 server (in the sending namespace, own port) and
+        client (in the receiving namespace, ``-R``, ``--json``, ``-4``/``-6``), run for
+        ``warmup_s + window_s + 0.5`` s. The wire counters are sampled at
+        ``warmup_s`` and ``warmup_s + window_s`` after the clients start (see
+        :class:`Measurement`). Choose ``warmup_s`` and ``window_s`` as multiples of
+        ``interval_s`` (iperf3's report interval, >= 0.1 s). Every process is
+        bounded in time and killed on error.
+
+        :raises EnvironmentProblem: iperf3 missing, a server did not start within
+            5 s, a client failed or its JSON lacks the receiver figures.
+        """
+        if shutil.which("iperf3") is None:
+            raise EnvironmentProblem("measuring needs iperf3 (apt-get install iperf3)")
+        run_s = warmup_s + window_s + 0.5
+        plans = []
+        for flow in flows:
+            sender, receiver, addr, wire = self._endpoints(flow)
+            plans.append((flow, sender, receiver, addr, wire, self._port()))
+        servers, clients = [], []
+        try:
+            for flow, sender, _r, _a, _w, port in plans:
+                servers.append(self._spawn(sender, ["iperf3", "-s", "-1", "-p", str(port)]))
+            deadline = time.monotonic() + 5
+            for proc, plan in zip(servers, plans):
+                while not self._listening(proc.pid, plan[5]):
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise EnvironmentProblem(
+                            f"simnet: iperf3 server in {plan[1]} did not start: "
+                            f"{(proc.stderr.read() if proc.poll() is not None else '')}")
+                    time.sleep(0.01)
+            wire_keys = sorted({(self.dom0, plan[4]) for plan in plans})
+            start = time.monotonic()
+            for flow, _s, receiver, addr, _w, port in plans:
+                clients.append(self._spawn(receiver, [
+                    "iperf3", "-c", addr, "-p", str(port), f"-{flow.family}", "-R",
+                    "-t", f"{run_s:g}", "-i", f"{interval_s:g}", "--json",
+                    "--connect-timeout", "3000"]))
+            _sleep_until(start + warmup_s)
+            first = {key: self.counters(key[0]).read(key[1]) for key in wire_keys}
+            _sleep_until(start + warmup_s + window_s)
+            last = {key: self.counters(key[0]).read(key[1]) for key in wire_keys}
+            results = []
+            for proc, plan in zip(clients, plans):
+                try:
+                    out, err = proc.communicate(timeout=run_s + 15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    raise EnvironmentProblem(f"simnet: iperf3 client in {plan[2]} hung")
+                results.append((out, err, proc.returncode))
+            for proc in servers:
+                try:
+                    proc.communicate(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        finally:
+            for proc in servers + clients:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                with self._lock:
+                    if proc in self._procs:
+                        self._procs.remove(proc)
+        measurements = []
+        for (flow, _s, receiver, _a, wire, _p), (out, err, rc) in zip(plans, results):
+            (t0, c0), (t1, c1) = first[(self.dom0, wire)], last[(self.dom0, wire)]
+            wire_bytes = c1["tx_bytes"] - c0["tx_bytes"]
+            goodput, good_window, full, retrans = _iperf3_receiver(
+                out, err, rc, receiver, warmup_s, warmup_s + window_s)
+            measurements.append(Measurement(
+                guest=flow.guest.name, vif=flow.guest.vif, direction=flow.direction,
+                family=flow.family, wire_interface=wire, wire_bytes=wire_bytes,
+                window_s=t1 - t0, wire_bits_per_s=wire_bytes * 8 / (t1 - t0),
+                goodput_bits_per_s=goodput, goodput_window_s=good_window,
+                full_run_goodput_bits_per_s=full, retransmits=retrans))
+        return measurements
+
+    # -- teardown ----------------------------------------------------------
+    def _kill_ns_processes(self, ns: str) -> None:
+        pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), 9)
+            except (ProcessLookupError, ValueError):
+                pass
+
+    def close(self) -> None:
+        """Kill every process started here or still running in our namespaces and
+        delete every namespace (and so every netdev, qdisc and nft table in them).
+        Idempotent; never raises for things already gone."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        for proc in list(self._procs):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self._procs.clear()
+        for reader in self._counters.values():
+            reader.close()
+        self._counters.clear()
+        for ns in reversed(self.namespaces):
+            self._kill_ns_processes(ns)
+            run("ip", "netns", "del", ns, check=False)
+        self.namespaces.clear()
+        self.guests.clear()
+
+
+def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _iperf3_receiver(out: str, err: str, rc: int, ns: str, start_s: float,
+                     end_s: float) -> Tuple[float, float, float, Optional[int]]:
+    """(goodput bits/s in [start_s, end_s], its length s, full-run bits/s, retransmits)
+    from an iperf3 ``-R --json`` client's output (the client is the receiver)."""
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        raise EnvironmentProblem(
+            f"simnet: iperf3 client in {ns} gave no JSON (exit {rc}): {err.strip()[:200]}")
+    if doc.get("error"):
+        raise EnvironmentProblem(f"simnet: iperf3 client in {ns}: {doc['error']}")
+    total_bytes, total_s = 0, 0.0
+    for interval in doc.get("intervals", []):
+        s = interval["sum"]
+        if s["start"] >= start_s - 0.01 and s["end"] <= end_s + 0.01:
+            total_bytes += s["bytes"]
+            total_s += s["seconds"]
+    end = doc.get("end", {})
+    received = end.get("sum_received", {})
+    if not total_s or "bits_per_second" not in received:
+        raise EnvironmentProblem(f"simnet: iperf3 client in {ns} reported no receiver "
+                                 f"intervals in {start_s}..{end_s} s")
+    retrans = end.get("sum_sent", {}).get("retransmits")
+    return total_bytes * 8 / total_s, total_s, float(received["bits_per_second"]), retrans
