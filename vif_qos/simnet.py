@@ -447,7 +447,12 @@ class SimHost:
 
     def remove_guest(self, guest: SimGuest) -> None:
         """Destroy the guest: its namespace goes, and with it both ends of its veths
-        (so the vif netdev vanishes from dom0, as when netback frees it)."""
+        (so the vif netdev vanishes from dom0, as when netback frees it).
+
+        The veths are deleted explicitly first: a namespace's own teardown runs
+        later in a kernel workqueue, and the vif must be gone when this returns."""
+        ip_batch(self.dom0, [f"link del {dev}" for dev in (guest.vif, guest.emu)
+                             if dev and dev in self.link_names()])
         self._kill_ns_processes(guest.ns)
         run("ip", "netns", "del", guest.ns, check=False)
         with self._lock:

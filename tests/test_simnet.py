@@ -1,0 +1,103 @@
+"""The simulated dom0 (vif_qos.simnet): topology, measurement, cleanup.
+
+Checked against the ip tool's JSON (an independent oracle); the measurement is
+checked on an unshaped path, where wire and goodput must agree with each other.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from nsutil import sh
+from vif_qos.errors import EnvironmentProblem
+from vif_qos.simnet import (INBOUND, NETBACK_VIF_MAC, OUTBOUND, Flow, SimHost,
+                            in_netns)
+
+PREFIX = "vqt-sim-"
+
+pytestmark = pytest.mark.kernel
+
+
+def links(ns):
+    return {link["ifname"]: link for link in json.loads(sh("ip", "-j", "-n", ns, "link").stdout)}
+
+
+def our_namespaces(host):
+    listed = sh("ip", "netns", "list").stdout.split()
+    return [name for name in listed if name.startswith(f"{PREFIX}{host.token}")]
+
+
+def test_topology_names_bridge_ports_and_addresses():
+    with SimHost(prefix=PREFIX) as host:
+        pv = host.add_guest(domid=7)
+        hvm = host.add_guest(domid=8, hvm=True)
+        renamed = host.add_guest(domid=9, devid=1, vifname="baldr", hvm=True)
+        cold = host.add_guest(domid=10, attach=False)
+        dom0 = links(host.dom0)
+        assert {"xenbr0", "peth0", "vif7.0", "vif8.0", "vif8.0-emu", "baldr", "baldr-emu",
+                "vif10.0"} <= set(dom0)
+        for dev in ("peth0", "vif7.0", "vif8.0", "vif8.0-emu", "baldr", "baldr-emu"):
+            assert dom0[dev].get("master") == "xenbr0", dev
+            assert "UP" in dom0[dev]["flags"], dev
+        # attach=False: as netback leaves it before vif-bridge runs.
+        assert "master" not in dom0["vif10.0"]
+        assert "UP" not in dom0["vif10.0"]["flags"]
+        assert dom0["vif7.0"]["address"] == NETBACK_VIF_MAC
+        host.attach(cold.vif)
+        assert links(host.dom0)["vif10.0"].get("master") == "xenbr0"
+        assert (pv.vif, hvm.emu, renamed.vif, renamed.emu) == (
+            "vif7.0", "vif8.0-emu", "baldr", "baldr-emu")
+        addrs = json.loads(sh("ip", "-j", "-n", pv.ns, "addr", "show", "eth0").stdout)[0]
+        got = {(a["family"], a["local"]) for a in addrs["addr_info"]}
+        assert ("inet", pv.ipv4) in got and ("inet6", pv.ipv6) in got
+        assert not any("tentative" in a for a in addrs["addr_info"])
+        assert len({g.ipv4 for g in (pv, hvm, renamed, cold)}) == 4
+        assert len(our_namespaces(host)) == 6
+    assert our_namespaces(host) == []
+
+
+def test_unshaped_measurement_both_directions_both_families():
+    with SimHost(prefix=PREFIX) as host:
+        guest = host.add_guest(domid=3)
+        flows = [Flow(guest, INBOUND, 4), Flow(guest, OUTBOUND, 6)]
+        for flow in flows:
+            m = host.measure(flow.guest, flow.direction, flow.family, window_s=1.0,
+                             warmup_s=0.5)
+            assert m.wire_interface == (guest.vif if flow.direction == INBOUND else "peth0")
+            assert m.window_s == pytest.approx(1.0, abs=0.05)
+            assert m.goodput_window_s == pytest.approx(1.0, abs=0.05)
+            assert m.wire_bits_per_s > 10e6, m
+            # Unshaped, one MSS per packet: goodput is the payload share of the
+            # wire bytes (1448/1514 for IPv4, 1428/1514 for IPv6, with TCP
+            # timestamps), within the noise of two unaligned windows.
+            payload_share = (1448 if flow.family == 4 else 1428) / 1514
+            assert m.goodput_bits_per_s / m.wire_bits_per_s == \
+                pytest.approx(payload_share, rel=0.08), m
+
+
+def test_close_removes_everything_after_an_error_and_kills_processes():
+    with pytest.raises(RuntimeError):
+        with SimHost(prefix=PREFIX) as host:
+            guest = host.add_guest(domid=4)
+            sleeper = subprocess.Popen(["ip", "netns", "exec", guest.ns, "sleep", "600"])
+            raise RuntimeError("test body failed")
+    assert our_namespaces(host) == []
+    assert sleeper.wait(timeout=5) != 0
+
+
+def test_remove_guest_makes_the_vif_vanish_and_in_dom0_enters_dom0():
+    with SimHost(prefix=PREFIX) as host:
+        guest = host.add_guest(domid=5)
+        with host.in_dom0():
+            with open("/proc/thread-self/net/dev") as f:
+                assert "vif5.0:" in f.read()
+        host.remove_guest(guest)
+        assert "vif5.0" not in links(host.dom0)
+        with pytest.raises(EnvironmentProblem):
+            host.counters().read("vif5.0")
+    with pytest.raises(EnvironmentProblem):
+        with in_netns("vqt-sim-no-such-namespace"):
+            pass
