@@ -1,0 +1,73 @@
+"""``vif-qos cleanup [--vif NAME]``: remove the shaping of vifs whose netdev is gone.
+
+Run by udev (``udev/85-vif-qos.rules``) when a guest netdev or a netback backend
+device is removed, because Xen does not guarantee an ``offline`` run
+(../shared/design.md §1). Also safe to run by hand or from cron at any time.
+
+- ``--vif NAME``: remove what vif-qos applied for NAME, unless a netdev called NAME
+  exists again in this network namespace (a rebooted guest that kept its
+  ``vifname`` and is already shaped anew: its new shaping is left alone).
+- no option: remove every vif-qos leaf, map element and qdisc whose netdev is gone
+  (:func:`vif_qos.apply.cleanup_orphans`).
+
+Exit status 0 whenever the cleanup ran (what it removed is printed, one name a
+line); 1 when the kernel refused a removal.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from .hotlog import HotplugLog
+
+
+def configure(parser, name) -> None:
+    parser.add_argument("--vif", metavar="NAME",
+                        help="only this netdev name (udev passes %%k); skipped if the "
+                             "netdev exists")
+    parser.add_argument("--conf", metavar="PATH", default=None,
+                        help="policy file (default: $VIF_QOS_CONF or /etc/xen/vif-qos.conf)")
+
+
+def netdev_exists(name: str) -> bool:
+    """Whether a netdev called ``name`` exists in this network namespace.
+
+    Uses ``if_nametoindex`` (an ioctl in the caller's namespace), not sysfs.
+    """
+    try:
+        socket.if_nametoindex(name)
+        return True
+    except OSError:
+        return False
+
+
+def _host_settings(conf, log):
+    try:
+        from .policy import load_policy
+        return load_policy(conf).host
+    except Exception as err:  # a broken policy must not stop a cleanup
+        text = err.one_line() if hasattr(err, "one_line") else f"{type(err).__name__}: {err}"
+        log.warning(f"policy not loaded ({text}); cleaning up with built-in settings")
+        return None
+
+
+def run(args) -> int:
+    conf = args.conf or os.environ.get("VIF_QOS_CONF") or None
+    log = HotplugLog(context=f"cleanup {args.vif}" if args.vif else "cleanup")
+    from . import apply
+
+    host = _host_settings(conf, log)
+    if args.vif:
+        if netdev_exists(args.vif):
+            log.debug(f"netdev {args.vif} exists: nothing to clean up")
+            return 0
+        if apply.remove_vif(args.vif, host=host):
+            log.info("orphaned shaping removed")
+            print(args.vif)
+        return 0
+    removed = apply.cleanup_orphans(host=host)
+    for name in removed:
+        log.info(f"orphaned shaping of {name} removed")
+        print(name)
+    return 0

@@ -1,0 +1,389 @@
+"""``vif-qos online|offline|add|remove``: what Xen's toolstack runs for a vif.
+
+Run by the ``vif-post.d`` hook inside Xen's ``vif-bridge``/``vif-route``/``vif-nat``
+or by the ``script=vif-qos`` wrapper (see docs/xen-integration.rst), with the
+environment and arguments libxl gives a vif script (``tools/libs/light/
+libxl_linux.c: libxl__hotplug_nic``): ``vif=vif<domid>.<devid>``,
+``XENBUS_PATH=backend/vif/<domid>/<devid>``, for the HVM emulated NIC
+``INTERFACE=vif<domid>.<devid>-emu``, ``netdev``, ``script``; argv
+``online|offline type_if=vif`` or ``add|remove type_if=tap``.
+
+The conventions are those of ``tools/hotplug/Linux/vif-common.sh``:
+
+- the first word without ``=`` is the command; ``key=value`` words override the
+  environment (``evalVariables``); ``type_if`` defaults to ``vif``;
+- ``online``/``offline`` act only for ``type_if=vif``, ``add``/``remove`` only for
+  ``type_if=tap``; any other combination exits 0 doing nothing;
+- the device is ``$vif`` (``type_if=vif``) or ``$INTERFACE`` (``tap``); a backend
+  ``vifname`` renames it to ``vifname`` (``vifname-emu`` for the tap). The tap's
+  domid and devid come from its name, ``vif<domid>.<devid>-emu`` (or the pre-4.2
+  ``tap<domid>.<devid>``), and its backend is the PV twin's,
+  ``/local/domain/0/backend/vif/<domid>/<devid>``: the tap is shaped like its twin.
+
+What is trusted (design.md §3): only dom0-owned nodes are read -- the backend
+directory (``bridge``, ``rate``, ``mac``, ``vifname``, ``frontend-id``, ``type``),
+``/local/domain/<domid>/name``, ``/local/domain/<domid>/vm`` and
+``/vm/<uuid>/name`` -- never the guest's ``device/vif/<devid>/`` directory.
+
+``online``/``add`` resolve the plan and apply it. On failure they undo what was
+applied, write ``hotplug-error`` (the one line ``xl create`` shows) and
+``hotplug-status=error`` into the backend directory, log, and exit non-zero (2 for
+bad input, 1 otherwise) -- unless the policy's ``on_failure = warn``, which logs a
+warning and exits 0 with the vif unshaped. ``offline``/``remove`` are best effort
+and always exit 0, also when the netdev is already gone or ``online`` never ran.
+
+Environment knobs: ``VIF_QOS_CONF`` (policy file, default ``/etc/xen/vif-qos.conf``),
+``VIF_QOS_XENSTORE_TIMEOUT`` (seconds per xenstore tool run, default 5), and
+those of :mod:`vif_qos.hotlog`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .errors import InputError, VifQosError, XenstoreError
+from .hotlog import HotplugLog
+from .model import ON_FAILURE_WARN, VifFacts
+
+HOTPLUG_COMMANDS = ("online", "offline", "add", "remove")
+UP_COMMANDS = ("online", "add")
+
+#: xenstore tool timeout for hotplug runs, seconds: libxl kills a script after 40 s.
+DEFAULT_XENSTORE_TIMEOUT_S = 5.0
+
+_XENBUS_RE = re.compile(r"^(?:/local/domain/(\d+)/)?backend/vif/(\d+)/(\d+)$")
+_TAP_RES = (re.compile(r"^vif(\d+)\.(\d+)-emu$"), re.compile(r"^tap(\d+)\.(\d+)$"))
+
+#: The backend keys read (all written by libxl, owned by the backend domain).
+BACKEND_KEYS = ("bridge", "rate", "mac", "vifname", "frontend-id", "type")
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One hotplug run, parsed from argv and the environment (no I/O).
+
+    ``dev`` is the netdev name as libxl/netback made it (``vif3.0``,
+    ``vif3.0-emu``); ``hook_dev`` the final name when the hook passed it
+    (``dev=`` after vif-common.sh's rename), else ``None``. ``xenbus_path`` is the
+    backend directory (relative or absolute, as given). ``bridge_arg`` is a
+    ``bridge=`` word from argv (the hook passes vif-bridge's final bridge).
+    """
+
+    command: str
+    type_if: str
+    dev: str
+    xenbus_path: str
+    domid: int
+    devid: int
+    hook_dev: Optional[str] = None
+    bridge_arg: Optional[str] = None
+    bridge_env: Optional[str] = None
+    variables: Dict[str, str] = field(default_factory=dict)
+
+
+def parse_words(command: str, argv: Sequence[str]) -> Tuple[str, Dict[str, str]]:
+    """Split a hotplug argv the way ``findCommand``/``evalVariables`` do.
+
+    ``command`` is the word the front door already took; a further word without
+    ``=`` is ignored, as the shell scripts ignore it. ``key=value`` words (``=``
+    not first) become variables; the last one of a key wins.
+    """
+    variables: Dict[str, str] = {}
+    for word in argv:
+        if "=" in word and not word.startswith("="):
+            key, _, value = word.partition("=")
+            variables[key] = value
+    return command, variables
+
+
+def xenbus_ids(path: str) -> Tuple[int, int]:
+    """``(domid, devid)`` of a vif backend path (``backend/vif/3/0`` or absolute).
+
+    :raises InputError: not a vif backend path.
+    """
+    match = _XENBUS_RE.match(path.rstrip("/"))
+    if not match:
+        raise InputError("XENBUS_PATH is not a vif backend path "
+                         "(backend/vif/<domid>/<devid>)", token=path, source="XENBUS_PATH")
+    return int(match.group(2)), int(match.group(3))
+
+
+def tap_ids(name: str) -> Tuple[int, int]:
+    """``(domid, devid)`` from an emulated NIC's tap name (``vif3.0-emu``, ``tap3.0``).
+
+    :raises InputError: another name.
+    """
+    for regex in _TAP_RES:
+        match = regex.match(name)
+        if match:
+            return int(match.group(1)), int(match.group(2))
+    raise InputError("INTERFACE is not an emulated NIC tap name (vif<domid>.<devid>-emu)",
+                     token=name, source="INTERFACE")
+
+
+def parse_invocation(command: str, argv: Sequence[str],
+                     env: Mapping[str, str]) -> Optional[Invocation]:
+    """The run described by ``command``, ``argv`` and ``env``; ``None``: nothing to do.
+
+    :raises InputError: a required variable (``vif``, ``XENBUS_PATH``,
+        ``INTERFACE``) is missing or malformed.
+    """
+    if command not in HOTPLUG_COMMANDS:
+        raise InputError("not a hotplug command", token=command, source="argv")
+    _cmd, words = parse_words(command, argv)
+    merged: Dict[str, str] = {k: v for k, v in env.items()}
+    merged.update(words)
+    type_if = merged.get("type_if") or "vif"
+    if type_if not in ("vif", "tap"):
+        return None
+    if command in ("online", "offline") and type_if != "vif":
+        return None
+    if command in ("add", "remove") and type_if != "tap":
+        return None
+    if type_if == "vif":
+        dev = merged.get("vif", "")
+        if not dev:
+            raise InputError("the vif variable (netdev name) is missing", source="environment")
+        xenbus_path = merged.get("XENBUS_PATH", "")
+        if not xenbus_path:
+            raise InputError("XENBUS_PATH is missing", source="environment")
+        domid, devid = xenbus_ids(xenbus_path)
+    else:
+        dev = merged.get("INTERFACE", "")
+        if not dev:
+            raise InputError("INTERFACE (the -emu tap's name) is missing", source="environment")
+        domid, devid = tap_ids(dev)
+        # vif-common.sh: XENBUS_PATH="/local/domain/0/backend/vif/$domid/$devid"
+        xenbus_path = f"/local/domain/0/backend/vif/{domid}/{devid}"
+    hook_dev = words.get("dev") or None
+    return Invocation(command=command, type_if=type_if, dev=dev, xenbus_path=xenbus_path,
+                      domid=domid, devid=devid, hook_dev=hook_dev,
+                      bridge_arg=words.get("bridge") or None,
+                      bridge_env=env.get("bridge") or None, variables=words)
+
+
+def final_dev_name(inv: Invocation, vifname: Optional[str]) -> str:
+    """The netdev's name after vif-common.sh's ``vifname`` rename."""
+    if inv.hook_dev:
+        return inv.hook_dev
+    if vifname:
+        return f"{vifname}-emu" if inv.type_if == "tap" else vifname
+    return inv.dev
+
+
+def read_facts(xs, inv: Invocation) -> VifFacts:
+    """Read the vif's facts from dom0-owned xenstore nodes only (see module doc).
+
+    :param xs: a :class:`vif_qos.xenstore.Xenstore`.
+    :raises XenstoreError: the backend directory is missing or xenstored failed.
+    :raises InputError: ``frontend-id`` contradicts ``XENBUS_PATH``.
+    """
+    from .xenstore import XenstoreMissing
+
+    backend = inv.xenbus_path.rstrip("/")
+    try:
+        present = set(xs.list(backend))
+    except XenstoreMissing:
+        raise XenstoreError("the vif's backend directory does not exist",
+                            token=backend, source="xenstore") from None
+    dom = f"/local/domain/{inv.domid}"
+    paths = [f"{backend}/{key}" for key in BACKEND_KEYS if key in present]
+    paths += [f"{dom}/name", f"{dom}/vm"]
+    values = xs.read_optional(paths)
+
+    def backend_value(key: str) -> Optional[str]:
+        return values.get(f"{backend}/{key}")
+
+    frontend_id = backend_value("frontend-id")
+    if frontend_id is not None and frontend_id.strip() != str(inv.domid):
+        raise InputError(f"backend frontend-id does not match XENBUS_PATH's domid {inv.domid}",
+                         token=frontend_id, source=f"xenstore:{backend}/frontend-id")
+    vm_path = values.get(f"{dom}/vm")
+    uuid = None
+    if vm_path and vm_path.startswith("/vm/") and "/" not in vm_path[4:]:
+        uuid = vm_path[4:] or None
+    name = values.get(f"{dom}/name")
+    if name is None and vm_path and uuid:
+        name = xs.read_default(f"{vm_path}/name")
+    bridge = inv.bridge_arg or backend_value("bridge") or inv.bridge_env or "xenbr0"
+    rate = backend_value("rate")
+    return VifFacts(
+        vif=final_dev_name(inv, backend_value("vifname")),
+        devid=inv.devid,
+        bridge=bridge,
+        domid=inv.domid,
+        domain_name=name,
+        domain_uuid=uuid,
+        mac=backend_value("mac"),
+        xen_rate=rate,
+        xen_rate_source=f"xenstore:{backend}/rate",
+    )
+
+
+# -- the services hotplug calls (injectable for unit tests) -------------------------
+
+
+@dataclass
+class Services:
+    """The policy, resolver and kernel entry points hotplug uses.
+
+    Defaults (:func:`default_services`) are ``vif_qos.policy.load_policy``,
+    ``vif_qos.resolve.plan_for_facts``, ``vif_qos.apply.apply_vif`` /
+    ``remove_vif`` / ``cleanup_orphans``, and a :class:`vif_qos.xenstore.Xenstore`.
+    """
+
+    load_policy: Callable[..., Any]
+    plan_for_facts: Callable[..., Any]
+    apply_vif: Callable[..., Any]
+    remove_vif: Callable[..., Any]
+    xenstore: Any
+
+
+def default_services(env: Mapping[str, str]) -> Services:
+    """The real services, imported only now (a hotplug run pays for what it uses)."""
+    from .xenstore import Xenstore
+
+    def load_policy(path=None):
+        from .policy import load_policy as real
+        return real(path)
+
+    def plan_for_facts(facts, policy):
+        from .resolve import plan_for_facts as real
+        return real(facts, policy)
+
+    def apply_vif(plan):
+        from .apply import apply_vif as real
+        return real(plan)
+
+    def remove_vif(vif, host=None):
+        from .apply import remove_vif as real
+        return real(vif, host=host)
+
+    try:
+        timeout_s = float(env.get("VIF_QOS_XENSTORE_TIMEOUT", DEFAULT_XENSTORE_TIMEOUT_S))
+    except ValueError:
+        timeout_s = DEFAULT_XENSTORE_TIMEOUT_S
+    return Services(load_policy=load_policy, plan_for_facts=plan_for_facts,
+                    apply_vif=apply_vif, remove_vif=remove_vif,
+                    xenstore=Xenstore(timeout_s=timeout_s if timeout_s > 0 else
+                                      DEFAULT_XENSTORE_TIMEOUT_S, env=dict(env)))
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, VifQosError):
+        return err.one_line()
+    return "internal error: " + " ".join(f"{type(err).__name__}: {err}".split())
+
+
+def _summary(plan) -> str:
+    parts: List[str] = []
+    inbound = getattr(plan, "inbound", None)
+    outbound = getattr(plan, "outbound", None)
+    if inbound is not None:
+        parts.append(f"inbound {inbound.rate_bits_per_s} bit/s")
+    if outbound is not None:
+        pool = f" in pool {outbound.pool}" if outbound.pool else ""
+        parts.append(f"outbound {outbound.rate_bits_per_s} bit/s (ceil "
+                     f"{outbound.ceil_bits_per_s}){pool} on {plan.bridge}")
+    return ", ".join(parts) if parts else "no shaping"
+
+
+def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
+                 services: Optional[Services] = None) -> int:
+    """Run one hotplug command; return the exit status (never raises).
+
+    :param command: ``online``, ``offline``, ``add`` or ``remove``.
+    :param argv: the words after the command (``type_if=vif``, ...).
+    :param env: the environment (default ``os.environ``).
+    :param services: injected policy/resolver/kernel/xenstore (default the real ones).
+    :returns: 0 on success, on anything ``offline``/``remove`` did, on a combination
+        that does nothing, and on an ``online`` failure under ``on_failure = warn``;
+        otherwise 2 (bad input) or 1.
+    """
+    env = dict(os.environ if env is None else env)
+    log = HotplugLog(context=f"{command} {env.get('vif') or env.get('INTERFACE') or '?'}")
+    try:
+        inv = parse_invocation(command, argv, env)
+    except VifQosError as err:
+        log.error(err.one_line())
+        if command in UP_COMMANDS:
+            # Without a valid XENBUS_PATH there is nowhere to write hotplug-error.
+            return err.exit_status
+        return 0
+    if inv is None:
+        log.debug(f"nothing to do for {command} with type_if={env.get('type_if', 'vif')}")
+        return 0
+    log.context = f"{command} {inv.hook_dev or inv.dev}"
+    try:
+        services = services or default_services(env)
+    except Exception as err:  # pragma: no cover - an import problem
+        log.error(_one_line(err))
+        return 1 if command in UP_COMMANDS else 0
+    conf = env.get("VIF_QOS_CONF") or None
+    if command in UP_COMMANDS:
+        return _bring_up(inv, services, conf, log)
+    return _take_down(inv, services, conf, log)
+
+
+def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog) -> int:
+    policy = None
+    applied_to: Optional[str] = None
+    try:
+        policy = sv.load_policy(conf)
+        log.set_debug(bool(getattr(policy.host, "debug", False)))
+        facts = read_facts(sv.xenstore, inv)
+        log.context = f"{inv.command} {facts.vif}"
+        log.debug(f"facts: domid={facts.domid} devid={facts.devid} name={facts.domain_name!r} "
+                  f"bridge={facts.bridge} rate={facts.xen_rate!r} mac={facts.mac}")
+        plan = sv.plan_for_facts(facts, policy)
+        for note in getattr(plan, "notes", ()) or ():
+            log.warning(note)
+        applied_to = facts.vif
+        sv.apply_vif(plan)
+        log.info(f"shaped: {_summary(plan)}")
+        return 0
+    except Exception as err:  # every failure: undo, report, and decide the status
+        message = _one_line(err)
+        status = err.exit_status if isinstance(err, VifQosError) else 1
+        if applied_to is not None:
+            try:
+                sv.remove_vif(applied_to, host=getattr(policy, "host", None))
+            except Exception as undo_err:
+                log.warning(f"undoing the partial shaping failed: {_one_line(undo_err)}")
+        host = getattr(policy, "host", None)
+        if host is not None and getattr(host, "on_failure", None) == ON_FAILURE_WARN:
+            log.warning(f"{message} (on_failure = warn: the vif stays unshaped)")
+            return 0
+        log.error(message)
+        try:
+            sv.xenstore.write_many([(f"{inv.xenbus_path}/hotplug-error", f"vif-qos: {message}"),
+                                    (f"{inv.xenbus_path}/hotplug-status", "error")])
+        except Exception as xs_err:
+            log.error(f"could not write hotplug-error: {_one_line(xs_err)}")
+        return status or 1
+
+
+def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog) -> int:
+    host = None
+    try:
+        host = sv.load_policy(conf).host
+        log.set_debug(bool(getattr(host, "debug", False)))
+    except Exception as err:
+        log.warning(f"policy not loaded ({_one_line(err)}); removing with built-in settings")
+    name = inv.hook_dev
+    if name is None:
+        try:
+            name = final_dev_name(inv, sv.xenstore.read_default(f"{inv.xenbus_path}/vifname"))
+        except Exception as err:
+            name = inv.dev
+            log.warning(f"backend vifname not readable ({_one_line(err)}); using {name}")
+    log.context = f"{inv.command} {name}"
+    try:
+        removed = sv.remove_vif(name, host=host)
+        log.info("shaping removed" if removed else "nothing of vif-qos was left to remove")
+    except Exception as err:
+        log.warning(f"removal incomplete (udev's vif-qos cleanup will retry): {_one_line(err)}")
+    return 0
