@@ -83,18 +83,23 @@ class Xenstore:
     def _run(self, tool: str, args: Sequence[str]) -> Tuple[int, str, str]:
         cmd = [self._tool(tool), *args]
         try:
-            proc = subprocess.run(cmd, env=self.env, stdin=subprocess.DEVNULL,
-                                  capture_output=True, timeout=self.timeout_s)
+            proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except FileNotFoundError:
             raise EnvironmentProblem(
                 f"{tool} not found (install Debian's xenstore-utils package)",
                 source="xenstore") from None
+        try:
+            out, err = proc.communicate(timeout=self.timeout_s)
+            returncode = proc.wait(timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
             raise XenstoreTimeout(
                 f"{tool} did not finish within {self.timeout_s:g} s (is xenstored stuck?)",
                 token=" ".join(args), source="xenstore") from None
-        return (proc.returncode, proc.stdout.decode("utf-8", errors="surrogateescape"),
-                proc.stderr.decode("utf-8", errors="replace"))
+        return (returncode, (out or b"").decode("utf-8", errors="surrogateescape"),
+                (err or b"").decode("utf-8", errors="replace"))
 
     def _failure(self, tool: str, args: Sequence[str], stderr: str,
                  missing_marks: Tuple[str, ...]) -> XenstoreError:

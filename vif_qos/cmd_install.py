@@ -1,0 +1,245 @@
+"""``vif-qos install`` / ``vif-qos uninstall``: put Xen's side of vif-qos in place.
+
+``install`` writes, under ``--root`` (default ``/``):
+
+- ``/etc/xen/scripts/vif-post.d/00-vif-qos.hook``: sourced by vif-bridge, vif-route
+  and vif-nat (``call_hooks vif post``); runs ``vif-qos online|offline|add|remove``;
+- ``/etc/xen/scripts/vif-qos``: the ``script=vif-qos`` wrapper around the real
+  script (``--wrapped-script``, default ``vif-bridge``);
+- ``/etc/udev/rules.d/85-vif-qos.rules``: orphan cleanup when a guest netdev goes
+  (and ``86-vif-qos-udev-hotplug.rules`` with ``--udev-hotplug``);
+- ``/etc/xen/vif-qos.conf``: the commented example policy, only when no policy file
+  exists (an existing one is never touched);
+- ``/var/lib/vif-qos/install-manifest.json``: what was written and its checksum.
+
+The absolute path of the ``vif-qos`` program (``--vif-qos``, default the one
+running) is written into the hook, the wrapper and the rules, because Xen's
+scripts run with their own ``PATH``.
+
+``uninstall`` removes exactly what the manifest lists, and only files whose
+content is still what install wrote; an edited file is kept and reported. The
+policy file is removed only if it is byte-for-byte the installed example. Without
+a manifest it removes the hook, wrapper and rules if they carry vif-qos's marker,
+and never the policy file. Directories are removed only if install made them and
+they are empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from .errors import EnvironmentProblem, InputError
+
+HOOK_PATH = "etc/xen/scripts/vif-post.d/00-vif-qos.hook"
+WRAPPER_PATH = "etc/xen/scripts/vif-qos"
+UDEV_PATH = "etc/udev/rules.d/85-vif-qos.rules"
+UDEV_HOTPLUG_PATH = "etc/udev/rules.d/86-vif-qos-udev-hotplug.rules"
+POLICY_PATH = "etc/xen/vif-qos.conf"
+MANIFEST_PATH = "var/lib/vif-qos/install-manifest.json"
+
+#: (source relative to the data directory, target relative to the root, mode)
+_SHIPPED = (
+    ("scripts/vif-post.d/00-vif-qos.hook", HOOK_PATH, 0o755),
+    ("scripts/vif-qos", WRAPPER_PATH, 0o755),
+    ("udev/85-vif-qos.rules", UDEV_PATH, 0o644),
+)
+_UDEV_HOTPLUG = ("udev/86-vif-qos-udev-hotplug.rules", UDEV_HOTPLUG_PATH, 0o644)
+_MARKER = "vif-qos"
+
+
+def configure(parser, name) -> None:
+    parser.add_argument("--root", "--prefix", dest="root", default="/", metavar="DIR",
+                        help="install under DIR instead of / (a package build root or a "
+                             "test tree); Xen's paths below it are fixed")
+    if name == "install":
+        parser.add_argument("--wrapped-script", default="vif-bridge", metavar="SCRIPT",
+                            help="the script the script=vif-qos wrapper runs (a name in "
+                                 "/etc/xen/scripts or an absolute path; default vif-bridge)")
+        parser.add_argument("--vif-qos", dest="vif_qos", default=None, metavar="PATH",
+                            help="the vif-qos program Xen's scripts and udev run "
+                                 "(default: this one)")
+        parser.add_argument("--udev-hotplug", action="store_true",
+                            help="also install the rules for udev-driven hotplug "
+                                 "(xend / run_hotplug_scripts=0)")
+
+
+def data_dir() -> str:
+    """Where ``scripts/`` and ``udev/`` are: the source checkout, or
+    ``<prefix>/share/vif-qos`` for an installed package.
+
+    :raises EnvironmentProblem: neither has them.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = [os.path.dirname(here),
+                  os.path.join(sys.prefix, "share", "vif-qos"),
+                  "/usr/local/share/vif-qos", "/usr/share/vif-qos"]
+    for base in candidates:
+        if os.path.isfile(os.path.join(base, "scripts", "vif-qos")):
+            return base
+    raise EnvironmentProblem("vif-qos's scripts/ and udev/ files were not found",
+                             token=", ".join(candidates), source="install")
+
+
+def example_policy_path() -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "vif-qos.conf.example")
+
+
+def default_vif_qos_path() -> str:
+    """The running vif-qos program's absolute path (best guess)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "vif-qos")
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("vif-qos")
+    return os.path.abspath(found) if found else "/usr/local/bin/vif-qos"
+
+
+def _target(root: str, rel: str) -> str:
+    return os.path.join(os.path.abspath(root), rel)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _render(text: str, vif_qos: str, wrapped: str) -> str:
+    return text.replace("@VIF_QOS@", vif_qos).replace("@WRAPPED_SCRIPT@", wrapped)
+
+
+def _makedirs(path: str, made: List[str], root: str) -> None:
+    """Make ``path`` and its missing parents; record each one made, relative to
+    ``root`` (deepest last)."""
+    missing: List[str] = []
+    cur = path
+    root = os.path.abspath(root)
+    while not os.path.isdir(cur) and cur != root and cur != os.path.dirname(cur):
+        missing.append(cur)
+        cur = os.path.dirname(cur)
+    for directory in reversed(missing):
+        os.mkdir(directory, 0o755)
+        made.append(os.path.relpath(directory, root))
+
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    tmp = f"{path}.vif-qos-tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def install(root: str = "/", wrapped_script: str = "vif-bridge",
+            vif_qos: Optional[str] = None, udev_hotplug: bool = False) -> List[Tuple[str, str]]:
+    """Install; return ``(action, path)`` pairs (``installed``, ``kept``, ``updated``).
+
+    :raises InputError: a bad ``wrapped_script``.
+    :raises EnvironmentProblem: the shipped files or the example policy are missing.
+    """
+    if not wrapped_script or "\n" in wrapped_script or '"' in wrapped_script:
+        raise InputError("not a usable script name", token=wrapped_script,
+                         source="--wrapped-script")
+    vif_qos = vif_qos or default_vif_qos_path()
+    base = data_dir()
+    manifest_file = _target(root, MANIFEST_PATH)
+    old = _load_manifest(manifest_file)
+    files: Dict[str, str] = dict(old.get("files", {}))
+    dirs: List[str] = list(old.get("dirs", []))
+    report: List[Tuple[str, str]] = []
+    shipped = list(_SHIPPED) + ([_UDEV_HOTPLUG] if udev_hotplug else [])
+    for src, rel, mode in shipped:
+        with open(os.path.join(base, src), encoding="utf-8") as fh:
+            data = _render(fh.read(), vif_qos, wrapped_script).encode()
+        path = _target(root, rel)
+        _makedirs(os.path.dirname(path), dirs, root)
+        action = "updated" if os.path.exists(path) else "installed"
+        _write(path, data, mode)
+        files[rel] = _sha256(data)
+        report.append((action, path))
+    policy = _target(root, POLICY_PATH)
+    if os.path.exists(policy):
+        report.append(("kept", policy))
+    else:
+        example = example_policy_path()
+        if not os.path.isfile(example):
+            raise EnvironmentProblem("the example policy file is missing from the package",
+                                     token=example, source="install")
+        with open(example, "rb") as fh:
+            data = fh.read()
+        _makedirs(os.path.dirname(policy), dirs, root)
+        _write(policy, data, 0o644)
+        files[POLICY_PATH] = _sha256(data)
+        report.append(("installed", policy))
+    _makedirs(os.path.dirname(manifest_file), dirs, root)
+    manifest = {"files": files, "dirs": dirs, "vif_qos": vif_qos,
+                "wrapped_script": wrapped_script}
+    _write(manifest_file, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode(),
+           0o644)
+    return report
+
+
+def _load_manifest(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def uninstall(root: str = "/") -> List[Tuple[str, str]]:
+    """Remove what :func:`install` put; return ``(action, path)`` pairs
+    (``removed``, ``kept (edited)``, ``kept (policy)``, ``absent``)."""
+    manifest_file = _target(root, MANIFEST_PATH)
+    manifest = _load_manifest(manifest_file)
+    report: List[Tuple[str, str]] = []
+    files: Dict[str, Optional[str]] = dict(manifest.get("files", {}))
+    if not manifest:
+        # No manifest: the files carrying our marker, never the policy file.
+        for _src, rel, _mode in list(_SHIPPED) + [_UDEV_HOTPLUG]:
+            files[rel] = None
+    for rel, digest in files.items():
+        path = _target(root, rel)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            report.append(("absent", path))
+            continue
+        ours = (_sha256(data) == digest) if digest else (
+            rel != POLICY_PATH and _MARKER.encode() in data[:4096])
+        if not ours:
+            report.append(("kept (policy)" if rel == POLICY_PATH else "kept (edited)", path))
+            continue
+        os.unlink(path)
+        report.append(("removed", path))
+    if manifest:
+        os.unlink(manifest_file)
+        report.append(("removed", manifest_file))
+    for rel in reversed(manifest.get("dirs", [])):
+        directory = _target(root, rel)
+        try:
+            os.rmdir(directory)
+            report.append(("removed", directory))
+        except OSError:
+            pass  # not empty (someone else's files) or already gone
+    return report
+
+
+def run(args) -> int:
+    if os.path.abspath(args.root) == "/" and os.geteuid() != 0:
+        raise EnvironmentProblem("installing into / needs root", source="install")
+    if getattr(args, "wrapped_script", None) is not None:
+        report = install(args.root, args.wrapped_script, args.vif_qos, args.udev_hotplug)
+        for action, path in report:
+            print(f"{action:10} {path}")
+        print("vif-qos runs from the hook for every vif; or set script=vif-qos on a vif "
+              "line to use the wrapper. udev: run 'udevadm control --reload' to load the "
+              "rules.")
+    else:
+        for action, path in uninstall(args.root):
+            print(f"{action:15} {path}")
+    return 0
