@@ -97,12 +97,13 @@ class SpecValue:
     written_as: str
 
 
-def parse_value(key: str, raw: object, source: str) -> Value:
-    """Parse one value for canonical ``key``.
+def parse_value(key: str, raw: object, source: str, what: Optional[str] = None) -> Value:
+    """Parse one value for canonical ``key`` (``what``: the key as written, for messages).
 
     :raises InputError: names the key, the token and the source.
     """
     kind = KINDS[key]
+    key = what or key
     if not isinstance(raw, str):
         raise InputError(f"{key}: expected one value, not a list (quote it if it holds a comma)",
                          token=str(raw), source=source)
@@ -147,7 +148,7 @@ def parse_items(items: Iterable[Tuple[str, object, str]]) -> Dict[str, SpecValue
         keys = canonical_keys(word, source)
         written = word.strip().lower()
         for key in keys:
-            spec_value = SpecValue(key, parse_value(key, raw, source), str(raw).strip(),
+            spec_value = SpecValue(key, parse_value(key, raw, source, written), str(raw).strip(),
                                    source, written)
             target = via_rate if written == "rate" else explicit
             if key in target:

@@ -1,0 +1,536 @@
+"""The host policy file ``/etc/xen/vif-qos.conf``: read with configobj, checked with
+validate against the configspec shipped in the package (``policy.spec``).
+
+:func:`load_policy` gives a :class:`Policy` or raises the first problem as
+:class:`~vif_qos.errors.ConfigError`; :func:`check_policy` collects every problem
+(``vif-qos check-config``). Every message is ``file:line: what: 'token'``.
+
+ConfigObj keeps no line numbers for values, so :func:`scan_lines` walks the file
+with ConfigObj's own section and keyword patterns to map each section and key to
+its line (the same on configobj 5.0.8 and 5.0.9). Parse errors (which ConfigObj
+does number) are reported with its line numbers.
+
+The file's sections (``vif-qos.conf.example`` explains every setting):
+``[host]`` host settings, ``[bridges]`` uplink per bridge, ``[defaults]`` qos keys
+for every vif, ``[pools]`` shared HTB classes, ``[domains]`` per-guest entries
+matched by domain name glob, ``uuid:``, ``mac:`` or ``vif:`` (vif name glob).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from . import spec as specmod
+from . import units
+from .errors import ConfigError, InputError
+from .model import HostSettings, VifFacts
+
+#: The policy file read when neither a path nor $VIF_QOS_CONFIG is given.
+DEFAULT_PATH = "/etc/xen/vif-qos.conf"
+ENV_VAR = "VIF_QOS_CONFIG"
+BUILTIN = "built-in default"
+
+#: The kernel keeps TBF bucket times in u32 nanoseconds when given as time
+#: (net/sched/sch_tbf.c: ``buffer = min_t(u64, PSCHED_TICKS2NS(qopt->buffer), ~0U)``).
+KERNEL_MAX_BUCKET_US = (2 ** 32 - 1) // 1000
+
+SPEC_PATH = os.path.join(os.path.dirname(__file__), "policy.spec")
+EXAMPLE_PATH = os.path.join(os.path.dirname(__file__), "vif-qos.conf.example")
+
+MATCH_KINDS = ("name", "uuid", "mac", "vif")
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """One bridge's uplink: ``uplink`` device (``None`` = auto), the uplink's rate
+    (the HTB root class) and the default class's rate/ceil (``None`` = built-in:
+    1/10 of the uplink rate, and the uplink rate)."""
+
+    name: str
+    uplink: Optional[str]
+    rate_bits_per_s: int
+    default_rate_bits_per_s: Optional[int]
+    default_ceil_bits_per_s: Optional[int]
+    sources: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """A pool: HTB class minor ``0x10 + index`` on every uplink; member defaults."""
+
+    name: str
+    index: int
+    rate_bits_per_s: int
+    ceil_bits_per_s: Optional[int]
+    member_rate_bits_per_s: Optional[int]
+    member_ceil_bits_per_s: Optional[int]
+    source: str
+    sources: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def effective_ceil_bits_per_s(self) -> int:
+        return self.ceil_bits_per_s or self.rate_bits_per_s
+
+
+@dataclass(frozen=True)
+class DomainEntry:
+    """A ``[domains]`` entry: how it matches (``kind``, ``pattern``) and its qos keys."""
+
+    kind: str
+    pattern: str
+    spec: Dict[str, specmod.SpecValue]
+    source: str
+
+    def matches(self, facts: VifFacts) -> bool:
+        """True when this entry applies to the vif described by ``facts``."""
+        if self.kind == "name":
+            return facts.domain_name is not None and fnmatch.fnmatchcase(facts.domain_name,
+                                                                         self.pattern)
+        if self.kind == "uuid":
+            return facts.domain_uuid is not None and \
+                facts.domain_uuid.strip().lower() == self.pattern.lower()
+        if self.kind == "mac":
+            return facts.mac is not None and facts.mac.strip().lower() == self.pattern.lower()
+        return fnmatch.fnmatchcase(facts.vif, self.pattern)
+
+
+@dataclass
+class Policy:
+    """The resolved host policy (built-in defaults where the file says nothing).
+
+    ``sources`` maps setting names (``"host.mtu"``, ``"bridges.xenbr0.rate"``) to
+    ``file:line`` or ``"built-in default"``.
+    """
+
+    path: Optional[str] = None
+    host: HostSettings = field(default_factory=HostSettings)
+    domain_config_dirs: List[str] = field(default_factory=lambda: ["/etc/xen/auto", "/etc/xen"])
+    xen_rate_inbound: bool = True
+    xen_rate_outbound: bool = True
+    mtu_bytes: int = 1500
+    max_burst_time_us: int = 1_000_000
+    bridge_defaults: BridgeSettings = field(default_factory=lambda: BridgeSettings(
+        "*", None, 10 ** 9, None, None))
+    bridges: Dict[str, BridgeSettings] = field(default_factory=dict)
+    defaults: Dict[str, specmod.SpecValue] = field(default_factory=dict)
+    pools: Dict[str, PoolSettings] = field(default_factory=dict)
+    domains: List[DomainEntry] = field(default_factory=list)
+    sources: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def frame_bytes(self) -> int:
+        """One full frame: MTU plus the 14-byte Ethernet header."""
+        return self.mtu_bytes + 14
+
+    def source(self, name: str) -> str:
+        return self.sources.get(name, BUILTIN)
+
+    def bridge(self, name: str) -> BridgeSettings:
+        """Settings for bridge ``name`` (its own subsection, else the [bridges] defaults)."""
+        found = self.bridges.get(name)
+        if found is not None:
+            return found
+        d = self.bridge_defaults
+        return BridgeSettings(name, d.uplink, d.rate_bits_per_s, d.default_rate_bits_per_s,
+                              d.default_ceil_bits_per_s, dict(d.sources))
+
+    def matching_entries(self, facts: VifFacts) -> List[DomainEntry]:
+        """The ``[domains]`` entries that apply to ``facts``, in file order."""
+        return [entry for entry in self.domains if entry.matches(facts)]
+
+
+# --- line numbers -----------------------------------------------------------------
+
+def scan_lines(lines: Sequence[str]) -> Dict[Tuple[str, ...], int]:
+    """Map (section path..., key) and (section path...) to 1-based line numbers.
+
+    Uses ConfigObj's own ``_sectionmarker`` and ``_keyword`` patterns and its
+    nesting rules, skipping triple-quoted multi-line values.
+    """
+    from configobj import ConfigObj
+
+    found: Dict[Tuple[str, ...], int] = {}
+    path: List[str] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        mat = ConfigObj._sectionmarker.match(line)
+        if mat is not None:
+            depth = mat.group(2).count("[")
+            name = _unquote(mat.group(3))
+            path = path[:max(depth - 1, 0)]
+            if len(path) == depth - 1:
+                path.append(name)
+                found.setdefault(tuple(path), index)
+            continue
+        mat = ConfigObj._keyword.match(line)
+        if mat is None:
+            continue
+        key = _unquote(mat.group(2))
+        found.setdefault(tuple(path) + (key,), index)
+        value = mat.group(3)
+        if value[:3] in ('"""', "'''"):
+            quote = value[:3]
+            if value.count(quote) < 2:
+                while index < len(lines) and quote not in lines[index]:
+                    index += 1
+                index += 1
+    return found
+
+
+def _unquote(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+# --- validate checks --------------------------------------------------------------
+
+def _validator():
+    from validate import ValidateError, Validator, VdtTypeError
+
+    class UnitError(ValidateError):
+        pass
+
+    def wrap(parse):
+        def check(value, *args, **kwargs):
+            if isinstance(value, list):
+                raise VdtTypeError(value)
+            try:
+                return parse(value)
+            except InputError as err:
+                # "rate: unknown unit ..." -> "unknown unit ..." (the caller names the key)
+                raise UnitError(err.message.split(": ", 1)[-1]) from None
+        return check
+
+    def hexint(value, min=None, max=None):  # noqa: A002 (validate's argument names)
+        if isinstance(value, list):
+            raise VdtTypeError(value)
+        if isinstance(value, int):
+            number = value
+        else:
+            text = str(value).strip().lower()
+            try:
+                number = int(text, 16) if text.startswith("0x") else int(text, 10)
+            except ValueError:
+                raise UnitError("not an integer (decimal, or hex with 0x)") from None
+        if min is not None and number < int(str(min), 0):
+            raise UnitError(f"below the smallest allowed value {min}")
+        if max is not None and number > int(str(max), 0):
+            raise UnitError(f"above the largest allowed value {max}")
+        return number
+
+    return Validator({
+        "rate": wrap(lambda v: units.parse_rate(v, None, "rate")),
+        "time": wrap(lambda v: units.parse_time(v, None, "time")),
+        "hexint": hexint,
+    })
+
+
+# --- loading ----------------------------------------------------------------------
+
+class _Problems:
+    def __init__(self, path: str, lines: Dict[Tuple[str, ...], int]):
+        self.path = path
+        self.lines = lines
+        self.items: List[ConfigError] = []
+
+    def where(self, *keys: str) -> str:
+        keys_t = tuple(keys)
+        while keys_t and keys_t not in self.lines:
+            keys_t = keys_t[:-1]
+        line = self.lines.get(keys_t)
+        return f"{self.path}:{line}" if line else self.path
+
+    def add(self, message: str, token: Optional[str], *keys: str) -> None:
+        self.items.append(ConfigError(message, token=token, source=self.where(*keys)))
+
+    def add_error(self, err: InputError) -> None:
+        self.items.append(ConfigError(err.message, token=err.token, source=err.source))
+
+
+def _section_label(keys: Sequence[str]) -> str:
+    return "".join(f"[{k}]" if i == 0 else f"[[{k}]]" for i, k in enumerate(keys))
+
+
+def check_policy(path: Optional[str] = None) -> Tuple[Optional[Policy], List[ConfigError]]:
+    """Read and check the policy file; collect every problem instead of stopping.
+
+    :returns: ``(policy, problems)``; ``policy`` is ``None`` when the file could
+        not be parsed at all. A missing file at the default path (no ``path``, no
+        ``$VIF_QOS_CONFIG``) gives the built-in policy and no problems.
+    """
+    explicit = path is not None or bool(os.environ.get(ENV_VAR))
+    path = path or os.environ.get(ENV_VAR) or DEFAULT_PATH
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        if explicit:
+            return None, [ConfigError("policy file not found", source=path)]
+        return Policy(), []
+    except OSError as err:
+        return None, [ConfigError(f"cannot read policy file: {err.strerror}", source=path)]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        return None, [ConfigError("not UTF-8 text", source=f"{path}:{line}")]
+    return check_policy_text(text, path)
+
+
+def check_policy_text(text: str, path: str) -> Tuple[Optional[Policy], List[ConfigError]]:
+    """:func:`check_policy` for text already read; ``path`` names it in messages."""
+    from configobj import ConfigObj, ConfigObjError, flatten_errors, get_extra_values
+
+    lines = text.splitlines()
+    problems = _Problems(path, scan_lines(lines))
+    try:
+        cfg = ConfigObj(lines, configspec=SPEC_PATH, interpolation=False,
+                        raise_errors=False, list_values=True)
+    except ConfigObjError as err:
+        for sub in getattr(err, "errors", None) or [err]:
+            message = str(sub).rsplit(" at line ", 1)[0]
+            line = getattr(sub, "line_number", None)
+            problems.items.append(ConfigError(message, token=getattr(sub, "line", "").strip()
+                                              or None,
+                                              source=f"{path}:{line}" if line else path))
+        return None, problems.items
+
+    validator = _validator()
+    result = cfg.validate(validator, preserve_errors=True, copy=False)
+    broken: List[Tuple[str, ...]] = []
+    if result is not True:
+        for sections, key, error in flatten_errors(cfg, result):
+            keys = list(sections) + ([key] if key is not None else [])
+            label = _section_label(sections) + (f" {key}" if key else "")
+            raw = _raw(cfg, sections, key)
+            if error is False:
+                if key is None:
+                    problems.add(f"{label}: missing section", None, *keys)
+                else:
+                    problems.add(f"{label}: missing required setting", None, *keys)
+            else:
+                message = str(error)
+                kind = type(error).__name__
+                if kind == "VdtTypeError" and raw is not None and "," in raw:
+                    message = "one value expected, not a list (quote a value holding a comma)"
+                elif kind in ("VdtTypeError", "VdtValueError", "VdtValueTooSmallError",
+                              "VdtValueTooBigError"):
+                    message = f"not allowed here, expected {_expected(cfg, sections, key)}"
+                problems.add(f"{label}: {message}", raw, *keys)
+            broken.append(tuple(keys))
+        # Drop what failed and validate again, so that everything else is still
+        # checked (check-config lists every problem, not just the first).
+        for keys in broken:
+            node = _get(cfg, keys[:-1])
+            if keys and isinstance(node, dict) and keys[-1] in node \
+                    and not isinstance(node[keys[-1]], dict):
+                del node[keys[-1]]
+        cfg.validate(validator, preserve_errors=True, copy=False)
+    for sections, name in get_extra_values(cfg):
+        keys = list(sections) + [name]
+        kind = "section" if isinstance(_get(cfg, sections).get(name), dict) else "setting"
+        problems.add(f"{_section_label(sections) or 'top level'}: unknown {kind}",
+                     name, *keys)
+    policy = _build(cfg, problems)
+    problems.items.sort(key=_line_of)
+    return (policy if not problems.items else None), problems.items
+
+
+def _line_of(err: ConfigError) -> int:
+    tail = (err.source or "").rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _expected(cfg, sections: Sequence[str], key: Optional[str]) -> str:
+    node = cfg.configspec
+    try:
+        for name in sections:
+            node = node[name] if name in node else node["__many__"]
+        return str(node[key]) if key is not None else "a section"
+    except (KeyError, TypeError):
+        return "something else"
+
+
+def _get(cfg, sections: Sequence[str]):
+    node = cfg
+    for name in sections:
+        node = node.get(name, {}) if isinstance(node, dict) else {}
+    return node
+
+
+def _raw(cfg, sections: Sequence[str], key: Optional[str]) -> Optional[str]:
+    node = _get(cfg, sections)
+    if key is None or not isinstance(node, dict) or key not in node:
+        return None
+    value = node[key]
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return None if value is None else str(value)
+
+
+def _set_in_file(problems: _Problems, *keys: str) -> bool:
+    return tuple(keys) in problems.lines
+
+
+def _spec_from_section(section, problems: _Problems, *keys: str) -> Dict[str, specmod.SpecValue]:
+    items = []
+    for word in specmod.KEY_WORDS:
+        raw = section.get(word)
+        if raw is None:
+            continue
+        source = problems.where(*keys, word)
+        try:
+            specmod.parse_items([(word, raw, source)])
+        except InputError as err:
+            problems.add_error(err)
+            continue
+        items.append((word, raw, source))
+    try:
+        return specmod.parse_items(items)
+    except InputError as err:
+        problems.add_error(err)
+        return {}
+
+
+def _build(cfg, problems: _Problems) -> Policy:
+    host = cfg["host"]
+    policy = Policy(path=problems.path)
+    src = policy.sources
+
+    def note(name: str, *keys: str) -> None:
+        src[name] = problems.where(*keys) if _set_in_file(problems, *keys) else BUILTIN
+
+    for key in ("mark_mask", "qdisc_major", "classid_min", "classid_max", "on_failure",
+                "debug", "domain_config_dirs", "xen_rate_inbound", "xen_rate_outbound",
+                "mtu", "max_burst_time"):
+        note(f"host.{key}", "host", key)
+
+    mask = host["mark_mask"]
+    low = mask & -mask
+    if ((mask // low) & ((mask // low) + 1)) != 0:
+        problems.add("[host] mark_mask: must be one contiguous run of bits",
+                     hex(mask), "host", "mark_mask")
+    n_pools = len(cfg["pools"])
+    if host["classid_min"] > host["classid_max"]:
+        problems.add("[host] classid_min: above classid_max", hex(host["classid_min"]),
+                     "host", "classid_min")
+    if host["classid_min"] < 0x10 + n_pools:
+        problems.add(f"[host] classid_min: must lie above the pool classes "
+                     f"(0x10..{0x10 + n_pools - 1:#x}) and the root/default classes (1, 2)",
+                     hex(host["classid_min"]), "host", "classid_min")
+    if host["max_burst_time"] > KERNEL_MAX_BUCKET_US:
+        problems.add("[host] max_burst_time: above 4s (the kernel keeps TBF bucket "
+                     "times in 32-bit nanoseconds)", str(host["max_burst_time"]),
+                     "host", "max_burst_time")
+    policy.host = HostSettings(mark_mask=mask, qdisc_major=host["qdisc_major"],
+                               classid_min=host["classid_min"],
+                               classid_max=host["classid_max"],
+                               on_failure=host["on_failure"], debug=host["debug"])
+    policy.domain_config_dirs = [str(d) for d in host["domain_config_dirs"]]
+    policy.xen_rate_inbound = host["xen_rate_inbound"]
+    policy.xen_rate_outbound = host["xen_rate_outbound"]
+    policy.mtu_bytes = host["mtu"]
+    policy.max_burst_time_us = min(host["max_burst_time"], KERNEL_MAX_BUCKET_US)
+
+    bridges = cfg["bridges"]
+    uplink = bridges["uplink"]
+    bsrc = {}
+    for key in ("uplink", "rate", "default_rate", "default_ceil"):
+        bsrc[key] = problems.where("bridges", key) if _set_in_file(problems, "bridges", key) \
+            else BUILTIN
+        src[f"bridges.{key}"] = bsrc[key]
+    policy.bridge_defaults = BridgeSettings(
+        "*", None if uplink == "auto" else uplink, bridges["rate"],
+        bridges["default_rate"], bridges["default_ceil"], bsrc)
+    for name in bridges.sections:
+        sub = bridges[name]
+        d = policy.bridge_defaults
+        sources = dict(d.sources)
+        for key in ("uplink", "rate", "default_rate", "default_ceil"):
+            if sub.get(key) is not None:
+                sources[key] = problems.where("bridges", name, key)
+            src[f"bridges.{name}.{key}"] = sources[key]
+        up = sub["uplink"] if sub["uplink"] is not None else (d.uplink or "auto")
+        policy.bridges[name] = BridgeSettings(
+            name, None if up == "auto" else up,
+            sub["rate"] if sub["rate"] is not None else d.rate_bits_per_s,
+            sub["default_rate"] if sub["default_rate"] is not None else d.default_rate_bits_per_s,
+            sub["default_ceil"] if sub["default_ceil"] is not None else d.default_ceil_bits_per_s,
+            sources)
+
+    policy.defaults = _spec_from_section(cfg["defaults"], problems, "defaults")
+
+    for index, name in enumerate(cfg["pools"].sections):
+        pool = cfg["pools"][name]
+        if not specmod._POOL_NAME.fullmatch(name):
+            problems.add("[pools]: not a pool name (letters, digits, '_', '.', '-')", name,
+                         "pools", name)
+        psrc = {key: problems.where("pools", name, key)
+                for key in ("rate", "ceil", "member_rate", "member_ceil")
+                if pool.get(key) is not None}
+        if pool.get("rate") is None:
+            continue  # reported as missing
+        if pool["ceil"] is not None and pool["ceil"] < pool["rate"]:
+            problems.add(f"[pools][[{name}]] ceil: below the pool's rate "
+                         f"({units.format_rate(pool['rate'])})",
+                         units.format_rate(pool["ceil"]), "pools", name, "ceil")
+        policy.pools[name] = PoolSettings(
+            name, index, pool["rate"], pool["ceil"], pool["member_rate"],
+            pool["member_ceil"], problems.where("pools", name), psrc)
+
+    for name in cfg["domains"].sections:
+        kind, sep, pattern = name.partition(":")
+        if not sep:
+            kind, pattern = "name", name
+        kind = kind.strip().lower()
+        pattern = pattern.strip()
+        if kind not in MATCH_KINDS or not pattern:
+            problems.add("[domains]: entry name must be a domain name glob or "
+                         "name:, uuid:, mac:, vif: followed by a pattern", name,
+                         "domains", name)
+            continue
+        entry_spec = _spec_from_section(cfg["domains"][name], problems, "domains", name)
+        policy.domains.append(DomainEntry(kind, pattern, entry_spec,
+                                          problems.where("domains", name)))
+
+    for layer in [policy.defaults] + [e.spec for e in policy.domains]:
+        pool_item = layer.get("pool")
+        if pool_item is not None and pool_item.value is not None \
+                and pool_item.value not in cfg["pools"].sections:
+            problems.add_error(ConfigError(
+                f"pool: unknown pool (defined: {', '.join(cfg['pools'].sections) or 'none'})",
+                token=pool_item.token, source=pool_item.source))
+    return policy
+
+
+def load_policy(path: Optional[str] = None) -> Policy:
+    """Load the host policy.
+
+    :param path: the policy file; ``None`` means ``$VIF_QOS_CONFIG``, else
+        ``/etc/xen/vif-qos.conf``. A missing file at that default path gives the
+        built-in defaults.
+    :raises ConfigError: an explicitly named file is missing, or the file is not
+        valid (the first problem, as ``file:line: message: 'token'``; the message
+        says how many more ``vif-qos check-config`` would list).
+    """
+    policy, problems = check_policy(path)
+    if problems:
+        first = problems[0]
+        if len(problems) > 1:
+            more = len(problems) - 1
+            raise ConfigError(f"{first.message} (and {more} more problem"
+                              f"{'s' if more > 1 else ''}: run vif-qos check-config)",
+                              token=first.token, source=first.source)
+        raise first
+    assert policy is not None
+    return policy
