@@ -27,7 +27,7 @@ def configure(parser, name) -> None:
                         help="only this netdev name (udev passes %%k); skipped if the "
                              "netdev exists")
     parser.add_argument("--conf", metavar="PATH", default=None,
-                        help="policy file (default: $VIF_QOS_CONF or /etc/xen/vif-qos.conf)")
+                        help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
 
 
 def netdev_exists(name: str) -> bool:
@@ -53,7 +53,7 @@ def _host_settings(conf, log):
 
 
 def run(args) -> int:
-    conf = args.conf or os.environ.get("VIF_QOS_CONF") or None
+    conf = args.conf or os.environ.get("VIF_QOS_CONFIG") or None
     log = HotplugLog(context=f"cleanup {args.vif}" if args.vif else "cleanup")
     from . import apply
 

@@ -142,6 +142,8 @@ def install(root: str = "/", wrapped_script: str = "vif-bridge",
     if not wrapped_script or "\n" in wrapped_script or '"' in wrapped_script:
         raise InputError("not a usable script name", token=wrapped_script,
                          source="--wrapped-script")
+    if not os.path.isdir(root):
+        raise InputError("the install root is not a directory", token=root, source="--root")
     vif_qos = vif_qos or default_vif_qos_path()
     base = data_dir()
     manifest_file = _target(root, MANIFEST_PATH)

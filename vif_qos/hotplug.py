@@ -32,9 +32,9 @@ bad input, 1 otherwise) -- unless the policy's ``on_failure = warn``, which logs
 warning and exits 0 with the vif unshaped. ``offline``/``remove`` are best effort
 and always exit 0, also when the netdev is already gone or ``online`` never ran.
 
-Environment knobs: ``VIF_QOS_CONF`` (policy file, default ``/etc/xen/vif-qos.conf``),
-``VIF_QOS_XENSTORE_TIMEOUT`` (seconds per xenstore tool run, default 5), and
-those of :mod:`vif_qos.hotlog`.
+Environment knobs: ``VIF_QOS_CONFIG`` (the policy file, default
+``/etc/xen/vif-qos.conf``, see :mod:`vif_qos.policy`), ``VIF_QOS_XENSTORE_TIMEOUT``
+(seconds per xenstore tool run, default 5), and those of :mod:`vif_qos.hotlog`.
 """
 
 from __future__ import annotations
@@ -322,7 +322,7 @@ def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, s
     except Exception as err:  # pragma: no cover - an import problem
         log.error(_one_line(err))
         return 1 if command in UP_COMMANDS else 0
-    conf = env.get("VIF_QOS_CONF") or None
+    conf = env.get("VIF_QOS_CONFIG") or None
     if command in UP_COMMANDS:
         return _bring_up(inv, services, conf, log)
     return _take_down(inv, services, conf, log)

@@ -1,0 +1,169 @@
+"""vif-qos install / uninstall into a temporary root: exactly what is installed goes.
+
+Also checks the shipped hook and wrapper are valid bash, and that the hook, when
+sourced the way vif-bridge's call_hooks does, runs (never execs) vif-qos and handles
+its status under set -e.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+
+import pytest
+
+from vif_qos import cli, cmd_install
+from vif_qos.cmd_install import (HOOK_PATH, MANIFEST_PATH, POLICY_PATH, UDEV_HOTPLUG_PATH,
+                                 UDEV_PATH, WRAPPER_PATH, install, uninstall)
+
+FAKE_BIN = "/opt/vq/bin/vif-qos"
+
+
+def tree(root):
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            out.add(os.path.relpath(os.path.join(dirpath, name), root))
+    return out
+
+
+def test_install_puts_everything_in_place(tmp_path):
+    report = install(str(tmp_path), vif_qos=FAKE_BIN)
+    assert {a for a, _ in report} == {"installed"}
+    hook = (tmp_path / HOOK_PATH).read_text()
+    wrapper = (tmp_path / WRAPPER_PATH).read_text()
+    rules = (tmp_path / UDEV_PATH).read_text()
+    assert f'_vif_qos_bin="{FAKE_BIN}"' in hook and "@VIF_QOS@" not in hook
+    assert f'vif_qos="{FAKE_BIN}"' in wrapper
+    assert 'wrapped="${VIF_QOS_WRAPPED_SCRIPT:-vif-bridge}"' in wrapper
+    assert f'RUN+="{FAKE_BIN} cleanup --vif %k"' in rules
+    for rel in (HOOK_PATH, WRAPPER_PATH):
+        assert stat.S_IMODE(os.stat(tmp_path / rel).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(tmp_path / UDEV_PATH).st_mode) == 0o644
+    with open(cmd_install.example_policy_path()) as fh:
+        assert (tmp_path / POLICY_PATH).read_text() == fh.read()
+    assert not (tmp_path / UDEV_HOTPLUG_PATH).exists()
+
+
+def test_uninstall_removes_exactly_what_install_put(tmp_path):
+    (tmp_path / "etc/xen/scripts").mkdir(parents=True)
+    (tmp_path / "etc/xen/scripts/vif-bridge").write_text("#!/bin/bash\n")
+    (tmp_path / "etc/xen/xl.conf").write_text("# admin's\n")
+    before = tree(tmp_path)
+    install(str(tmp_path), vif_qos=FAKE_BIN, udev_hotplug=True)
+    assert (tmp_path / UDEV_HOTPLUG_PATH).exists()
+    # Someone else's hook in the same directory survives, and so does the directory.
+    (tmp_path / "etc/xen/scripts/vif-post.d/50-other.hook").write_text("true\n")
+    report = uninstall(str(tmp_path))
+    assert ("removed", str(tmp_path / POLICY_PATH)) in report
+    assert tree(tmp_path) == before | {"etc/xen/scripts/vif-post.d",
+                                       "etc/xen/scripts/vif-post.d/50-other.hook"}
+    os.unlink(tmp_path / "etc/xen/scripts/vif-post.d/50-other.hook")
+    install(str(tmp_path), vif_qos=FAKE_BIN)
+    uninstall(str(tmp_path))
+    assert tree(tmp_path) == before | {"etc/xen/scripts/vif-post.d"}
+
+
+def test_admin_policy_is_never_overwritten_nor_removed(tmp_path):
+    policy = tmp_path / POLICY_PATH
+    policy.parent.mkdir(parents=True)
+    policy.write_text("[host]\non_failure = warn\n")
+    report = install(str(tmp_path), vif_qos=FAKE_BIN)
+    assert ("kept", str(policy)) in report
+    assert policy.read_text() == "[host]\non_failure = warn\n"
+    uninstall(str(tmp_path))
+    assert policy.read_text() == "[host]\non_failure = warn\n"
+
+
+def test_policy_edited_after_install_is_kept(tmp_path):
+    install(str(tmp_path), vif_qos=FAKE_BIN)
+    policy = tmp_path / POLICY_PATH
+    policy.write_text(policy.read_text() + "\n[domains]\n")
+    hook = tmp_path / HOOK_PATH
+    hook.write_text(hook.read_text() + "# local change\n")
+    report = dict((path, action) for action, path in uninstall(str(tmp_path)))
+    assert report[str(policy)] == "kept (policy)"
+    assert report[str(hook)] == "kept (edited)"
+    assert policy.exists() and hook.exists()
+    assert not (tmp_path / WRAPPER_PATH).exists()
+    assert not (tmp_path / MANIFEST_PATH).exists()
+
+
+def test_reinstall_is_idempotent_and_keeps_policy(tmp_path):
+    install(str(tmp_path), vif_qos=FAKE_BIN)
+    report = install(str(tmp_path), vif_qos="/usr/bin/vif-qos", wrapped_script="vif-route")
+    assert ("kept", str(tmp_path / POLICY_PATH)) in report
+    assert 'vif_qos="/usr/bin/vif-qos"' in (tmp_path / WRAPPER_PATH).read_text()
+    assert "vif-route" in (tmp_path / WRAPPER_PATH).read_text()
+    uninstall(str(tmp_path))
+    assert tree(tmp_path) == set()
+
+
+def test_uninstall_without_manifest_removes_marked_files_only(tmp_path):
+    install(str(tmp_path), vif_qos=FAKE_BIN)
+    os.unlink(tmp_path / MANIFEST_PATH)
+    uninstall(str(tmp_path))
+    assert not (tmp_path / HOOK_PATH).exists() and not (tmp_path / UDEV_PATH).exists()
+    assert (tmp_path / POLICY_PATH).exists()
+
+
+def test_missing_root_refused(tmp_path):
+    with pytest.raises(Exception, match="not a directory"):
+        install(str(tmp_path / "absent"))
+
+
+def test_bad_wrapped_script_refused(tmp_path):
+    with pytest.raises(Exception, match="usable script name"):
+        install(str(tmp_path), wrapped_script='a"b')
+
+
+def test_cli_install_and_uninstall(tmp_path, capsys):
+    assert cli.main(["install", "--root", str(tmp_path), "--vif-qos", FAKE_BIN]) == 0
+    assert "installed" in capsys.readouterr().out
+    assert cli.main(["uninstall", "--prefix", str(tmp_path)]) == 0
+    assert tree(tmp_path) == set()
+
+
+def test_shipped_scripts_are_valid_bash():
+    base = cmd_install.data_dir()
+    for rel in ("scripts/vif-qos", "scripts/vif-post.d/00-vif-qos.hook"):
+        subprocess.run(["bash", "-n", os.path.join(base, rel)], check=True)
+
+
+HARNESS = r"""
+set -e
+log() { echo "log $*" >> "$OUT"; }
+fatal() { echo "fatal $*" >> "$OUT"; exit 1; }
+xenstore_read_default() { echo "${FAKE_STATUS:-}"; }
+trap 'echo ERRTRAP >> "$OUT"' ERR
+command=$1 type_if=$2 dev=$3 vif=vif3.0 XENBUS_PATH=backend/vif/3/0 bridge=xenbr0
+. "$HOOK"
+echo "after-hook $command" >> "$OUT"
+"""
+
+
+@pytest.mark.parametrize("command, rc, status, expect", [
+    ("online", 0, "", ["args online type_if=vif dev=web1 vif=vif3.0 XENBUS_PATH=backend/vif/3/0 "
+                       "bridge=xenbr0", "after-hook online"]),
+    ("online", 2, "error", ["args", "log err vif-qos online failed for web1 (exit status 2)"]),
+    ("online", 1, "", ["args", "fatal vif-qos online failed for web1 (exit status 1)"]),
+    ("offline", 1, "", ["args", "after-hook offline"]),
+])
+def test_hook_runs_vif_qos_and_handles_status(tmp_path, command, rc, status, expect):
+    out = tmp_path / "out"
+    fake = tmp_path / "vif-qos"
+    fake.write_text(f'#!/bin/sh\necho "args $*" >> "{out}"\nexit {rc}\n')
+    fake.chmod(0o755)
+    (tmp_path / "root").mkdir()
+    install(str(tmp_path / "root"), vif_qos=str(fake))
+    env = dict(os.environ, OUT=str(out), HOOK=str(tmp_path / "root" / HOOK_PATH),
+               FAKE_STATUS=status)
+    env.pop("VIF_QOS_WRAPPED", None)
+    proc = subprocess.run(["bash", "-c", HARNESS, "hook", command, "vif", "web1"], env=env)
+    lines = out.read_text().splitlines()
+    assert proc.returncode == (rc if command == "online" else 0)
+    assert "ERRTRAP" not in lines
+    assert len(lines) == len(expect)
+    for line, want in zip(lines, expect):
+        assert line.startswith(want)
