@@ -371,6 +371,11 @@ class SimHost:
         self.close()
 
     # -- building ----------------------------------------------------------
+    def make_namespace(self, role: str) -> str:
+        """Make one more namespace ``<prefix><token>-<role>`` (lo up, DAD off),
+        deleted by :meth:`close` like the others; returns its name."""
+        return self._make_ns(role)
+
     def _make_ns(self, role: str) -> str:
         name = f"{self.prefix}{self.token}-{role}"
         run("ip", "netns", "add", name)
