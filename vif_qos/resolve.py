@@ -1,0 +1,485 @@
+"""From the admin's inputs to one validated :class:`~vif_qos.model.VifPlan` per vif.
+
+:func:`plan_vif` is pure: no file, kernel or xenstore access.
+:func:`plan_for_facts` adds the one piece of I/O, finding the domain's xl config
+file and its ``qos = [...]`` entry.
+
+Precedence, later wins (each value remembers its source in ``VifPlan.sources``):
+
+1. built-in defaults (``latency=50ms``; everything else derived below);
+2. the policy file's ``[defaults]``;
+3. the vif's pool: ``member_rate`` as ``rate_out`` (default: the pool's rate/100)
+   and ``member_ceil`` as ``ceil`` (default: the pool's ceil);
+4. the vif's Xen ``rate=`` (backend xenstore key ``rate``) as ``rate_in`` and
+   ``rate_out`` (each switchable off in ``[host]``: ``xen_rate_inbound``,
+   ``xen_rate_outbound``);
+5. the domain config file's ``qos = [...]`` entry for the devid;
+6. the policy's matching ``[domains]`` entries, in file order.
+
+Derived values (each rule's source in brackets; frame = host mtu + 14 bytes of
+Ethernet header; HZ = 100):
+
+- TBF ``burst`` (inbound): max(rate/HZ bytes, frame) [tc-tbf(8): "the minimum
+  buffer size can be calculated by dividing the rate by HZ"; sch_tbf.c warns
+  when the bucket is below the device MTU].
+- HTB ``burst``/``cburst``: rate/HZ + max(1600, frame) and ceil/HZ + the same
+  [iproute2 tc/q_htb.c: ``buffer = rate64 / get_hz() + mtu`` with mtu 1600;
+  get_hz() reads /proc/net/psched, which says 10**9 on high-resolution-timer
+  kernels and shrinks tc's burst to one MTU, too small at Gbit rates, so
+  vif-qos fixes HZ at 100 as tc-tbf(8) does].
+- any bucket (given or derived) is at least one frame and at most
+  ``max_burst_time`` of traffic at its rate (default 1 s; the kernel keeps TBF
+  bucket times in 32-bit nanoseconds, 4.29 s, sch_tbf.c ``tbf_change``); a rate
+  too slow to pass one frame within 4.29 s is refused.
+- TBF ``limit`` from ``latency``: rate*latency + burst, and with a peakrate the
+  smaller of that and peak*latency + minburst [tc/q_tbf.c, tc-tbf(8)]; at most
+  2**32-1 bytes (tc_tbf_qopt.limit is u32); at least one frame.
+- TBF ``latency`` from a given ``limit``: (limit - burst)/rate, and with a peak
+  the larger of that and (limit - minburst)/peak [tc/q_tbf.c tbf_print_opt].
+- TBF ``minburst`` when a peak is given: one frame [tc/q_tbf.c refuses a
+  peakrate without mtu/minburst]; the peak must exceed the rate [sch_tbf.c:
+  "peakrate ... is lower than or equals to rate", EINVAL].
+- HTB ``ceil``: the rate [tc-htb(8)], raised to the rate if below it, lowered
+  to the parent's ceil (pool or uplink rate) if above it.
+- HTB ``quantum``: rate/10 bytes (r2q 10) kept within [frame, 200000]
+  [sch_htb.c htb_change_class: outside 1000..200000 the kernel clamps and warns
+  "quantum of class ... is small/big. Consider r2q change"; an explicit quantum
+  is not checked by the kernel, so vif-qos clamps it and says so].
+
+Every correction is one line in ``VifPlan.notes``. A combination that has no
+safe correction (a peak not above the rate, or a ceil below the rate, both
+written in the same place) raises :class:`~vif_qos.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Dict, List, Optional, Tuple
+
+from . import spec as specmod
+from . import units, xenrate, xlcfg
+from .errors import InputError
+from .model import (ClassPlan, InboundPlan, OutboundPlan, UplinkPlan, VifFacts, VifPlan,
+                    MAX_RATE_BITS_PER_S)
+from .policy import BUILTIN, KERNEL_MAX_BUCKET_US, Policy
+
+HZ = 100
+HTB_MTU_BYTES = 1600
+R2Q = 10
+QUANTUM_MAX_BYTES = 200_000
+DEFAULT_LATENCY_US = 50_000
+U32_MAX = 2 ** 32 - 1
+POOL_MEMBER_SHARE = 100
+
+#: Layer names, lowest precedence first.
+LAYERS = ("built-in", "policy defaults", "pool", "xen rate", "domain qos", "policy entry")
+
+
+def _whole_bytes(bits: int) -> int:
+    """Round a derived rate down to whole bytes per second, at least 8 bit/s."""
+    return max(8, bits // 8 * 8)
+
+
+def _secs(size_bytes: int, rate_bits_per_s: int) -> str:
+    return f"{size_bytes * 8 / rate_bits_per_s:.4g} s"
+
+
+class _Resolver:
+    def __init__(self, facts: VifFacts, policy: Policy):
+        self.facts = facts
+        self.policy = policy
+        self.frame = policy.frame_bytes
+        self.notes: List[str] = []
+        self.sources: Dict[str, str] = {}
+        self.layers: List[Tuple[Tuple[int, int], Dict[str, specmod.SpecValue]]] = []
+
+    # -- layers -----------------------------------------------------------------
+    def add_layer(self, name: str, values: Dict[str, specmod.SpecValue]) -> None:
+        """Add a layer; layers of the same name rank in the order added."""
+        self.layers.append(((LAYERS.index(name), len(self.layers)), values))
+        self.layers.sort(key=lambda pair: pair[0])
+
+    def get(self, key: str) -> Tuple[Optional[specmod.SpecValue], Tuple[int, int]]:
+        """(highest-precedence value, its layer rank) or (None, (-1, -1))."""
+        for rank, values in reversed(self.layers):
+            if key in values:
+                return values[key], rank
+        return None, (-1, -1)
+
+    # -- buckets ------------------------------------------------------------------
+    def check_rate_floor(self, item: specmod.SpecValue, what: str) -> None:
+        rate = item.value
+        assert isinstance(rate, int)
+        if self.frame * 8 * 1_000_000 > rate * KERNEL_MAX_BUCKET_US:
+            raise InputError(f"{what} is too slow: one full frame ({self.frame} bytes) "
+                             f"takes {_secs(self.frame, rate)} at this rate, beyond the 4.29 s "
+                             f"the kernel can keep in a bucket (sch_tbf.c)",
+                             token=item.token, source=item.source)
+
+    def bucket(self, name: str, item: Optional[specmod.SpecValue], derived: int,
+               derived_rule: str, rate_bits_per_s: int, rate_word: str) -> int:
+        """A bucket size: given (``item``) or derived; floored at one frame and
+        capped at max_burst_time of traffic; records source and notes."""
+        cap_time_us = self.policy.max_burst_time_us
+        cap = max(self.frame, rate_bits_per_s // 8 * cap_time_us // 1_000_000)
+        if item is None:
+            value = min(max(derived, self.frame), cap)
+            self.sources[name] = f"derived: {derived_rule}"
+            if value != derived and derived >= self.frame:
+                self.sources[name] += f", capped at max_burst_time " \
+                                      f"{units.format_time(cap_time_us)}"
+            return value
+        value = item.value
+        assert isinstance(value, int)
+        self.sources[name] = item.source
+        if value < self.frame:
+            self.notes.append(
+                f"{name.split('.')[0]} {item.written_as} {item.token} ({item.source}) is "
+                f"below one full frame ({self.frame} bytes = mtu {self.policy.mtu_bytes} + "
+                f"14): the kernel warns and drops full-size frames; corrected to "
+                f"{self.frame} bytes")
+            self.sources[name] = f"corrected ({item.source}): at least one full frame"
+            return self.frame
+        if value > cap:
+            self.notes.append(
+                f"{name.split('.')[0]} {item.written_as} {item.token} ({item.source}) is "
+                f"{_secs(value, rate_bits_per_s)} of traffic at {rate_word}: corrected to "
+                f"{cap} bytes (max_burst_time {units.format_time(cap_time_us)}, "
+                f"{self.policy.source('host.max_burst_time')})")
+            self.sources[name] = f"corrected ({item.source}): at most max_burst_time " \
+                                 f"{units.format_time(cap_time_us)} at {rate_word}"
+            return cap
+        return value
+
+    # -- inbound ------------------------------------------------------------------
+    def inbound(self) -> Optional[InboundPlan]:
+        rate_item, rate_layer = self.get("rate_in")
+        if rate_item is None or rate_item.value is None:
+            for key in ("peak", "minburst", "limit"):
+                item, _ = self.get(key)
+                if item is not None:
+                    self.notes.append(f"inbound {item.written_as} {item.token} "
+                                      f"({item.source}) has no effect: inbound is not shaped")
+            return None
+        rate = rate_item.value
+        assert isinstance(rate, int)
+        self.check_rate_floor(rate_item, "inbound rate")
+        self.sources["inbound.rate_bits_per_s"] = rate_item.source
+        word = units.format_rate(rate)
+
+        burst_item, _ = self.get("burst")
+        burst = self.bucket("inbound.burst_bytes", burst_item, rate // 8 // HZ,
+                            f"max(rate/{HZ} (tc-tbf(8)), one frame {self.frame})", rate, word)
+
+        peak_item, peak_layer = self.get("peak")
+        peak: Optional[int] = None
+        minburst: Optional[int] = None
+        if peak_item is not None:
+            assert isinstance(peak_item.value, int)
+            if peak_item.value <= rate:
+                if peak_layer == rate_layer:
+                    raise InputError(
+                        f"peak must be above rate_in {word} (sch_tbf.c refuses a peakrate "
+                        f"lower than or equal to the rate)", token=peak_item.token,
+                        source=peak_item.source)
+                self.notes.append(
+                    f"inbound {peak_item.written_as} {peak_item.token} ({peak_item.source}) "
+                    f"is not above rate {word} ({rate_item.source}); the kernel would refuse "
+                    f"it: peak dropped")
+            else:
+                peak = peak_item.value
+                self.sources["inbound.peak_bits_per_s"] = peak_item.source
+        minburst_item, _ = self.get("minburst")
+        if peak is not None:
+            if minburst_item is None:
+                self.notes.append(
+                    f"inbound peak {units.format_rate(peak)} has no minburst: tc refuses a "
+                    f"peakrate without one (q_tbf.c \"mtu is required\"); using one full "
+                    f"frame, {self.frame} bytes")
+            minburst = self.bucket("inbound.minburst_bytes", minburst_item, self.frame,
+                                   f"one full frame (mtu {self.policy.mtu_bytes} + 14)",
+                                   peak, units.format_rate(peak))
+        elif minburst_item is not None:
+            self.notes.append(f"inbound minburst {minburst_item.token} "
+                              f"({minburst_item.source}) has no effect without a peak: ignored")
+
+        latency_item, latency_layer = self.get("latency")
+        limit_item, limit_layer = self.get("limit")
+        if limit_item is not None and (latency_item is None or limit_layer > latency_layer):
+            limit = limit_item.value
+            assert isinstance(limit, int)
+            self.sources["inbound.limit_bytes"] = limit_item.source
+            if limit < self.frame:
+                self.notes.append(f"inbound limit {limit_item.token} ({limit_item.source}) "
+                                  f"cannot hold one full frame: corrected to {self.frame} bytes")
+                limit = self.frame
+                self.sources["inbound.limit_bytes"] = \
+                    f"corrected ({limit_item.source}): at least one full frame"
+            latency = max(0, (limit - burst) * 8_000_000 // rate)
+            if peak is not None and minburst is not None:
+                latency = max(latency, max(0, (limit - minburst) * 8_000_000 // peak))
+            self.sources["inbound.latency_us"] = \
+                "derived: (limit - burst) / rate (tc/q_tbf.c)"
+        else:
+            if latency_item is None:
+                latency, lsource = DEFAULT_LATENCY_US, BUILTIN
+            else:
+                latency, lsource = latency_item.value, latency_item.source
+            assert isinstance(latency, int)
+            self.sources["inbound.latency_us"] = lsource
+            limit = rate * latency // 8_000_000 + burst
+            rule = "rate * latency + burst"
+            if peak is not None and minburst is not None:
+                limit2 = peak * latency // 8_000_000 + minburst
+                if limit2 < limit:
+                    limit, rule = limit2, "peak * latency + minburst (the smaller)"
+            self.sources["inbound.limit_bytes"] = f"derived: {rule} (tc/q_tbf.c)"
+            if limit > U32_MAX:
+                self.notes.append(f"inbound limit for latency {units.format_time(latency)} at "
+                                  f"{word} is {limit} bytes, above the kernel's 32-bit field: "
+                                  f"corrected to {U32_MAX}")
+                limit = U32_MAX
+                self.sources["inbound.limit_bytes"] += ", capped at 2**32-1"
+        return InboundPlan(rate_bits_per_s=rate, burst_bytes=burst, latency_us=latency,
+                           limit_bytes=limit, peak_bits_per_s=peak, minburst_bytes=minburst)
+
+    # -- outbound -----------------------------------------------------------------
+    def htb_buckets(self, prefix: str, rate: int, ceil: int,
+                    burst_item: Optional[specmod.SpecValue],
+                    cburst_item: Optional[specmod.SpecValue]) -> Tuple[int, int]:
+        mtu = max(HTB_MTU_BYTES, self.frame)
+        burst = self.bucket(f"{prefix}.burst_bytes", burst_item, rate // 8 // HZ + mtu,
+                            f"rate/{HZ} + {mtu} (tc/q_htb.c)", rate, units.format_rate(rate))
+        cburst = self.bucket(f"{prefix}.cburst_bytes", cburst_item, ceil // 8 // HZ + mtu,
+                             f"ceil/{HZ} + {mtu} (tc/q_htb.c)", ceil, units.format_rate(ceil))
+        return burst, cburst
+
+    def quantum(self, prefix: str, rate: int, item: Optional[specmod.SpecValue]) -> int:
+        name = f"{prefix}.quantum_bytes"
+        if item is None:
+            derived = rate // 8 // R2Q
+            value = min(max(derived, self.frame), QUANTUM_MAX_BYTES)
+            self.sources[name] = f"derived: rate/{R2Q} (r2q) within [{self.frame}, " \
+                                 f"{QUANTUM_MAX_BYTES}] (sch_htb.c)"
+            return value
+        value = item.value
+        assert isinstance(value, int)
+        self.sources[name] = item.source
+        clamped = min(max(value, self.frame), QUANTUM_MAX_BYTES)
+        if clamped != value:
+            why = "below one full frame" if value < self.frame else \
+                "above 200000 (sch_htb.c's limit for a computed quantum)"
+            self.notes.append(f"outbound quantum {item.token} ({item.source}) is {why}: "
+                              f"corrected to {clamped} bytes")
+            self.sources[name] = f"corrected ({item.source}): within [{self.frame}, " \
+                                 f"{QUANTUM_MAX_BYTES}]"
+        return clamped
+
+    def class_plan(self, name: str, rate: int, ceil: int) -> ClassPlan:
+        mtu = max(HTB_MTU_BYTES, self.frame)
+        cap_time = self.policy.max_burst_time_us
+
+        def bucket(r: int) -> int:
+            return min(max(r // 8 // HZ + mtu, self.frame),
+                       max(self.frame, r // 8 * cap_time // 1_000_000))
+        quantum = min(max(rate // 8 // R2Q, self.frame), QUANTUM_MAX_BYTES)
+        return ClassPlan(name, rate, ceil, bucket(rate), bucket(ceil), quantum)
+
+    def uplink(self) -> UplinkPlan:
+        bridge = self.policy.bridge(self.facts.bridge)
+        uplink_rate = bridge.rate_bits_per_s
+        root = self.class_plan("root", uplink_rate, uplink_rate)
+        default_ceil = min(bridge.default_ceil_bits_per_s or uplink_rate, uplink_rate)
+        default_rate = bridge.default_rate_bits_per_s or _whole_bytes(uplink_rate // 10)
+        default_rate = min(default_rate, default_ceil)
+        default = self.class_plan("default", default_rate, default_ceil)
+        pools = []
+        for pool in sorted(self.policy.pools.values(), key=lambda p: p.index):
+            ceil = min(pool.effective_ceil_bits_per_s, uplink_rate)
+            rate = min(pool.rate_bits_per_s, ceil)
+            pools.append(self.class_plan(pool.name, rate, ceil))
+        self.sources["uplink.rate_bits_per_s"] = bridge.sources.get("rate", BUILTIN)
+        self.sources["uplink.device"] = bridge.sources.get("uplink", BUILTIN)
+        return UplinkPlan(bridge=self.facts.bridge, device=bridge.uplink,
+                          qdisc_major=self.policy.host.qdisc_major, root=root,
+                          default=default, pools=tuple(pools))
+
+    def outbound(self, pool_name: Optional[str], pool_source: str) -> Optional[OutboundPlan]:
+        rate_item, rate_layer = self.get("rate_out")
+        if rate_item is None or rate_item.value is None:
+            for key in ("ceil", "cburst", "quantum"):
+                item, layer = self.get(key)
+                if item is not None and LAYERS[layer[0]] != "pool":
+                    self.notes.append(f"outbound {item.written_as} {item.token} "
+                                      f"({item.source}) has no effect: outbound is not shaped")
+            return None
+        rate = rate_item.value
+        assert isinstance(rate, int)
+        self.check_rate_floor(rate_item, "outbound rate")
+        self.sources["outbound.rate_bits_per_s"] = rate_item.source
+        self.sources["outbound.pool"] = pool_source
+        bridge = self.policy.bridge(self.facts.bridge)
+        if pool_name is not None:
+            pool = self.policy.pools[pool_name]
+            parent_ceil = min(pool.effective_ceil_bits_per_s, bridge.rate_bits_per_s)
+            parent = f"pool {pool_name}'s ceil {units.format_rate(parent_ceil)}"
+        else:
+            parent_ceil = bridge.rate_bits_per_s
+            parent = f"uplink rate {units.format_rate(parent_ceil)} of {self.facts.bridge}"
+        if rate > parent_ceil:
+            self.notes.append(f"outbound rate {units.format_rate(rate)} ({rate_item.source}) "
+                              f"is above the {parent}: corrected to it")
+            rate = parent_ceil
+            self.sources["outbound.rate_bits_per_s"] = \
+                f"corrected ({rate_item.source}): at most the {parent}"
+
+        ceil_item, ceil_layer = self.get("ceil")
+        if ceil_item is None:
+            ceil = rate
+            self.sources["outbound.ceil_bits_per_s"] = "derived: = rate (tc-htb(8))"
+        else:
+            ceil = ceil_item.value
+            assert isinstance(ceil, int)
+            self.sources["outbound.ceil_bits_per_s"] = ceil_item.source
+            if ceil < rate:
+                if ceil_layer == rate_layer:
+                    raise InputError(f"ceil is below rate_out {units.format_rate(rate)}",
+                                     token=ceil_item.token, source=ceil_item.source)
+                self.notes.append(f"outbound ceil {ceil_item.token} ({ceil_item.source}) is "
+                                  f"below rate {units.format_rate(rate)} "
+                                  f"({rate_item.source}): corrected to the rate")
+                ceil = rate
+                self.sources["outbound.ceil_bits_per_s"] = \
+                    f"corrected ({ceil_item.source}): at least the rate"
+        if ceil > parent_ceil:
+            if ceil_item is not None:
+                self.notes.append(f"outbound ceil {units.format_rate(ceil)} "
+                                  f"({ceil_item.source}) is above the {parent}: corrected to it")
+                self.sources["outbound.ceil_bits_per_s"] = \
+                    f"corrected ({ceil_item.source}): at most the {parent}"
+            ceil = parent_ceil
+
+        burst_item, _ = self.get("burst")
+        cburst_item, _ = self.get("cburst")
+        burst, cburst = self.htb_buckets("outbound", rate, ceil, burst_item, cburst_item)
+        quantum_item, _ = self.get("quantum")
+        quantum = self.quantum("outbound", rate, quantum_item)
+        return OutboundPlan(rate_bits_per_s=rate, ceil_bits_per_s=ceil, burst_bytes=burst,
+                            cburst_bytes=cburst, quantum_bytes=quantum, pool=pool_name)
+
+
+def _xen_rate_layer(facts: VifFacts, policy: Policy, notes: List[str]
+                    ) -> Dict[str, specmod.SpecValue]:
+    if facts.xen_rate is None:
+        return {}
+    bits = xenrate.parse_backend_rate(facts.xen_rate, facts.xen_rate_source)
+    if bits is None:
+        return {}
+    if not xenrate.backend_rate_is_whole(facts.xen_rate):
+        notes.append(f"Xen rate {facts.xen_rate!r} ({facts.xen_rate_source}) is not a whole "
+                     f"number of bytes per second: using {units.format_rate(bits)}")
+    layer = {}
+    for key, enabled, switch in (("rate_in", policy.xen_rate_inbound, "xen_rate_inbound"),
+                                 ("rate_out", policy.xen_rate_outbound, "xen_rate_outbound")):
+        if enabled:
+            layer[key] = specmod.SpecValue(key, bits, facts.xen_rate, facts.xen_rate_source,
+                                           "rate")
+        else:
+            notes.append(f"Xen rate {units.format_rate(bits)} not used for "
+                         f"{key.split('_')[1]}bound ({switch} = no, "
+                         f"{policy.source('host.' + switch)})")
+    return layer
+
+
+def plan_vif(facts: VifFacts, policy: Policy,
+             domain_qos: Optional[Tuple[str, str]] = None) -> VifPlan:
+    """Resolve and validate the shaping plan of one vif. Pure.
+
+    :param facts: what is known about the vif (dom0-owned sources only).
+    :param policy: the loaded host policy.
+    :param domain_qos: ``(qos spec, "file:line")`` of the domain config file's
+        ``qos`` entry for ``facts.devid``, or ``None``.
+    :returns: the plan; ``inbound``/``outbound`` are ``None`` when nothing limits
+        that direction. ``sources`` names where each value came from, ``notes``
+        every correction.
+    :raises InputError: a malformed value (Xen rate, qos spec), an unknown pool,
+        or a combination with no safe correction; message names token and source.
+    """
+    resolver = _Resolver(facts, policy)
+    notes = resolver.notes
+    resolver.add_layer("built-in", {"latency": specmod.SpecValue(
+        "latency", DEFAULT_LATENCY_US, "50ms", BUILTIN, "latency")})
+    resolver.add_layer("policy defaults", policy.defaults)
+    resolver.add_layer("xen rate", _xen_rate_layer(facts, policy, notes))
+    if domain_qos is not None:
+        text, where = domain_qos
+        resolver.add_layer("domain qos", specmod.parse_spec(text, where))
+    for entry in policy.matching_entries(facts):
+        resolver.add_layer("policy entry", entry.spec)
+
+    pool_item, _ = resolver.get("pool")
+    pool_name: Optional[str] = None
+    pool_source = BUILTIN
+    if pool_item is not None:
+        pool_source = pool_item.source
+        if pool_item.value is not None:
+            if pool_item.value not in policy.pools:
+                raise InputError(f"pool: unknown pool (defined: "
+                                 f"{', '.join(policy.pools) or 'none'})",
+                                 token=pool_item.token, source=pool_item.source)
+            pool_name = str(pool_item.value)
+            pool = policy.pools[pool_name]
+            member_rate = pool.member_rate_bits_per_s
+            rate_source = pool.sources.get("member_rate")
+            if member_rate is None:
+                member_rate = _whole_bytes(pool.rate_bits_per_s // POOL_MEMBER_SHARE)
+                rate_source = f"derived: pool {pool_name}'s rate/{POOL_MEMBER_SHARE} " \
+                              f"({pool.sources.get('rate', pool.source)})"
+            member_ceil = pool.member_ceil_bits_per_s or pool.effective_ceil_bits_per_s
+            ceil_source = pool.sources.get("member_ceil") or pool.sources.get("ceil") \
+                or pool.sources.get("rate", pool.source)
+            resolver.add_layer("pool", {
+                "rate_out": specmod.SpecValue("rate_out", member_rate,
+                                              units.format_rate(member_rate), str(rate_source),
+                                              "member_rate"),
+                "ceil": specmod.SpecValue("ceil", member_ceil, units.format_rate(member_ceil),
+                                          ceil_source, "member_ceil"),
+            })
+
+    inbound = resolver.inbound()
+    outbound = resolver.outbound(pool_name, pool_source)
+    if outbound is None and pool_name is not None:
+        notes.append(f"pool {pool_name} ({pool_source}) has no effect: outbound is not shaped")
+    uplink = resolver.uplink() if outbound is not None else None
+    for key, value in list(resolver.sources.items()):
+        if key.startswith("uplink.") and uplink is None:
+            del resolver.sources[key]
+    for rate in (inbound and inbound.rate_bits_per_s, outbound and outbound.ceil_bits_per_s):
+        assert rate is None or 0 < rate <= MAX_RATE_BITS_PER_S
+    return VifPlan(vif=facts.vif, bridge=facts.bridge, inbound=inbound, outbound=outbound,
+                   uplink=uplink, host=policy.host, sources=dict(resolver.sources),
+                   notes=tuple(notes))
+
+
+def plan_for_facts(facts: VifFacts, policy: Policy) -> VifPlan:
+    """:func:`plan_vif` after reading the domain's ``qos = [...]`` entry.
+
+    The domain config file is the one in ``policy.domain_config_dirs`` whose
+    ``name = "..."`` is ``facts.domain_name`` (:func:`vif_qos.xlcfg.find_domain_config`).
+
+    :raises ConfigError: that file is not xl syntax or its ``qos`` is malformed.
+    :raises InputError: see :func:`plan_vif`.
+    """
+    domain_qos = None
+    extra: List[str] = []
+    if facts.domain_name:
+        config, others = xlcfg.find_domain_config(facts.domain_name, policy.domain_config_dirs)
+        if config is not None:
+            domain_qos = xlcfg.qos_entry(config, facts.devid)
+            if others:
+                extra.append(f"domain {facts.domain_name!r} is also named in "
+                             f"{', '.join(others)}: using {config.source}")
+    plan = plan_vif(facts, policy, domain_qos)
+    if extra:
+        plan = replace(plan, notes=tuple(extra) + plan.notes)
+    return plan
