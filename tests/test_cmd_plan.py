@@ -1,0 +1,148 @@
+"""`vif-qos plan` and `vif-qos check-config` through the front door."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from vif_qos import cli, policy as policymod
+
+
+@pytest.fixture
+def conf(tmp_path, monkeypatch):
+    """A policy file plus a domain config directory, named by $VIF_QOS_CONFIG."""
+    xen = tmp_path / "xen"
+    xen.mkdir()
+    (xen / "baldr.cfg").write_text(textwrap.dedent("""\
+        name = "baldr"
+        vif = [ 'mac=00:16:3e:00:00:05,bridge=xenbr0,rate=10Mb/s@50ms' ]
+        # the seed's tbf line as a qos spec
+        qos = [ 'rate_in=1mbit,latency=50ms,peak=2mbit,burst=40MB' ]
+        """))
+    path = tmp_path / "vif-qos.conf"
+    path.write_text(textwrap.dedent(f"""\
+        [host]
+        domain_config_dirs = {xen}
+        [bridges]
+          [[xenbr0]]
+          uplink = peth0
+          rate = 100mbit
+        [pools]
+          [[overage]]
+          rate = 10mbit
+        [domains]
+          [[heavy-*]]
+          pool = overage
+        """))
+    monkeypatch.setenv(policymod.ENV_VAR, str(path))
+    return path, xen
+
+
+def run(capsys, *argv):
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_plan_json_is_one_object_with_integer_fields(conf, capsys):
+    status, out, err = run(capsys, "plan", "--qos", "rate=1mbit", "--json")
+    assert status == 0 and err == ""
+    data = json.loads(out)
+    assert {"vif", "inbound", "outbound", "sources"} <= set(data)
+    assert set(data["inbound"]) == {"rate_bits_per_s", "burst_bytes", "latency_us", "limit_bytes",
+                                    "peak_bits_per_s", "minburst_bytes"}
+    assert set(data["outbound"]) == {"rate_bits_per_s", "ceil_bits_per_s", "burst_bytes",
+                                     "cburst_bytes", "quantum_bytes", "pool"}
+    assert all(isinstance(v, int) for k, v in data["outbound"].items() if k != "pool")
+    assert data["outbound"]["rate_bits_per_s"] == 10 ** 6
+    assert data["uplink"]["root"]["rate_bits_per_s"] == 10 ** 8   # the seed's 100mbit parent
+    assert data["sources"]["inbound.rate_bits_per_s"] == "--qos"
+
+
+def test_plan_unshaped_json(conf, capsys):
+    status, out, _ = run(capsys, "plan", "--json")
+    data = json.loads(out)
+    assert status == 0 and data["inbound"] is None and data["outbound"] is None
+
+
+def test_plan_domain_reads_its_config_like_hotplug(conf, capsys):
+    path, xen = conf
+    status, out, _ = run(capsys, "plan", "--domain", "baldr", "--xen-rate", "10Mb/s@50ms")
+    assert status == 0
+    assert f"1000000 bit/s (1mbit, 125000 bytes/s)" in out
+    assert f"<- {xen}/baldr.cfg:4" in out
+    assert "corrected to 125000 bytes" in out            # the 40MB bucket
+    assert "has no minburst" in out
+    assert "minburst   1514 bytes" in out
+    # outbound comes from the Xen rate: 10 Mbit/s, under the 100mbit uplink of peth0
+    assert "10000000 bit/s (10mbit, 1250000 bytes/s)" in out and "<- --xen-rate" in out
+    assert "uplink of xenbr0: peth0" in out
+
+
+def test_plan_pool_member(conf, capsys):
+    status, out, _ = run(capsys, "plan", "--domain", "heavy-7", "--json")
+    data = json.loads(out)
+    assert data["outbound"]["pool"] == "overage"
+    assert data["outbound"]["rate_bits_per_s"] == 100_000
+    assert data["outbound"]["ceil_bits_per_s"] == 10 ** 7
+    assert [p["name"] for p in data["uplink"]["pools"]] == ["overage"]
+
+
+@pytest.mark.parametrize("argv, token", [
+    (["plan", "--qos", "rate=10zbit"], "10zbit"),
+    (["plan", "--qos", "speed=1mbit"], "speed"),
+    (["plan", "--qos", "rate=1mbit,pool=nosuch"], "nosuch"),
+    (["plan", "--xen-rate", "10MB"], "10MB"),
+    (["plan", "--qos", "rate_in=1mbit,peak=1mbit"], "1mbit"),
+    (["plan", "--config", "/nonexistent/vif-qos.conf"], None),
+])
+def test_bad_input_exit_2_one_line_no_traceback(conf, capsys, argv, token):
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    if token:
+        assert repr(token) in err
+
+
+def test_plan_bad_domain_config_file(conf, capsys):
+    _, xen = conf
+    (xen / "broken.cfg").write_text("name = 'broken'\nqos = [ 'rate=1mbit'\nmemory = 5\n")
+    status, _, err = run(capsys, "plan", "--domain", "broken")
+    assert status == 2 and f"{xen}/broken.cfg:3:" in err
+
+
+def test_check_config_ok(conf, capsys):
+    path, _ = conf
+    status, out, _ = run(capsys, "check-config")
+    assert status == 0 and out.startswith(f"OK: {path}: 1 pool(s)") and "1 domain config" in out
+
+
+def test_check_config_lists_every_problem(conf, capsys, tmp_path):
+    path, xen = conf
+    (xen / "web.cfg").write_text("name = 'web'\nqos = [ 'rate=1mbit',\n 'pool=nosuch', 'x=1' ]\n")
+    (xen / "xm.cfg").write_text("name = 'xm'\nkernel = os.path.join('/boot')\n")
+    bad = tmp_path / "bad.conf"
+    bad.write_text(f"[host]\nmtu = huge\ndomain_config_dirs = {xen}\n[defaults]\nrate = 1qbit\n")
+    status, out, _ = run(capsys, "check-config", str(bad))
+    lines = out.strip().splitlines()
+    assert status == 2
+    assert lines[0].startswith(f"{bad}:2: [host] mtu:") and lines[0].endswith("'huge'")
+    assert lines[1].startswith(f"{bad}:5: rate:") and lines[1].endswith("'1qbit'")
+    assert len(lines) == 2   # the policy did not load: its domain dirs are not trusted
+
+    status, out, _ = run(capsys, "check-config")
+    lines = out.strip().splitlines()
+    assert status == 2
+    assert f"{xen}/web.cfg:3: pool: unknown pool (defined: overage): 'nosuch'" in lines
+    assert any(line.startswith(f"{xen}/web.cfg:3: unknown qos key") for line in lines)
+    assert any(line.startswith(f"{xen}/xm.cfg:2: lexical error") for line in lines)
+
+
+def test_plan_as_a_real_process(conf):
+    path, _ = conf
+    proc = subprocess.run([sys.executable, "-m", "vif_qos", "plan", "--qos", "rate=2mbps",
+                           "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["inbound"]["rate_bits_per_s"] == 16_000_000   # C02

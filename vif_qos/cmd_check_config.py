@@ -1,0 +1,72 @@
+"""``vif-qos check-config [FILE]``: every problem in the policy file and in the
+domain config files it would read, one ``file:line: message: 'token'`` line each.
+
+Exit status 2 when there is any problem, else 0 with one line saying what was
+checked. Domain config files are the files in ``domain_config_dirs`` that have
+a ``name = "..."`` line; each must be xl syntax, its ``qos`` a list of qos specs
+whose keys, values and pools are valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import List, Tuple
+
+from .errors import ConfigError, InputError
+
+
+def configure(parser: argparse.ArgumentParser, name: str = "check-config") -> None:
+    parser.add_argument("file", nargs="?", metavar="FILE",
+                        help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
+
+
+def check_domain_configs(policy) -> Tuple[int, List[InputError]]:
+    """(number of domain config files checked, problems) for ``policy``'s directories."""
+    from . import spec as specmod
+    from . import xlcfg
+
+    problems: List[InputError] = []
+    checked = 0
+    for path in xlcfg.candidate_files(policy.domain_config_dirs):
+        if not xlcfg._quick_names(path):
+            continue
+        checked += 1
+        try:
+            config = xlcfg.load_xl_config(path)
+            entries = config.get_string_list("qos") or []
+        except ConfigError as err:
+            problems.append(err)
+            continue
+        for atom in entries:
+            where = config.where(atom.line)
+            try:
+                parsed = specmod.parse_spec(atom.text, where)
+            except InputError as err:
+                problems.append(err)
+                continue
+            pool = parsed.get("pool")
+            if pool is not None and pool.value is not None and pool.value not in policy.pools:
+                problems.append(ConfigError(
+                    f"pool: unknown pool (defined: {', '.join(policy.pools) or 'none'})",
+                    token=pool.token, source=pool.source))
+    return checked, problems
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import policy as policymod
+
+    policy, problems = policymod.check_policy(args.file)
+    checked = 0
+    if policy is not None:
+        checked, more = check_domain_configs(policy)
+        problems = list(problems) + more
+    for err in problems:
+        print(err.one_line())
+    if problems:
+        return 2
+    assert policy is not None
+    print(f"OK: {policy.path or 'built-in defaults (no policy file)'}: "
+          f"{len(policy.pools)} pool(s), {len(policy.domains)} domain entr"
+          f"{'y' if len(policy.domains) == 1 else 'ies'}, {checked} domain config "
+          f"file(s) in {', '.join(policy.domain_config_dirs)}")
+    return 0

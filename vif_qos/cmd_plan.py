@@ -1,0 +1,124 @@
+"""``vif-qos plan``: the resolved shaping plan of one vif and where each value came from.
+
+Nothing is applied; only the policy file and the domain config files are read.
+With ``--domain`` the domain's xl config file is looked up as the hotplug
+script would (its ``qos = [...]`` entry for ``--devid``); ``--qos`` gives that
+entry directly instead. ``--xen-rate`` takes the xl string (``10Mb/s@50ms``)
+and is read exactly as xl and netback would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import List, Optional
+
+from . import units, xenrate
+from .model import VifFacts, VifPlan
+
+
+def configure(parser: argparse.ArgumentParser, name: str = "plan") -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
+    parser.add_argument("--domain", metavar="NAME",
+                        help="domain name: matches [domains] entries and finds its xl config "
+                             "file's qos = [...] entry")
+    parser.add_argument("--devid", metavar="N", type=int, default=0,
+                        help="the vif's devid (index into vif = [...] and qos = [...]); default 0")
+    parser.add_argument("--vif", metavar="NAME",
+                        help="the vif's netdev name (default vifX.DEVID); matches [[vif:...]]")
+    parser.add_argument("--bridge", metavar="NAME", default="xenbr0",
+                        help="the bridge the vif joins (default xenbr0)")
+    parser.add_argument("--mac", metavar="MAC", help="the vif's MAC; matches [[mac:...]]")
+    parser.add_argument("--uuid", metavar="UUID", help="the domain's uuid; matches [[uuid:...]]")
+    parser.add_argument("--xen-rate", metavar="RATE",
+                        help="the vif's Xen rate= as written on the xl vif line (10Mb/s@50ms)")
+    parser.add_argument("--qos", metavar="SPEC",
+                        help="a qos spec used instead of the domain config file's entry "
+                             "(rate=1mbit,burst=15k,...)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (vif, inbound, outbound, uplink, sources, notes)")
+
+
+def facts_from_args(args: argparse.Namespace) -> VifFacts:
+    """The :class:`VifFacts` the options describe (``--xen-rate`` converted as xl does).
+
+    :raises InputError: ``--xen-rate`` is not what xl accepts.
+    """
+    xen_rate = None
+    if args.xen_rate is not None:
+        xen_rate = xenrate.parse_xl_rate(args.xen_rate, "--xen-rate")
+    return VifFacts(vif=args.vif or f"vifX.{args.devid}", devid=args.devid, bridge=args.bridge,
+                    domain_name=args.domain, domain_uuid=args.uuid, mac=args.mac,
+                    xen_rate=xen_rate, xen_rate_source="--xen-rate")
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import policy as policymod
+    from . import resolve
+
+    policy = policymod.load_policy(args.config)
+    facts = facts_from_args(args)
+    if args.qos is not None:
+        plan = resolve.plan_vif(facts, policy, (args.qos, "--qos"))
+    else:
+        plan = resolve.plan_for_facts(facts, policy)
+    if args.json:
+        print(json.dumps(plan.to_json(), sort_keys=False))
+    else:
+        print(format_plan(plan, policy.path or "built-in defaults (no policy file)"))
+    return 0
+
+
+def _row(lines: List[str], label: str, value: str, source: Optional[str]) -> None:
+    lines.append(f"  {label:<10} {value:<48} <- {source or '?'}")
+
+
+def format_plan(plan: VifPlan, policy_name: str) -> str:
+    """The human form: every value with its unit and its source, then the notes."""
+    s = plan.sources
+    lines = [f"vif {plan.vif} on bridge {plan.bridge}   (policy: {policy_name})"]
+    i = plan.inbound
+    if i is None:
+        lines.append("inbound (toward the guest): not shaped")
+    else:
+        lines.append(f"inbound (toward the guest): TBF root qdisc on {plan.vif}")
+        _row(lines, "rate", units.human_rate(i.rate_bits_per_s), s.get("inbound.rate_bits_per_s"))
+        _row(lines, "burst", units.human_size(i.burst_bytes), s.get("inbound.burst_bytes"))
+        _row(lines, "latency", units.human_time(i.latency_us), s.get("inbound.latency_us"))
+        _row(lines, "limit", units.human_size(i.limit_bytes), s.get("inbound.limit_bytes"))
+        if i.peak_bits_per_s is not None:
+            _row(lines, "peakrate", units.human_rate(i.peak_bits_per_s),
+                 s.get("inbound.peak_bits_per_s"))
+            _row(lines, "minburst", units.human_size(i.minburst_bytes or 0),
+                 s.get("inbound.minburst_bytes"))
+    o = plan.outbound
+    if o is None:
+        lines.append("outbound (from the guest): not shaped (its traffic shares the uplink's "
+                     "default class)")
+    else:
+        parent = f"pool {o.pool}" if o.pool else "the root class"
+        lines.append(f"outbound (from the guest): HTB leaf class under {parent} on the uplink "
+                     f"of {plan.bridge}")
+        _row(lines, "rate", units.human_rate(o.rate_bits_per_s), s.get("outbound.rate_bits_per_s"))
+        _row(lines, "ceil", units.human_rate(o.ceil_bits_per_s), s.get("outbound.ceil_bits_per_s"))
+        _row(lines, "burst", units.human_size(o.burst_bytes), s.get("outbound.burst_bytes"))
+        _row(lines, "cburst", units.human_size(o.cburst_bytes), s.get("outbound.cburst_bytes"))
+        _row(lines, "quantum", units.human_size(o.quantum_bytes), s.get("outbound.quantum_bytes"))
+        _row(lines, "pool", o.pool or "none", s.get("outbound.pool"))
+    u = plan.uplink
+    if u is not None:
+        device = u.device or "auto (the bridge's port that is not a vif/tap)"
+        lines.append(f"uplink of {u.bridge}: {device}, HTB root qdisc {u.qdisc_major:x}:   "
+                     f"<- {s.get('uplink.device', '?')}")
+        for label, minor, cls in [("root", 1, u.root), ("default", 2, u.default)] + \
+                [(f"pool {p.name}", 0x10 + n, p) for n, p in enumerate(u.pools)]:
+            lines.append(f"  {label:<14} class {u.qdisc_major:x}:{minor:x}  rate "
+                         f"{units.format_rate(cls.rate_bits_per_s)} ceil "
+                         f"{units.format_rate(cls.ceil_bits_per_s)} burst {cls.burst_bytes} "
+                         f"cburst {cls.cburst_bytes} quantum {cls.quantum_bytes} bytes")
+        lines.append(f"  uplink rate <- {s.get('uplink.rate_bits_per_s', '?')}")
+    if plan.notes:
+        lines.append("notes:")
+        lines.extend(f"  - {note}" for note in plan.notes)
+    return "\n".join(lines)
