@@ -174,3 +174,9 @@ def test_arbitrary_text_raises_only_config_error(text):
         xlcfg.parse_xl_config(text, "fuzz")
     except ConfigError as err:
         assert err.source.startswith("fuzz:")
+
+
+def test_name_after_a_semicolon_is_found(tmp_path):
+    write(tmp_path, "one.cfg", "memory = 512; name = 'semi'\nqos = ['rate=1mbit']\n")
+    cfg, _ = xlcfg.find_domain_config("semi", [str(tmp_path)])
+    assert cfg is not None and xlcfg.qos_entry(cfg, 0)[0] == "rate=1mbit"

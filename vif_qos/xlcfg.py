@@ -288,7 +288,7 @@ def qos_entry(config: XlConfig, devid: int) -> Optional[Tuple[str, str]]:
     return atom.text, config.where(atom.line)
 
 
-_NAME_LINE = re.compile(r"^[ \t]*name[ \t]*=[ \t]*(['\"])(.*?)\1", re.MULTILINE)
+_NAME_LINE = re.compile(r"(?:^|;)[ \t]*name[ \t]*=[ \t]*(['\"])(.*?)\1", re.MULTILINE)
 
 
 def candidate_files(dirs: Sequence[str]) -> Iterator[str]:
