@@ -320,3 +320,59 @@ def test_plan_for_facts_broken_domain_config(tmp_path):
 def test_plan_for_facts_without_domain_name_uses_xen_rate_only():
     plan = resolve.plan_for_facts(facts(domain_name=None, xen_rate="100000,50000"), BUILTIN)
     assert plan.inbound.rate_bits_per_s == 16 * 10 ** 6
+
+
+def test_pool_and_default_class_clamped_to_the_uplink(tmp_path):
+    p, _ = load(tmp_path, "[bridges]\nrate = 100mbit\ndefault_ceil = 1gbit\ndefault_rate = 500mbit\n"
+                          "[pools]\n[[big]]\nrate = 200mbit\n")
+    plan = resolve.plan_vif(facts(), p, ("rate_out=1mbit", "--qos"))
+    u = plan.uplink
+    assert (u.default.rate_bits_per_s, u.default.ceil_bits_per_s) == (10 ** 8, 10 ** 8)
+    assert (u.pools[0].rate_bits_per_s, u.pools[0].ceil_bits_per_s) == (10 ** 8, 10 ** 8)
+    assert sum("corrected to" in n for n in plan.notes) == 4
+
+
+SPEC_VALUES = {
+    "rate": ["1mbit", "100gbit", "none", "10Mb/s@50ms", "3kbit"],
+    "rate_in": ["2mbit", "none", "1tbit"],
+    "rate_out": ["500kbit", "none", "40gbit"],
+    "burst": ["1", "15k", "40MB", "4g"],
+    "latency": ["1us", "50ms", "4000s"],
+    "limit": ["1", "64k", "1g"],
+    "peak": ["1mbit", "3mbit", "1tbit"],
+    "minburst": ["1", "3000", "1m"],
+    "ceil": ["1mbit", "20mbit", "1tbit"],
+    "cburst": ["1", "1m"],
+    "quantum": ["1", "8000", "1m"],
+    "pool": ["overage", "none", "nosuch"],
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(SPEC_VALUES)), st.integers(0, 4), max_size=7),
+       st.sampled_from([None, "62500,50000", "1,0"]))
+def test_any_spec_gives_a_kernel_safe_plan_or_an_input_error(choice, xen_rate):
+    p = policymod.check_policy_text("[pools]\n[[overage]]\nrate = 10mbit\n", "p.conf")[0]
+    text = ",".join(f"{k}={SPEC_VALUES[k][i % len(SPEC_VALUES[k])]}" for k, i in choice.items())
+    try:
+        plan = resolve.plan_vif(facts(xen_rate=xen_rate), p, (text, "prop"))
+    except InputError as err:
+        assert err.source in ("prop", XS) and err.token is not None
+        return
+    frame = p.frame_bytes
+    i, o = plan.inbound, plan.outbound
+    if i is not None:
+        assert 8 <= i.rate_bits_per_s <= MAX_RATE_BITS_PER_S
+        assert frame <= i.burst_bytes <= 2 ** 32 - 1 and frame <= i.limit_bytes <= 2 ** 32 - 1
+        assert (i.peak_bits_per_s is None) == (i.minburst_bytes is None)
+        if i.peak_bits_per_s is not None:
+            assert i.peak_bits_per_s > i.rate_bits_per_s and i.minburst_bytes >= frame
+        assert i.latency_us >= 0
+    if o is not None:
+        assert o.rate_bits_per_s <= o.ceil_bits_per_s <= plan.uplink.root.rate_bits_per_s
+        assert frame <= o.burst_bytes <= 2 ** 32 - 1 and frame <= o.cburst_bytes <= 2 ** 32 - 1
+        assert frame <= o.quantum_bytes <= 200_000
+        assert plan.uplink is not None
+    else:
+        assert plan.uplink is None
+    assert all(key.split(".")[0] in ("inbound", "outbound", "uplink") for key in plan.sources)

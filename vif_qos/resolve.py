@@ -59,8 +59,7 @@ from typing import Dict, List, Optional, Tuple
 from . import spec as specmod
 from . import units, xenrate, xlcfg
 from .errors import InputError
-from .model import (ClassPlan, InboundPlan, OutboundPlan, UplinkPlan, VifFacts, VifPlan,
-                    MAX_RATE_BITS_PER_S)
+from .model import ClassPlan, InboundPlan, OutboundPlan, UplinkPlan, VifFacts, VifPlan
 from .policy import BUILTIN, KERNEL_MAX_BUCKET_US, Policy
 
 HZ = 100
@@ -288,15 +287,35 @@ class _Resolver:
     def uplink(self) -> UplinkPlan:
         bridge = self.policy.bridge(self.facts.bridge)
         uplink_rate = bridge.rate_bits_per_s
+        uplink_word = units.format_rate(uplink_rate)
         root = self.class_plan("root", uplink_rate, uplink_rate)
-        default_ceil = min(bridge.default_ceil_bits_per_s or uplink_rate, uplink_rate)
+        default_ceil = bridge.default_ceil_bits_per_s or uplink_rate
+        if default_ceil > uplink_rate:
+            self.notes.append(f"default class ceil {units.format_rate(default_ceil)} "
+                              f"({bridge.sources.get('default_ceil', BUILTIN)}) is above the "
+                              f"uplink rate {uplink_word}: corrected to it")
+            default_ceil = uplink_rate
         default_rate = bridge.default_rate_bits_per_s or _whole_bytes(uplink_rate // 10)
-        default_rate = min(default_rate, default_ceil)
+        if default_rate > default_ceil:
+            self.notes.append(f"default class rate {units.format_rate(default_rate)} "
+                              f"({bridge.sources.get('default_rate', BUILTIN)}) is above its "
+                              f"ceil {units.format_rate(default_ceil)}: corrected to it")
+            default_rate = default_ceil
         default = self.class_plan("default", default_rate, default_ceil)
         pools = []
         for pool in sorted(self.policy.pools.values(), key=lambda p: p.index):
-            ceil = min(pool.effective_ceil_bits_per_s, uplink_rate)
+            ceil = pool.effective_ceil_bits_per_s
+            if ceil > uplink_rate:
+                self.notes.append(f"pool {pool.name} ceil {units.format_rate(ceil)} "
+                                  f"({pool.source}) is above the uplink rate {uplink_word} of "
+                                  f"{self.facts.bridge}: corrected to it")
+                ceil = uplink_rate
             rate = min(pool.rate_bits_per_s, ceil)
+            if rate != pool.rate_bits_per_s:
+                self.notes.append(f"pool {pool.name} rate "
+                                  f"{units.format_rate(pool.rate_bits_per_s)} ({pool.source}) "
+                                  f"is above its ceil on {self.facts.bridge}: corrected to "
+                                  f"{units.format_rate(rate)}")
             pools.append(self.class_plan(pool.name, rate, ceil))
         self.sources["uplink.rate_bits_per_s"] = bridge.sources.get("rate", BUILTIN)
         self.sources["uplink.device"] = bridge.sources.get("uplink", BUILTIN)
@@ -451,11 +470,6 @@ def plan_vif(facts: VifFacts, policy: Policy,
     if outbound is None and pool_name is not None:
         notes.append(f"pool {pool_name} ({pool_source}) has no effect: outbound is not shaped")
     uplink = resolver.uplink() if outbound is not None else None
-    for key, value in list(resolver.sources.items()):
-        if key.startswith("uplink.") and uplink is None:
-            del resolver.sources[key]
-    for rate in (inbound and inbound.rate_bits_per_s, outbound and outbound.ceil_bits_per_s):
-        assert rate is None or 0 < rate <= MAX_RATE_BITS_PER_S
     return VifPlan(vif=facts.vif, bridge=facts.bridge, inbound=inbound, outbound=outbound,
                    uplink=uplink, host=policy.host, sources=dict(resolver.sources),
                    notes=tuple(notes))
