@@ -68,5 +68,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"OK: {policy.path or 'built-in defaults (no policy file)'}: "
           f"{len(policy.pools)} pool(s), {len(policy.domains)} domain entr"
           f"{'y' if len(policy.domains) == 1 else 'ies'}, {checked} domain config "
-          f"file(s) in {', '.join(policy.domain_config_dirs)}")
+          f"file(s) in {', '.join(policy.domain_config_dirs) or '(no directories)'}")
     return 0
