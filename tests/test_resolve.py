@@ -376,3 +376,15 @@ def test_any_spec_gives_a_kernel_safe_plan_or_an_input_error(choice, xen_rate):
     else:
         assert plan.uplink is None
     assert all(key.split(".")[0] in ("inbound", "outbound", "uplink") for key in plan.sources)
+
+
+def test_xen_rate_not_whole_bytes_is_noted():
+    plan = resolve.plan_vif(facts(xen_rate="1000,3000"), BUILTIN)   # 333333.33 bytes/s
+    assert plan.inbound.rate_bits_per_s == 333_333 * 8
+    assert any("not a whole number of bytes per second" in n for n in plan.notes)
+
+
+def test_xl_form_in_a_spec_means_what_the_xen_rate_means():
+    from_spec = resolve.plan_vif(facts(), BUILTIN, ("rate=10MB/s@50ms", "--qos"))
+    from_xen = resolve.plan_vif(facts(xen_rate="500000,50000"), BUILTIN)
+    assert from_spec.inbound == from_xen.inbound and from_spec.outbound == from_xen.outbound
