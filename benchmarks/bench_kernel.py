@@ -189,7 +189,7 @@ def throughput(host: SimHost, guest, repeat: int, window_s: float) -> Dict[str, 
     out: Dict[str, List[float]] = {INBOUND: [], OUTBOUND: []}
     for _ in range(repeat):
         for direction in (OUTBOUND, INBOUND):
-            m = host.measure(guest, direction, 4, window_s=window_s, warmup_s=1.0)
+            m = host.measure(guest, direction, 4, window_s=window_s, warmup_s=0.75)
             out[direction].append(m.wire_bits_per_s / MBIT)
     return out
 
@@ -259,7 +259,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repeat", type=int, default=2,
                         help="throughput measurements per configuration (default 2)")
     parser.add_argument("--window", type=float, default=2.0,
-                        help="throughput window in seconds after 1 s warm-up (default 2)")
+                        help="throughput window in seconds after 0.75 s warm-up (default 2)")
     parser.add_argument("--recipes", default="vif-qos,seed")
     parser.add_argument("--quick", action="store_true", help="--counts 1,10,100 --repeat 1")
     parser.add_argument("--json", action="store_true", help="also print the raw figures")

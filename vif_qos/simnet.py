@@ -65,6 +65,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import json
+import math
 import os
 import shutil
 import socket
@@ -528,17 +529,19 @@ class SimHost:
         return False
 
     def measure(self, guest: SimGuest, direction: str, family: int = 4,
-                window_s: float = 2.0, warmup_s: float = 1.0) -> Measurement:
+                window_s: float = 2.0, warmup_s: float = 0.75) -> Measurement:
         """Measure one TCP flow; see :meth:`measure_many`."""
         return self.measure_many([Flow(guest, direction, family)], window_s, warmup_s)[0]
 
     def measure_many(self, flows: Sequence[Flow], window_s: float = 2.0,
-                     warmup_s: float = 1.0, interval_s: float = 0.25) -> List[Measurement]:
+                     warmup_s: float = 0.75, interval_s: float = 0.25) -> List[Measurement]:
         """Run the iperf3 TCP ``flows`` at the same time and measure each.
 
         Each flow gets its own iperf3 server (in the sending namespace, own port) and
         client (in the receiving namespace, ``-R``, ``--json``, ``-4``/``-6``), run for
-        ``warmup_s + window_s + 0.5`` s. The wire counters are sampled at
+        ``warmup_s + window_s + 0.25`` s rounded up to whole seconds (iperf3 takes
+        ``-t`` in whole seconds), so ``warmup_s + window_s`` = 2.75 or 3.75 wastes
+        nothing. The wire counters are sampled at
         ``warmup_s`` and ``warmup_s + window_s`` after the clients start (see
         :class:`Measurement`). Choose ``warmup_s`` and ``window_s`` as multiples of
         ``interval_s`` (iperf3's report interval, >= 0.1 s). Every process is
@@ -549,7 +552,9 @@ class SimHost:
         """
         if shutil.which("iperf3") is None:
             raise EnvironmentProblem("measuring needs iperf3 (apt-get install iperf3)")
-        run_s = warmup_s + window_s + 0.5
+        # iperf3 3.12 reads -t as whole seconds (atoi); keep >= 0.25 s of traffic
+        # after the last counter sample.
+        run_s = math.ceil(warmup_s + window_s + 0.25)
         plans = []
         for flow in flows:
             sender, receiver, addr, wire = self._endpoints(flow)
@@ -571,7 +576,7 @@ class SimHost:
             for flow, _s, receiver, addr, _w, port in plans:
                 clients.append(self._spawn(receiver, [
                     "iperf3", "-c", addr, "-p", str(port), f"-{flow.family}", "-R",
-                    "-t", f"{run_s:g}", "-i", f"{interval_s:g}", "--json",
+                    "-t", str(run_s), "-i", f"{interval_s:g}", "--json",
                     "--connect-timeout", "3000"]))
             _sleep_until(start + warmup_s)
             first = {key: self.counters(key[0]).read(key[1]) for key in wire_keys}
