@@ -34,6 +34,8 @@ from vif_qos.simnet import SimHost
 from vif_qos.xsdouble import XenstoreDouble
 
 HOST_XEN_DIR = "/etc/xen"
+#: The hook directory, relative to the tree (vif-bridge's call_hooks looks here).
+HOOK_DIR_REL = "etc/xen/scripts/vif-post.d"
 VIF_BRIDGE = "/etc/xen/scripts/vif-bridge"
 WRAPPER = "/etc/xen/scripts/vif-qos"
 

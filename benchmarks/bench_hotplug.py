@@ -1,0 +1,83 @@
+"""What vif-qos adds to a vif's hotplug: Debian's vif-bridge ``online`` with and
+without the vif-post.d hook, in a simulated dom0 (figures, no assertions).
+
+Run as root from the checkout::
+
+    sudo .venv/bin/python benchmarks/bench_hotplug.py [--runs 10] [--concurrent 20]
+
+Prints, per configuration, the median and max wall time of one ``online`` run
+(unshare + ip netns exec + vif-bridge [+ hook + vif-qos]), and the wall time of
+N ``online`` runs started at once. Everything runs in namespaces and a private
+mount namespace (tests/dom0harness.py) and is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+
+from dom0harness import HOOK_DIR_REL, Dom0  # noqa: E402
+
+POLICY = """\
+[bridges]
+uplink = peth0
+rate = 1gbit
+[defaults]
+rate_in = 10mbit
+rate_out = 10mbit
+"""
+
+
+def one_config(hook: bool, runs: int, concurrent: int) -> None:
+    with tempfile.TemporaryDirectory() as tree:
+        with Dom0(tree, policy=POLICY, prefix="vqb-") as dom0:
+            if not hook:
+                os.unlink(os.path.join(tree, HOOK_DIR_REL, "00-vif-qos.hook"))
+            times = []
+            for i in range(runs):
+                domid = 100 + i
+                dom0.host.add_guest(domid=domid, attach=False)
+                dom0.xs.seed_vif(domid, 0, name=f"g{domid}")
+                start = time.monotonic()
+                result = dom0.hotplug("online", domid)
+                times.append(time.monotonic() - start)
+                if result.returncode != 0:
+                    raise SystemExit(f"online failed: {result.stderr}")
+            domids = list(range(1000, 1000 + concurrent))
+            for domid in domids:
+                dom0.host.add_guest(domid=domid, attach=False)
+                dom0.xs.seed_vif(domid, 0, name=f"g{domid}")
+            start = time.monotonic()
+            procs = [dom0.popen(["/etc/xen/scripts/vif-bridge", "online", "type_if=vif"],
+                                dom0.script_env(domid, 0)) for domid in domids]
+            codes = [p.wait() for p in procs]
+            wall = time.monotonic() - start
+            for p in procs:
+                p.communicate()
+            label = "vif-bridge + vif-qos hook" if hook else "vif-bridge alone"
+            print(f"{label:28} one online: median {statistics.median(times) * 1000:6.0f} ms, "
+                  f"max {max(times) * 1000:6.0f} ms ({runs} runs); {concurrent} at once: "
+                  f"{wall:5.2f} s wall, {codes.count(0)}/{concurrent} succeeded")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--concurrent", type=int, default=20)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench_hotplug: needs root (namespaces, mounts)", file=sys.stderr)
+        return 1
+    one_config(False, args.runs, args.concurrent)
+    one_config(True, args.runs, args.concurrent)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
