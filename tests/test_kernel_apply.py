@@ -1,0 +1,107 @@
+"""apply_vif / remove_vif against the real kernel, read back with tc and nft."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from kerneltopo import BRIDGE, UPLINK, add_vif, cls, make_dom0, uplink_plan, vif_plan
+from nsutil import inside, nft_json, sh, tc_json
+
+from vif_qos import apply as A
+from vif_qos import nftadapter, tcadapter
+from vif_qos.errors import KernelError
+from vif_qos.model import HostSettings
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(autouse=True)
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
+
+
+def htb_classes(ns: str, dev: str) -> dict:
+    """``tc class show`` parsed: classid -> {parent, rate, ceil, burst, cburst}.
+
+    (iproute2 6.1's ``tc -j class show`` prints text for HTB, so we parse text.)
+    """
+    out = sh("tc", "class", "show", "dev", dev, ns=ns).stdout
+    classes = {}
+    for line in out.splitlines():
+        m = re.match(r"class htb (\S+) (root|parent (\S+)) .*?rate (\S+) ceil (\S+) "
+                     r"burst (\S+) cburst (\S+)", line)
+        if m:
+            classes[m.group(1)] = {"parent": m.group(3), "rate": m.group(4),
+                                   "ceil": m.group(5), "burst": m.group(6),
+                                   "cburst": m.group(7)}
+    return classes
+
+
+def root_qdisc(ns: str, dev: str) -> dict:
+    for q in tc_json(ns, "qdisc", "show", "dev", dev):
+        if q.get("root"):
+            return q
+    return {}
+
+
+def our_rules(ns: str) -> list:
+    return [item["rule"] for item in nft_json(ns, "list", "table", "bridge", "vif_qos")
+            if "rule" in item]
+
+
+def test_apply_builds_tbf_leaf_and_entry_then_remove_takes_it_all(netns):
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 3)
+    plan = vif_plan(vif, out_rate=20 * 10 ** 6, out_ceil=50 * 10 ** 6, in_rate=30 * 10 ** 6)
+    with inside(d.dom0):
+        applied = A.apply_vif(plan)
+    assert applied.vif == vif and applied.uplink == UPLINK and applied.inbound
+    assert applied.classid == 0x7A510100
+    assert applied.mark == 0x00010000
+
+    tbf = root_qdisc(d.dom0, vif)
+    assert tbf["kind"] == "tbf" and tbf["handle"] == "7a51:"
+    assert tbf["options"]["rate"] == 30 * 10 ** 6 // 8
+    htb = root_qdisc(d.dom0, UPLINK)
+    assert htb["kind"] == "htb" and htb["handle"] == "7a51:"
+    assert htb["options"]["default"] == "0x2"
+    classes = htb_classes(d.dom0, UPLINK)
+    assert classes["7a51:100"] == {"parent": "7a51:1", "rate": "20Mbit", "ceil": "50Mbit",
+                                   "burst": "15000b", "cburst": "15000b"}
+    assert classes["7a51:1"]["rate"] == "1Gbit"
+    assert classes["7a51:2"]["parent"] == "7a51:1"
+    rules = our_rules(d.dom0)
+    vif_rules = [r for r in rules if r["chain"] == f"vif_{vif}"]
+    assert len(vif_rules) == 1
+    assert f"vif={vif}" in vif_rules[0]["comment"]
+    assert "classid=7a51:100" in vif_rules[0]["comment"]
+
+    with inside(d.dom0):
+        assert [a.vif for a in A.list_applied()] == [vif]
+        assert A.remove_vif(vif) is True
+        assert A.remove_vif(vif) is False  # idempotent
+        assert A.list_applied() == []
+    assert "7a51:100" not in htb_classes(d.dom0, UPLINK)
+    assert root_qdisc(d.dom0, vif).get("kind") != "tbf"
+    chains = [i["chain"]["name"] for i in nft_json(d.dom0, "list", "table", "bridge",
+                                                    "vif_qos") if "chain" in i]
+    assert chains == ["prerouting"]
+    elems = [i["map"].get("elem", []) for i in nft_json(d.dom0, "list", "table", "bridge",
+                                                         "vif_qos") if "map" in i]
+    assert elems == [[]]
+
+
+def test_auto_uplink_is_the_one_non_guest_port(netns):
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 1)
+    add_vif(netns, d, 2)
+    plan = vif_plan(vif, uplink=uplink_plan(device=None))
+    with inside(d.dom0):
+        assert A.apply_vif(plan).uplink == UPLINK
+        # A second non-guest port makes "auto" ambiguous: refused, clearly.
+        sh("ip", "link", "add", "peth1", "type", "veth", "peer", "name", "x1", ns=d.dom0)
+        sh("ip", "link", "set", "peth1", "master", BRIDGE, ns=d.dom0)
+        with pytest.raises(KernelError, match="exactly one port.*peth0, peth1"):
+            A.apply_vif(vif_plan("vif2.0", uplink=uplink_plan(device=None)))

@@ -1,0 +1,385 @@
+"""Apply a :class:`~vif_qos.model.VifPlan` to the kernel, and take it away again.
+
+The public API (all in the calling thread's current network namespace; each call
+opens its own netlink and nftables handles):
+
+- :func:`apply_vif` -> :class:`Applied`
+- :func:`remove_vif` -> bool
+- :func:`list_applied`, :func:`cleanup_orphans`, :func:`check_support`
+
+What one vif gets (see docs/kernel-objects.rst):
+
+- inbound: a TBF root qdisc ``qdisc_major:0`` on the vif;
+- outbound: an HTB leaf class ``qdisc_major:minor`` on the uplink, under its pool
+  class or the root class of the shared tree (root qdisc ``qdisc_major:0``,
+  ``default 2``, root class ``:1``, default class ``:2``, pools ``:0x10+i``),
+  created on first use;
+- classification: a chain and a map element in the nftables table
+  ``bridge vif_qos`` setting skb priority = leaf classid and the mark value
+  (``mark & ~mask | value``), with a counter; its rule comment records vif,
+  bridge, uplink, classid, mark and whether a TBF was put on the vif.
+
+Everything runs under the host lock (:mod:`vif_qos.alloc`). On a failure the
+steps already done are undone in reverse order, the nftables part being one
+transaction, so nothing of the failed apply remains.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
+
+from . import alloc, nftadapter, tcadapter
+from .errors import EnvironmentProblem, KernelError, VifQosError
+from .model import ClassPlan, HostSettings, UplinkPlan, VifPlan
+
+log = logging.getLogger("vif_qos")
+
+#: Minor of the HTB root class and the default class (model.UplinkPlan).
+ROOT_MINOR = 1
+DEFAULT_MINOR = 2
+POOL_MINOR_BASE = 0x10
+#: Name prefixes of guest ports on a bridge (Xen's vifX.Y and HVM tapX.Y[-emu]).
+GUEST_PORT_PREFIXES = ("vif", "tap")
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What is in the kernel for one vif.
+
+    ``uplink`` is the netdev carrying its HTB leaf (None: outbound not shaped);
+    ``classid`` that leaf (``major<<16|minor``) or None; ``mark`` the mark value
+    set within the host's mask or None; ``inbound`` whether a TBF was put on the
+    vif. ``packets``/``bytes`` are the nftables counter of frames from the vif.
+    """
+
+    vif: str
+    uplink: Optional[str]
+    classid: Optional[int]
+    mark: Optional[int]
+    inbound: bool
+    bridge: Optional[str] = None
+    packets: int = 0
+    bytes: int = 0
+
+
+def _applied(entry: nftadapter.Entry) -> Applied:
+    return Applied(vif=entry.vif, uplink=entry.uplink, classid=entry.classid,
+                   mark=entry.mark, inbound=entry.inbound, bridge=entry.bridge,
+                   packets=entry.packets, bytes=entry.bytes)
+
+
+# --------------------------------------------------------------------------
+# Steps with their undo
+# --------------------------------------------------------------------------
+
+class _Undo:
+    """A stack of compensating actions, run in reverse on failure."""
+
+    def __init__(self) -> None:
+        self.actions: List[Tuple[str, Callable[[], object]]] = []
+
+    def push(self, what: str, action: Callable[[], object]) -> None:
+        self.actions.append((what, action))
+
+    def run(self) -> None:
+        while self.actions:
+            what, action = self.actions.pop()
+            try:
+                action()
+            except Exception as err:  # keep undoing the rest
+                log.error("vif-qos: undoing %s failed: %s", what, err)
+
+
+def _class_params(plan: ClassPlan) -> dict:
+    return dict(rate_bits_per_s=plan.rate_bits_per_s,
+                ceil_bits_per_s=plan.ceil_bits_per_s,
+                burst_bytes=plan.burst_bytes, cburst_bytes=plan.cburst_bytes,
+                quantum_bytes=plan.quantum_bytes)
+
+
+def _same_class(found: tcadapter.ClassInfo, want: ClassPlan, parent: int) -> bool:
+    rate = tcadapter.rate_bytes(want.rate_bits_per_s, want.name)
+    ceil = tcadapter.rate_bytes(want.ceil_bits_per_s, want.name)
+    return (found.parent == parent and found.rate_bytes_per_s == rate
+            and found.ceil_bytes_per_s == ceil
+            and found.buffer_ticks == tcadapter.size_to_ticks(want.burst_bytes, rate, "")
+            and found.cbuffer_ticks == tcadapter.size_to_ticks(want.cburst_bytes, ceil, "")
+            and found.quantum_bytes == want.quantum_bytes)
+
+
+def _restore_class(ipr, found: tcadapter.ClassInfo, what: str) -> None:
+    tcadapter.set_htb_class(
+        ipr, found.index, found.classid, found.parent,
+        rate_bits_per_s=found.rate_bytes_per_s * 8,
+        ceil_bits_per_s=found.ceil_bytes_per_s * 8, burst_bytes=0, cburst_bytes=0,
+        quantum_bytes=found.quantum_bytes, mode="change", what=what,
+        buffer_ticks=found.buffer_ticks, cbuffer_ticks=found.cbuffer_ticks)
+
+
+def _resolve_uplink(ipr, uplink: UplinkPlan) -> tcadapter.LinkInfo:
+    """The uplink netdev: the plan's device, or the bridge's one non-guest port."""
+    if uplink.device:
+        link = tcadapter.get_link(ipr, uplink.device)
+        if link is None:
+            raise KernelError(f"uplink {uplink.device} of bridge {uplink.bridge}: "
+                              "no such netdev")
+        return link
+    bridge = tcadapter.get_link(ipr, uplink.bridge)
+    if bridge is None:
+        raise KernelError(f"bridge {uplink.bridge}: no such netdev (uplink auto)")
+    ports = [p for p in tcadapter.bridge_ports(ipr, bridge.index)
+             if not p.name.startswith(GUEST_PORT_PREFIXES)]
+    if len(ports) != 1:
+        names = ", ".join(sorted(p.name for p in ports)) or "none"
+        raise KernelError(
+            f"bridge {uplink.bridge}: uplink auto needs exactly one port that is "
+            f"not a vif*/tap* guest port, found {len(ports)} ({names}); set the "
+            "uplink device in /etc/xen/vif-qos.conf")
+    return ports[0]
+
+
+def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
+                 undo: _Undo) -> List[tcadapter.ClassInfo]:
+    """Our HTB root qdisc, root, default and pool classes on ``link``.
+
+    Returns the classes found before (for allocation). Refuses a root qdisc
+    that is not ours; a default root qdisc (handle 0: noqueue, mq, pfifo_fast,
+    fq_codel put there by the kernel) is replaced.
+    """
+    major = uplink.qdisc_major << 16
+    dev = link.name
+    root = tcadapter.get_root_qdisc(ipr, link.index)
+    if root is not None and root.handle != 0 and not (
+            root.handle == major and root.kind == "htb"):
+        raise KernelError(
+            f"uplink {dev}: its root qdisc is {root.kind} "
+            f"{tcadapter.handle_str(root.handle)}, not vif-qos's htb "
+            f"{tcadapter.handle_str(major)}; vif-qos does not replace a qdisc it "
+            f"did not create (remove it with 'tc qdisc del dev {dev} root' if it "
+            "is unwanted)")
+    existing: List[tcadapter.ClassInfo] = []
+    if root is None or root.handle == 0:
+        tcadapter.add_htb_qdisc(ipr, link.index, major, DEFAULT_MINOR,
+                                f"htb root qdisc {tcadapter.handle_str(major)} on {dev}")
+        undo.push(f"htb root qdisc on {dev}",
+                  lambda: tcadapter.del_root_qdisc(ipr, link.index, major, dev))
+    else:
+        existing = tcadapter.dump_classes(ipr, link.index)
+    by_id = {c.classid: c for c in existing}
+    wanted = [(uplink.root, major | ROOT_MINOR, major),
+              (uplink.default, major | DEFAULT_MINOR, major | ROOT_MINOR)]
+    wanted += [(pool, major | (POOL_MINOR_BASE + i), major | ROOT_MINOR)
+               for i, pool in enumerate(uplink.pools)]
+    for plan, classid, parent in wanted:
+        what = f"htb class {tcadapter.handle_str(classid)} ({plan.name}) on {dev}"
+        found = by_id.get(classid)
+        if found is None:
+            tcadapter.set_htb_class(ipr, link.index, classid, parent, mode="add",
+                                    what=what, **_class_params(plan))
+            undo.push(what, lambda c=classid, w=what:
+                      tcadapter.del_class(ipr, link.index, c, w))
+        elif not _same_class(found, plan, parent):
+            if found.parent != parent:
+                raise KernelError(f"{what}: exists under parent "
+                                  f"{tcadapter.handle_str(found.parent)}, the plan "
+                                  f"wants {tcadapter.handle_str(parent)}")
+            tcadapter.set_htb_class(ipr, link.index, classid, parent, mode="change",
+                                    what=what, **_class_params(plan))
+            undo.push(what, lambda f=found, w=what: _restore_class(ipr, f, w))
+    return existing
+
+
+def _used_minors(ipr, major: int, state: nftadapter.TableState,
+                 classes: List[tcadapter.ClassInfo]) -> List[int]:
+    used = [c.classid & 0xFFFF for c in classes if c.classid >> 16 == major]
+    used += [e.classid & 0xFFFF for e in state.entries.values()
+             if e.classid is not None]
+    return used
+
+
+# --------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------
+
+def apply_vif(plan: VifPlan) -> Applied:
+    """Shape one vif as ``plan`` says, in the current network namespace.
+
+    Replaces whatever vif-qos holds for a vif of the same name (a stale entry
+    is removed first, never merged). Raises KernelError naming the object and
+    the kernel's message, or EnvironmentProblem; on any failure nothing of this
+    apply remains and other vifs are untouched.
+    """
+    host = plan.host
+    with alloc.host_lock():
+        ipr = tcadapter.open_ipr()
+        try:
+            return _apply_locked(ipr, plan, host)
+        finally:
+            ipr.close()
+
+
+def _apply_locked(ipr, plan: VifPlan, host: HostSettings) -> Applied:
+    vif_link = tcadapter.get_link(ipr, plan.vif)
+    if vif_link is None:
+        raise KernelError(f"vif {plan.vif}: no such netdev")
+    state = nftadapter.read_table()
+    if plan.vif in state.entries or plan.vif in state.elements \
+            or nftadapter.chain_name(plan.vif) in state.chains:
+        log.info("vif-qos: %s: replacing the stale entry of an earlier guest",
+                 plan.vif)
+        _remove_locked(ipr, plan.vif, host, state)
+        state = nftadapter.read_table()
+
+    undo = _Undo()
+    try:
+        uplink_name = classid = None
+        if plan.outbound is not None:
+            if plan.uplink is None:
+                raise KernelError(f"vif {plan.vif}: outbound shaping without an uplink plan")
+            link = _resolve_uplink(ipr, plan.uplink)
+            uplink_name = link.name
+            existing = _ensure_tree(ipr, link, plan.uplink, undo)
+            major = plan.uplink.qdisc_major
+            minor = alloc.allocate_minor(_used_minors(ipr, major, state, existing),
+                                         host.classid_min, host.classid_max)
+            classid = (major << 16) | minor
+            if plan.outbound.pool is None:
+                parent = (major << 16) | ROOT_MINOR
+            else:
+                names = [p.name for p in plan.uplink.pools]
+                if plan.outbound.pool not in names:
+                    raise KernelError(f"vif {plan.vif}: pool {plan.outbound.pool!r} "
+                                      f"is not in the uplink plan ({', '.join(names)})")
+                parent = (major << 16) | (POOL_MINOR_BASE + names.index(plan.outbound.pool))
+            what = (f"htb leaf class {tcadapter.handle_str(classid)} of {plan.vif} "
+                    f"on {uplink_name}")
+            out = plan.outbound
+            tcadapter.set_htb_class(
+                ipr, link.index, classid, parent, mode="add", what=what,
+                rate_bits_per_s=out.rate_bits_per_s, ceil_bits_per_s=out.ceil_bits_per_s,
+                burst_bytes=out.burst_bytes, cburst_bytes=out.cburst_bytes,
+                quantum_bytes=out.quantum_bytes)
+            undo.push(what, lambda: tcadapter.del_class(ipr, link.index, classid, what))
+
+        if plan.inbound is not None:
+            _apply_tbf(ipr, vif_link, plan, host, undo)
+
+        mark = None
+        if host.mark_mask:
+            mark = alloc.allocate_mark([e.mark for e in state.entries.values()
+                                        if e.mark is not None], host.mark_mask)
+        entry = nftadapter.Entry(vif=plan.vif, bridge=plan.bridge, uplink=uplink_name,
+                                 classid=classid, mark=mark,
+                                 inbound=plan.inbound is not None)
+        cmds = [] if state.exists else nftadapter.create_table_cmds()
+        cmds += nftadapter.add_entry_cmds(entry, host.mark_mask)
+        nftadapter.run(cmds, f"nftables entry of {plan.vif} (table bridge "
+                             f"{nftadapter.TABLE}, chain {entry.chain})")
+    except BaseException:
+        undo.run()
+        raise
+    log.debug("vif-qos: %s: applied %s", plan.vif, entry.comment())
+    return _applied(entry)
+
+
+def _apply_tbf(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
+               host: HostSettings, undo: _Undo) -> None:
+    handle = host.qdisc_major << 16
+    inbound = plan.inbound
+    before = tcadapter.get_root_qdisc(ipr, vif_link.index)
+    if before is not None and before.handle not in (0, handle):
+        log.warning("vif-qos: %s: replacing its root qdisc %s %s (not vif-qos's) "
+                    "with vif-qos's tbf", plan.vif, before.kind,
+                    tcadapter.handle_str(before.handle))
+    elif before is not None and before.handle == handle and before.kind != "tbf":
+        tcadapter.del_root_qdisc(ipr, vif_link.index, handle, plan.vif)
+    what = f"tbf root qdisc {tcadapter.handle_str(handle)} on {plan.vif}"
+    tcadapter.replace_tbf(
+        ipr, vif_link.index, handle, rate_bits_per_s=inbound.rate_bits_per_s,
+        burst_bytes=inbound.burst_bytes, limit_bytes=inbound.limit_bytes,
+        peak_bits_per_s=inbound.peak_bits_per_s,
+        minburst_bytes=inbound.minburst_bytes, what=what)
+    undo.push(what, lambda: tcadapter.del_root_qdisc(ipr, vif_link.index, handle, what))
+
+
+def remove_vif(vif: str, host: Optional[HostSettings] = None) -> bool:
+    """Remove everything vif-qos holds for ``vif``; True if anything was removed.
+
+    Idempotent; works when the netdev is already gone (its TBF went with it).
+    Deletes by exact handle: the vif's map element and chain, its HTB leaf
+    class on the recorded uplink, and its TBF if the netdev still exists and
+    the root qdisc is vif-qos's. The shared HTB tree stays.
+    """
+    host = host or HostSettings()
+    with alloc.host_lock():
+        ipr = tcadapter.open_ipr()
+        try:
+            return _remove_locked(ipr, vif, host, nftadapter.read_table())
+        finally:
+            ipr.close()
+
+
+def _remove_locked(ipr, vif: str, host: HostSettings,
+                   state: nftadapter.TableState) -> bool:
+    removed = False
+    entry = state.entries.get(vif)
+    cmds = nftadapter.remove_entry_cmds(vif, state)
+    if cmds:
+        nftadapter.run(cmds, f"removing the nftables entry of {vif}")
+        removed = True
+    if entry is not None and entry.classid is not None and entry.uplink:
+        link = tcadapter.get_link(ipr, entry.uplink)
+        if link is not None:
+            removed |= tcadapter.del_class(
+                ipr, link.index, entry.classid,
+                f"htb leaf class {tcadapter.handle_str(entry.classid)} of {vif} "
+                f"on {entry.uplink}")
+    vif_link = tcadapter.get_link(ipr, vif)
+    if vif_link is not None:
+        handle = host.qdisc_major << 16
+        root = tcadapter.get_root_qdisc(ipr, vif_link.index)
+        if root is not None and root.handle == handle and root.kind == "tbf":
+            removed |= tcadapter.del_root_qdisc(ipr, vif_link.index, handle,
+                                                f"tbf root qdisc on {vif}")
+    return removed
+
+
+def list_applied(host: Optional[HostSettings] = None) -> List[Applied]:
+    """Every vif vif-qos holds, read from the kernel (the nftables table)."""
+    state = nftadapter.read_table()
+    return [_applied(state.entries[name]) for name in sorted(state.entries)]
+
+
+def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
+    """Remove the entries of vifs whose netdev no longer exists; their names.
+
+    Run by udev on a vif's removal and by ``vif-qos cleanup``: covers guests
+    whose ``offline`` never ran.
+    """
+    host = host or HostSettings()
+    gone: List[str] = []
+    with alloc.host_lock():
+        ipr = tcadapter.open_ipr()
+        try:
+            state = nftadapter.read_table()
+            for vif in sorted(state.entries):
+                if tcadapter.get_link(ipr, vif) is None:
+                    _remove_locked(ipr, vif, host, state)
+                    state = nftadapter.read_table()
+                    gone.append(vif)
+        finally:
+            ipr.close()
+    return gone
+
+
+def check_support() -> None:
+    """Raise EnvironmentProblem naming what the kernel lacks: htb, tbf, or
+    nftables' bridge family. Probes in a way that leaves nothing behind."""
+    nftadapter.check_support()
+    missing = tcadapter.probe_qdisc_kinds(("htb", "tbf"))
+    if missing:
+        raise EnvironmentProblem(
+            "the kernel lacks the qdisc(s) " + ", ".join(missing) +
+            " (CONFIG_NET_SCH_HTB / CONFIG_NET_SCH_TBF; modprobe sch_htb sch_tbf)")
