@@ -168,7 +168,8 @@ def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
     else:
         existing = tcadapter.dump_classes(ipr, link.index)
     by_id = {c.classid: c for c in existing}
-    wanted = [(uplink.root, major | ROOT_MINOR, major),
+    # The kernel reports (and accepts) the root class's parent as TC_H_ROOT.
+    wanted = [(uplink.root, major | ROOT_MINOR, tcadapter.TC_H_ROOT),
               (uplink.default, major | DEFAULT_MINOR, major | ROOT_MINOR)]
     wanted += [(pool, major | (POOL_MINOR_BASE + i), major | ROOT_MINOR)
                for i, pool in enumerate(uplink.pools)]
