@@ -1,0 +1,188 @@
+"""Removal, stale entries, orphans and foreign qdiscs (C06 and the "never clobber"
+rule), against the real kernel."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from kerneltopo import UPLINK, add_vif, make_dom0, uplink_plan, vif_plan
+from nsutil import inside, nft_json, sh
+from test_kernel_apply import htb_classes, root_qdisc
+
+from vif_qos import apply as A
+from vif_qos.errors import KernelError
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(autouse=True)
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
+
+
+def table_objects(ns: str) -> dict:
+    """chains, map elements and rule comments of table bridge vif_qos."""
+    chains, elems, comments = [], [], []
+    for item in nft_json(ns, "list", "table", "bridge", "vif_qos"):
+        if "chain" in item:
+            chains.append(item["chain"]["name"])
+        elif "map" in item:
+            elems += [e[0] for e in item["map"].get("elem", [])]
+        elif "rule" in item:
+            comments.append(item["rule"].get("comment", ""))
+    return {"chains": chains, "elems": elems, "comments": comments}
+
+
+def mentions(ns: str, vif: str) -> list:
+    """Every trace of ``vif`` in our table (C06: must be empty after removal)."""
+    objs = table_objects(ns)
+    return ([c for c in objs["chains"] if vif in c] + [e for e in objs["elems"] if vif in e]
+            + [c for c in objs["comments"] if f"vif={vif} " in c])
+
+
+def qdiscs_without_counters(ns: str, dev: str) -> str:
+    out = sh("tc", "qdisc", "show", "dev", dev, ns=ns).stdout
+    return re.sub(r"direct_packets_stat \d+ ", "", out)
+
+
+def leaves(ns: str) -> dict:
+    return {cid: c for cid, c in htb_classes(ns, UPLINK).items()
+            if int(cid.split(":")[1], 16) >= 0x100}
+
+
+def test_c06_remove_after_the_netdev_vanished(netns):
+    d = make_dom0(netns, with_inet=False)
+    a, b = add_vif(netns, d, 1), add_vif(netns, d, 2)
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(a))
+        A.apply_vif(vif_plan(b, out_rate=3 * 10 ** 6))
+    before_b = htb_classes(d.dom0, UPLINK)["7a51:101"]
+    sh("ip", "link", "del", a, ns=d.dom0)          # the guest vanished, no offline
+    with inside(d.dom0):
+        assert A.remove_vif(a) is True
+        assert A.remove_vif(a) is False
+    assert mentions(d.dom0, a) == []
+    assert list(leaves(d.dom0)) == ["7a51:101"]      # only b's leaf is left
+    assert htb_classes(d.dom0, UPLINK)["7a51:101"] == before_b
+    assert root_qdisc(d.dom0, b)["kind"] == "tbf"
+    assert len(mentions(d.dom0, b)) == 3             # chain, element, rule
+
+
+def test_c06_same_vif_name_reapplied_gets_only_its_new_limits(netns):
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 5)
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(vif, out_rate=10 ** 6, in_rate=2 * 10 ** 6))
+    # The old guest vanished without an offline; a new one got the same name.
+    sh("ip", "link", "del", vif, ns=d.dom0)
+    add_vif(netns, d, 5)
+    with inside(d.dom0):
+        applied = A.apply_vif(vif_plan(vif, out_rate=7 * 10 ** 6, in_rate=9 * 10 ** 6))
+        assert [x.vif for x in A.list_applied()] == [vif]
+    found = leaves(d.dom0)
+    assert [(c["parent"], c["rate"], c["ceil"]) for c in found.values()] == [
+        ("7a51:1", "7Mbit", "7Mbit")]
+    assert applied.classid == 0x7A510100
+    assert root_qdisc(d.dom0, vif)["options"]["rate"] == 9 * 10 ** 6 // 8
+    objs = table_objects(d.dom0)
+    assert objs["elems"] == [vif] and objs["chains"].count(f"vif_{vif}") == 1
+    assert len([c for c in objs["comments"] if f"vif={vif} " in c]) == 1
+
+
+def test_reapply_on_a_live_vif_replaces_not_merges(netns):
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 1)
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(vif, out_rate=10 ** 6, in_rate=10 ** 6))
+        A.apply_vif(vif_plan(vif, out_rate=None, in_rate=4 * 10 ** 6))
+        [applied] = A.list_applied()
+    assert applied.classid is None and applied.uplink is None and applied.inbound
+    assert leaves(d.dom0) == {}
+    assert root_qdisc(d.dom0, vif)["options"]["rate"] == 4 * 10 ** 6 // 8
+
+
+def test_cleanup_orphans_removes_only_vanished_vifs(netns):
+    d = make_dom0(netns, with_inet=False)
+    vifs = [add_vif(netns, d, i) for i in (1, 2, 3)]
+    with inside(d.dom0):
+        for v in vifs:
+            A.apply_vif(vif_plan(v))
+    sh("ip", "link", "del", vifs[0], ns=d.dom0)
+    sh("ip", "link", "del", vifs[2], ns=d.dom0)
+    with inside(d.dom0):
+        assert A.cleanup_orphans() == [vifs[0], vifs[2]]
+        assert A.cleanup_orphans() == []
+        assert [a.vif for a in A.list_applied()] == [vifs[1]]
+    assert list(leaves(d.dom0)) == ["7a51:101"]
+    assert mentions(d.dom0, vifs[0]) == [] and mentions(d.dom0, vifs[2]) == []
+
+
+def test_freed_classid_and_mark_are_reused(netns):
+    d = make_dom0(netns, with_inet=False)
+    a, b, c = (add_vif(netns, d, i) for i in (1, 2, 3))
+    with inside(d.dom0):
+        first = A.apply_vif(vif_plan(a))
+        A.apply_vif(vif_plan(b))
+        A.remove_vif(a)
+        third = A.apply_vif(vif_plan(c))
+    assert (third.classid, third.mark) == (first.classid, first.mark)
+
+
+@pytest.mark.parametrize("foreign", [
+    ["handle", "1:", "tbf", "rate", "1mbit", "burst", "10k", "latency", "50ms"],
+    ["handle", "7a51:", "tbf", "rate", "1mbit", "burst", "10k", "latency", "50ms"],
+    ["handle", "8:", "htb", "default", "2"],
+])
+def test_foreign_root_qdisc_on_the_uplink_is_refused_and_untouched(netns, foreign):
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 1)
+    sh("tc", "qdisc", "add", "dev", UPLINK, "root", *foreign, ns=d.dom0)
+    before = qdiscs_without_counters(d.dom0, UPLINK)
+    with inside(d.dom0):
+        with pytest.raises(KernelError, match=r"uplink peth0: its root qdisc is .* not "
+                                              r"vif-qos's htb 7a51:0"):
+            A.apply_vif(vif_plan(vif))
+        assert A.list_applied() == []
+    assert qdiscs_without_counters(d.dom0, UPLINK) == before
+    assert htb_classes(d.dom0, UPLINK) == {}
+    assert root_qdisc(d.dom0, vif).get("kind") != "tbf"
+
+
+def test_foreign_root_qdisc_on_the_vif_is_replaced_with_a_warning(netns, caplog):
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 1)
+    sh("tc", "qdisc", "add", "dev", vif, "root", "handle", "1:", "tbf", "rate", "1mbit",
+       "burst", "10k", "latency", "50ms", ns=d.dom0)
+    with caplog.at_level(logging.WARNING, logger="vif_qos"), inside(d.dom0):
+        A.apply_vif(vif_plan(vif, in_rate=5 * 10 ** 6))
+    assert root_qdisc(d.dom0, vif)["handle"] == "7a51:"
+    assert root_qdisc(d.dom0, vif)["options"]["rate"] == 5 * 10 ** 6 // 8
+    assert any("replacing its root qdisc tbf 1:0" in r.getMessage() for r in caplog.records)
+    # remove takes ours away and leaves the kernel's default.
+    with inside(d.dom0):
+        A.remove_vif(vif)
+    assert root_qdisc(d.dom0, vif).get("kind") in (None, "noqueue")
+
+
+def test_remove_leaves_a_foreign_qdisc_on_the_vif_alone(netns):
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 1)
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(vif))
+    sh("tc", "qdisc", "replace", "dev", vif, "root", "handle", "3:", "tbf", "rate", "1mbit",
+       "burst", "10k", "latency", "50ms", ns=d.dom0)
+    with inside(d.dom0):
+        assert A.remove_vif(vif) is True
+    assert root_qdisc(d.dom0, vif)["handle"] == "3:"
+
+
+def test_a_second_uplink_plan_with_auto_finds_the_existing_tree(netns):
+    d = make_dom0(netns, with_inet=False)
+    a, b = add_vif(netns, d, 1), add_vif(netns, d, 2)
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(a, uplink=uplink_plan(device=None)))
+        A.apply_vif(vif_plan(b, uplink=uplink_plan(device=UPLINK)))
+    assert sorted(leaves(d.dom0)) == ["7a51:100", "7a51:101"]
