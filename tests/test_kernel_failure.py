@@ -1,0 +1,163 @@
+"""Every step of an apply failing in turn leaves nothing of that apply, and other
+vifs untouched: the kernel state read back (tc + nft, counters stripped) is
+exactly what it was before the failed apply."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from kerneltopo import UPLINK, add_vif, cls, make_dom0, uplink_plan, vif_plan
+from nsutil import inside, sh
+
+from vif_qos import apply as A
+from vif_qos import nftadapter, tcadapter
+from vif_qos.errors import KernelError
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(autouse=True)
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
+
+
+def snapshot(ns: str) -> str:
+    """qdiscs of every netdev, classes of the uplink, the whole nft ruleset."""
+    text = "\n".join([
+        sh("tc", "qdisc", "show", ns=ns).stdout,
+        sh("tc", "class", "show", "dev", UPLINK, ns=ns).stdout,
+        sh("nft", "list", "ruleset", ns=ns).stdout,
+    ])
+    text = re.sub(r"direct_packets_stat \d+ ", "", text)
+    return re.sub(r"counter packets \d+ bytes \d+", "counter", text)
+
+
+class Injected(Exception):
+    pass
+
+
+def fail_on_call(monkeypatch, module, name: str, nth: int) -> list:
+    """Make ``module.name`` raise KernelError on its ``nth`` call (1-based)."""
+    real = getattr(module, name)
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(name)
+        if len(calls) == nth:
+            raise KernelError(f"injected failure in {name} call {nth}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+POOLS = (cls("overage", 10 ** 8),)
+
+#: (function, which call fails) for an apply on an uplink without our tree:
+#: qdisc; classes root, default, pool, leaf; the TBF; the nft transaction.
+FIRST_USE_STEPS = [
+    (tcadapter, "add_htb_qdisc", 1),
+    (tcadapter, "set_htb_class", 1),
+    (tcadapter, "set_htb_class", 2),
+    (tcadapter, "set_htb_class", 3),
+    (tcadapter, "set_htb_class", 4),
+    (tcadapter, "replace_tbf", 1),
+    (nftadapter, "run", 1),
+]
+
+
+@pytest.mark.parametrize("module,name,nth", FIRST_USE_STEPS,
+                         ids=[f"{n}#{k}" for _m, n, k in FIRST_USE_STEPS])
+def test_failure_on_first_use_leaves_nothing(netns, monkeypatch, module, name, nth):
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 1)
+    before = snapshot(d.dom0)
+    calls = fail_on_call(monkeypatch, module, name, nth)
+    with inside(d.dom0):
+        with pytest.raises(KernelError, match="injected"):
+            A.apply_vif(vif_plan(vif, pool="overage", uplink=uplink_plan(pools=POOLS)))
+    assert len(calls) == nth
+    assert snapshot(d.dom0) == before
+    monkeypatch.undo()
+    with inside(d.dom0):  # and a retry then works
+        assert A.apply_vif(vif_plan(vif, pool="overage",
+                                    uplink=uplink_plan(pools=POOLS))).classid == 0x7A510100
+
+
+#: With another vif already shaped: the pool change, the leaf, the TBF, nft.
+SHARED_STEPS = [
+    (tcadapter, "set_htb_class", 1),   # the pool class change
+    (tcadapter, "set_htb_class", 2),   # the leaf
+    (tcadapter, "replace_tbf", 1),
+    (nftadapter, "run", 1),
+]
+
+
+@pytest.mark.parametrize("module,name,nth", SHARED_STEPS,
+                         ids=[f"{n}#{k}" for _m, n, k in SHARED_STEPS])
+def test_failure_next_to_another_vif_leaves_it_and_the_tree_untouched(
+        netns, monkeypatch, module, name, nth):
+    d = make_dom0(netns, with_inet=False)
+    other, vif = add_vif(netns, d, 1), add_vif(netns, d, 2)
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(other, pool="overage", uplink=uplink_plan(pools=POOLS)))
+    before = snapshot(d.dom0)
+    calls = fail_on_call(monkeypatch, module, name, nth)
+    changed_pool = uplink_plan(pools=(cls("overage", 2 * 10 ** 8),))
+    with inside(d.dom0):
+        with pytest.raises(KernelError, match="injected"):
+            A.apply_vif(vif_plan(vif, pool="overage", uplink=changed_pool))
+    assert len(calls) >= nth  # (undoing the pool change calls it once more)
+    assert snapshot(d.dom0) == before
+
+
+def test_kernel_refusing_the_tbf_undoes_the_leaf_and_the_tree(netns):
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 1)
+    before = snapshot(d.dom0)
+    # A peakrate not above the rate: net/sched/sch_tbf.c refuses it (EINVAL).
+    plan = vif_plan(vif, in_rate=10 ** 7, peak=10 ** 7, minburst=1600)
+    with inside(d.dom0):
+        with pytest.raises(KernelError, match=r"tbf root qdisc 7a51:0 on vif1.0: the "
+                                              r"kernel refused: Invalid argument"):
+            A.apply_vif(plan)
+    assert snapshot(d.dom0) == before
+
+
+def test_nftables_refusing_the_transaction_undoes_tc(netns):
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 1)
+    # Someone else's table of the same name whose map has another key type.
+    sh("nft", "-f", "-", ns=d.dom0, input="""
+table bridge vif_qos {
+  map vifs {
+    type ipv4_addr : verdict
+  }
+}
+""")
+    before = snapshot(d.dom0)
+    with inside(d.dom0):
+        with pytest.raises(KernelError, match="nftables entry of vif1.0.*refused"):
+            A.apply_vif(vif_plan(vif))
+    assert snapshot(d.dom0) == before
+
+
+def test_a_burst_too_large_for_the_tick_field_is_refused_before_the_kernel(netns):
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 1)
+    before = snapshot(d.dom0)
+    with inside(d.dom0):
+        with pytest.raises(KernelError, match="more than 274 s of traffic"):
+            A.apply_vif(vif_plan(vif, out_rate=8, in_rate=None, burst=1600))
+    assert snapshot(d.dom0) == before
+
+
+def test_a_missing_vif_netdev_is_refused(netns):
+    d = make_dom0(netns, with_inet=False)
+    before = snapshot(d.dom0)
+    with inside(d.dom0):
+        with pytest.raises(KernelError, match="vif vif9.0: no such netdev"):
+            A.apply_vif(vif_plan("vif9.0"))
+    assert snapshot(d.dom0) == before
