@@ -105,7 +105,9 @@ class Dom0:
 
     def base_env(self) -> Dict[str, str]:
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-               "VIF_QOS_SYSLOG": "0", "LANG": "C"}
+               "VIF_QOS_SYSLOG": "0", "LANG": "C",
+               # vif-qos's host lock (vif_qos.alloc), per simulated dom0, not in /run.
+               "VIF_QOS_RUN_DIR": os.path.join(self.tree, "run")}
         env.update(self.xs.env())
         return env
 
