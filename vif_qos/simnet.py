@@ -276,7 +276,8 @@ class Measurement:
       On the uplink the counter counts every flow leaving it: with several outbound
       flows at once it is their sum (the same figure in each Measurement).
     * ``goodput_bits_per_s``: TCP payload bytes the receiver got per second, summed
-      over iperf3's receiver intervals inside the same window (iperf3's interval
+      over iperf3's receiver intervals inside the same window, an interval that
+      straddles an edge counted in proportion to its overlap (iperf3's interval
       clock starts when its test starts, a few ms after the counter clock's origin;
       both windows lie in the steady state, so the rates compare). ``goodput_window_s``
       is the length of those intervals; ``full_run_goodput_bits_per_s`` is iperf3's
@@ -666,12 +667,15 @@ def _iperf3_receiver(out: str, err: str, rc: int, ns: str, start_s: float,
             f"simnet: iperf3 client in {ns} gave no JSON (exit {rc}): {err.strip()[:200]}")
     if doc.get("error"):
         raise EnvironmentProblem(f"simnet: iperf3 client in {ns}: {doc['error']}")
-    total_bytes, total_s = 0, 0.0
+    # Each interval's bytes count in proportion to its overlap with the window:
+    # under load iperf3's interval timer fires late and boundaries drift.
+    total_bytes, total_s = 0.0, 0.0
     for interval in doc.get("intervals", []):
         s = interval["sum"]
-        if s["start"] >= start_s - 0.01 and s["end"] <= end_s + 0.01:
-            total_bytes += s["bytes"]
-            total_s += s["seconds"]
+        overlap = min(s["end"], end_s) - max(s["start"], start_s)
+        if overlap > 0 and s["end"] > s["start"]:
+            total_bytes += s["bytes"] * overlap / (s["end"] - s["start"])
+            total_s += overlap
     end = doc.get("end", {})
     received = end.get("sum_received", {})
     if not total_s or "bits_per_second" not in received:
