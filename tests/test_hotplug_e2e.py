@@ -205,23 +205,45 @@ def test_offline_never_run_udev_cleanup(dom0):
     assert leaves(dom0) == {} and "vif7.0" not in ruleset(dom0)
 
 
-def test_hvm_pair_online_then_add_for_emu(dom0):
+@pytest.mark.parametrize("vifname", [None, "w5"])
+def test_hvm_pair_online_then_add_for_emu(dom0, vifname):
     dom0.host.add_guest(domid=5, hvm=True, attach=False)
-    dom0.xs.seed_vif(5, 0, name="web5", nic_type="vif_ioemu")
+    dom0.xs.seed_vif(5, 0, name="web5", nic_type="vif_ioemu", vifname=vifname)
+    pv, tap = (vifname, f"{vifname}-emu") if vifname else ("vif5.0", "vif5.0-emu")
     pv_plan = expected_plan(dom0, 5)
     tap_plan = expected_plan(dom0, 5, tap=True)
-    assert tap_plan.vif == "vif5.0-emu"
+    assert (pv_plan.vif, tap_plan.vif) == (pv, tap)
     assert tap_plan.inbound == pv_plan.inbound and tap_plan.outbound == pv_plan.outbound
     run_ok(dom0.hotplug("online", 5))
     assert status(dom0, 5) == ("connected", None)
-    run_ok(dom0.hotplug("add", 5))
-    assert_shaped(dom0, "vif5.0", pv_plan)
-    assert_shaped(dom0, "vif5.0-emu", tap_plan)
+    run_ok(dom0.hotplug("add", 5))  # vif-common.sh renames the tap to <vifname>-emu
+    assert_shaped(dom0, pv, pv_plan)
+    assert_shaped(dom0, tap, tap_plan)
+    assert len(leaves(dom0)) == 2
     run_ok(dom0.hotplug("remove", 5))
-    assert_nothing_refers_to(dom0, "vif5.0-emu")
+    assert_nothing_refers_to(dom0, tap)
     run_ok(dom0.hotplug("offline", 5))
-    assert_nothing_refers_to(dom0, "vif5.0")
+    assert_nothing_refers_to(dom0, pv)
     assert leaves(dom0) == {}
+
+
+def test_c06_reboot_without_offline_reuses_vifname_with_new_limits(dom0):
+    # web1 runs shaped by its policy entry; it reboots (new domid, same vifname),
+    # its old netdev vanishes and offline never runs. The new vif gets exactly its
+    # own new limits (a Xen rate= this time), and nothing of the old one remains.
+    dom0.host.add_guest(domid=3, attach=False)
+    dom0.xs.seed_vif(3, 0, name="web1", vifname="web1e0")
+    run_ok(dom0.hotplug("online", 3))
+    sh(dom0.host.dom0, "ip", "link", "del", "web1e0")
+    dom0.xs.remove_vif(3, 0)
+    dom0.host.add_guest(domid=13, attach=False)
+    dom0.xs.seed_vif(13, 0, name="db1", vifname="web1e0", rate=XEN_RATE)
+    plan = expected_plan(dom0, 13)
+    run_ok(dom0.hotplug("online", 13))
+    assert status(dom0, 13) == ("connected", None)
+    assert_shaped(dom0, "web1e0", plan)
+    assert sorted(leaves(dom0).values()) == [40_000_000]
+    assert ruleset(dom0).count("vif=web1e0 ") == 1
 
 
 # -- the script= wrapper -------------------------------------------------------------
