@@ -360,3 +360,33 @@ def test_log_not_written_twice_when_stderr_is_the_log(tmp_path):
         log = HotplugLog("x", log_path=str(path), use_syslog=False, stderr=stream)
         log.info("once")
     assert path.read_text().count("once") == 1
+
+
+def test_help_prints_usage_and_does_nothing(capsys):
+    assert hotplug_main("online", ["--help"], env={}) == 0
+    assert "usage: vif-qos online" in capsys.readouterr().out
+
+
+def test_debug_logs_facts_and_sources(xs, quiet_logs, monkeypatch):
+    monkeypatch.setenv("VIF_QOS_DEBUG", "1")
+    xs.seed_vif(3, 0, name="web1", rate="250000,50000")
+    rec = Recorder()
+    original = rec.services
+
+    def services(double):
+        sv = original(double)
+        plan_for = sv.plan_for_facts
+
+        def with_sources(facts, policy):
+            plan = plan_for(facts, policy)
+            return VifPlan(vif=plan.vif, bridge=plan.bridge, inbound=None, outbound=None,
+                           uplink=None, sources={"inbound.rate_bits_per_s":
+                                                 "xenstore:backend/vif/3/0/rate"})
+        sv.plan_for_facts = with_sources
+        return sv
+
+    rec.services = services
+    assert run(xs, rec) == 0
+    text = quiet_logs.read_text()
+    assert "rate='250000,50000'" in text
+    assert "inbound.rate_bits_per_s from xenstore:backend/vif/3/0/rate" in text

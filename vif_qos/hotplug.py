@@ -57,6 +57,13 @@ DEFAULT_XENSTORE_TIMEOUT_S = 5.0
 _XENBUS_RE = re.compile(r"^(?:/local/domain/(\d+)/)?backend/vif/(\d+)/(\d+)$")
 _TAP_RES = (re.compile(r"^vif(\d+)\.(\d+)-emu$"), re.compile(r"^tap(\d+)\.(\d+)$"))
 
+USAGE = """usage: vif-qos {command} [type_if=vif|tap] [key=value ...]
+
+Run by Xen's vif-bridge/vif-route/vif-nat hook (vif-post.d) or by the script=vif-qos
+wrapper, with libxl's environment: vif, XENBUS_PATH, INTERFACE (HVM tap), netdev.
+online/add shape the vif (failure: hotplug-error, hotplug-status=error, exit 1 or 2);
+offline/remove take the shaping away (always exit 0). See docs/xen-integration.rst."""
+
 #: The backend keys read (all written by libxl, owned by the backend domain).
 BACKEND_KEYS = ("bridge", "rate", "mac", "vifname", "frontend-id", "type")
 
@@ -304,6 +311,9 @@ def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, s
         otherwise 2 (bad input) or 1.
     """
     env = dict(os.environ if env is None else env)
+    if any(word in ("-h", "--help") for word in argv):
+        print(USAGE.format(command=command))
+        return 0
     log = HotplugLog(context=f"{command} {env.get('vif') or env.get('INTERFACE') or '?'}")
     try:
         inv = parse_invocation(command, argv, env)
@@ -341,6 +351,8 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
         plan = sv.plan_for_facts(facts, policy)
         for note in getattr(plan, "notes", ()) or ():
             log.warning(note)
+        for name, source in sorted((getattr(plan, "sources", None) or {}).items()):
+            log.debug(f"{name} from {source}")
         applied_to = facts.vif
         sv.apply_vif(plan)
         log.info(f"shaped: {_summary(plan)}")
