@@ -225,3 +225,18 @@ def test_runs_as_a_process(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
     assert proc.returncode == 0 and not sock.exists()
+
+
+def test_removing_a_parent_fires_watches_below_it(xs):
+    raw = Raw(xs.socket_path)
+    try:
+        xs.write("/tool/w/a/b", "1")
+        assert raw.call(xsdouble.XS_WATCH, b"/tool/w/a/b\0t\0")[1] == b"OK\0"
+        assert raw.recv()[3] == b"/tool/w/a/b\0t\0"  # the initial event
+        xs.rm("/tool/w")
+        assert raw.recv()[3] == b"/tool/w/a/b\0t\0"
+        # A malformed request gets an error, and the connection stays usable.
+        assert raw.call(xsdouble.XS_SET_PERMS, b"/tool\0xyz\0") == (xsdouble.XS_ERROR, b"EINVAL\0")
+        assert raw.call(xsdouble.XS_READ, b"/local/domain/0/name\0")[1] == b"Domain-0"
+    finally:
+        raw.close()

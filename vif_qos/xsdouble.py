@@ -259,7 +259,7 @@ class Store:
             self._need(parent, domid, "w")
             del parent.children[parts[-1]]
             self.generation += 1
-            self._fire(abspath)
+            self._fire(abspath, removed=True)
 
     def get_perms(self, path: str, domid: int = 0) -> List[str]:
         with self.lock:
@@ -325,18 +325,23 @@ class Store:
         with self.lock:
             self._watches = [w for w in self._watches if w[0] is not conn]
 
-    def _fire(self, abspath: str) -> None:
+    def _fire(self, abspath: str, removed: bool = False) -> None:
+        """Fire the watches at or above ``abspath``; for a removal also those below
+        it, reported with their own path (xenstored's ``fire_watches`` recursing)."""
         for conn, given, watched, token in list(self._watches):
             if watched.startswith("@"):
                 continue
-            if abspath == watched or abspath.startswith(watched.rstrip("/") + "/"):
+            changed = abspath
+            if removed and watched.startswith(abspath.rstrip("/") + "/"):
+                changed = watched
+            if changed == watched or changed.startswith(watched.rstrip("/") + "/"):
                 # Report the changed path in the form the watcher used (relative
                 # watches get relative paths, as xenstored does).
-                reported = abspath
+                reported = changed
                 if not given.startswith("/"):
                     prefix = "/local/domain/0/"
                     if abspath.startswith(prefix):
-                        reported = abspath[len(prefix):]
+                        reported = changed[len(prefix):]
                 conn.send_event(reported, token)
 
 
@@ -386,6 +391,8 @@ class _Connection:
                     reply = self.handle(msg_type, req_id, tx_id, body)
                 except XsErr as err:
                     reply = (XS_ERROR, err.name.encode() + b"\0")
+                except Exception:  # a malformed request must not kill the connection
+                    reply = (XS_ERROR, b"EINVAL\0")
                 if reply is not None:
                     self.send(reply[0], req_id, tx_id, reply[1])
         except OSError:
