@@ -390,3 +390,15 @@ def test_debug_logs_facts_and_sources(xs, quiet_logs, monkeypatch):
     text = quiet_logs.read_text()
     assert "rate='250000,50000'" in text
     assert "inbound.rate_bits_per_s from xenstore:backend/vif/3/0/rate" in text
+
+
+def test_syslog_daemon_facility_tagged(monkeypatch, tmp_path):
+    import syslog
+    calls = []
+    monkeypatch.setattr(syslog, "openlog", lambda *a: calls.append(("open",) + a))
+    monkeypatch.setattr(syslog, "syslog", lambda *a: calls.append(("log",) + a))
+    log = HotplugLog("online vif3.0", log_path=str(tmp_path / "log"), use_syslog=True)
+    log.error("refused")
+    log.debug("dropped")  # debug off: neither syslog nor file
+    assert calls == [("open", "vif-qos", syslog.LOG_PID, syslog.LOG_DAEMON),
+                     ("log", syslog.LOG_DAEMON | syslog.LOG_ERR, "online vif3.0: refused")]
