@@ -100,8 +100,19 @@ def test_auto_uplink_is_the_one_non_guest_port(netns):
     plan = vif_plan(vif, uplink=uplink_plan(device=None))
     with inside(d.dom0):
         assert A.apply_vif(plan).uplink == UPLINK
-        # A second non-guest port makes "auto" ambiguous: refused, clearly.
+        # Once a vif of the bridge is shaped, "auto" keeps that uplink while it
+        # is still a port of the bridge (no dump of a thousand vif ports).
         sh("ip", "link", "add", "peth1", "type", "veth", "peer", "name", "x1", ns=d.dom0)
         sh("ip", "link", "set", "peth1", "master", BRIDGE, ns=d.dom0)
+        assert A.apply_vif(vif_plan("vif2.0", uplink=uplink_plan(device=None))).uplink == UPLINK
+        # With nothing shaped yet, a second non-guest port makes "auto" ambiguous.
+        A.remove_vif(vif)
+        A.remove_vif("vif2.0")
         with pytest.raises(KernelError, match="exactly one port.*peth0, peth1"):
             A.apply_vif(vif_plan("vif2.0", uplink=uplink_plan(device=None)))
+        # A bridge with only guest ports has no uplink: refused too.
+        sh("ip", "link", "set", "peth0", "nomaster", ns=d.dom0)
+        sh("ip", "link", "set", "peth1", "nomaster", ns=d.dom0)
+        with pytest.raises(KernelError, match="found 0 \\(none\\)"):
+            A.apply_vif(vif_plan("vif2.0", uplink=uplink_plan(device=None)))
+        assert A.list_applied() == []

@@ -118,8 +118,14 @@ def _restore_class(ipr, found: tcadapter.ClassInfo, what: str) -> None:
         buffer_ticks=found.buffer_ticks, cbuffer_ticks=found.cbuffer_ticks)
 
 
-def _resolve_uplink(ipr, uplink: UplinkPlan) -> tcadapter.LinkInfo:
-    """The uplink netdev: the plan's device, or the bridge's one non-guest port."""
+def _resolve_uplink(ipr, uplink: UplinkPlan,
+                    state: nftadapter.TableState) -> tcadapter.LinkInfo:
+    """The uplink netdev: the plan's device, or the bridge's one non-guest port.
+
+    For ``auto`` the uplink another vif of the same bridge already uses is
+    taken when it still is a port of that bridge (one netlink lookup instead
+    of a dump of every link: a busy bridge has a thousand vif ports).
+    """
     if uplink.device:
         link = tcadapter.get_link(ipr, uplink.device)
         if link is None:
@@ -129,6 +135,12 @@ def _resolve_uplink(ipr, uplink: UplinkPlan) -> tcadapter.LinkInfo:
     bridge = tcadapter.get_link(ipr, uplink.bridge)
     if bridge is None:
         raise KernelError(f"bridge {uplink.bridge}: no such netdev (uplink auto)")
+    hints = {e.uplink for e in state.entries.values()
+             if e.bridge == uplink.bridge and e.uplink}
+    if len(hints) == 1:
+        link = tcadapter.get_link(ipr, hints.pop())
+        if link is not None and link.master == bridge.index:
+            return link
     ports = [p for p in tcadapter.bridge_ports(ipr, bridge.index)
              if not p.name.startswith(GUEST_PORT_PREFIXES)]
     if len(ports) != 1:
@@ -141,12 +153,13 @@ def _resolve_uplink(ipr, uplink: UplinkPlan) -> tcadapter.LinkInfo:
 
 
 def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
-                 undo: _Undo) -> List[tcadapter.ClassInfo]:
+                 undo: _Undo) -> None:
     """Our HTB root qdisc, root, default and pool classes on ``link``.
 
-    Returns the classes found before (for allocation). Refuses a root qdisc
-    that is not ours; a default root qdisc (handle 0: noqueue, mq, pfifo_fast,
-    fq_codel put there by the kernel) is replaced.
+    Refuses a root qdisc that is not ours; a kernel default root qdisc (handle
+    0: noqueue, mq, pfifo_fast, fq_codel) is replaced. Existing shared classes
+    whose parameters differ from the plan are changed to the plan's (and
+    changed back if this apply fails).
     """
     major = uplink.qdisc_major << 16
     dev = link.name
@@ -159,15 +172,12 @@ def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
             f"{tcadapter.handle_str(major)}; vif-qos does not replace a qdisc it "
             f"did not create (remove it with 'tc qdisc del dev {dev} root' if it "
             "is unwanted)")
-    existing: List[tcadapter.ClassInfo] = []
-    if root is None or root.handle == 0:
+    created = root is None or root.handle == 0
+    if created:
         tcadapter.add_htb_qdisc(ipr, link.index, major, DEFAULT_MINOR,
                                 f"htb root qdisc {tcadapter.handle_str(major)} on {dev}")
         undo.push(f"htb root qdisc on {dev}",
                   lambda: tcadapter.del_root_qdisc(ipr, link.index, major, dev))
-    else:
-        existing = tcadapter.dump_classes(ipr, link.index)
-    by_id = {c.classid: c for c in existing}
     # The kernel reports (and accepts) the root class's parent as TC_H_ROOT.
     wanted = [(uplink.root, major | ROOT_MINOR, tcadapter.TC_H_ROOT),
               (uplink.default, major | DEFAULT_MINOR, major | ROOT_MINOR)]
@@ -175,7 +185,7 @@ def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
                for i, pool in enumerate(uplink.pools)]
     for plan, classid, parent in wanted:
         what = f"htb class {tcadapter.handle_str(classid)} ({plan.name}) on {dev}"
-        found = by_id.get(classid)
+        found = None if created else tcadapter.get_class(ipr, link.index, classid)
         if found is None:
             tcadapter.set_htb_class(ipr, link.index, classid, parent, mode="add",
                                     what=what, **_class_params(plan))
@@ -189,15 +199,40 @@ def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
             tcadapter.set_htb_class(ipr, link.index, classid, parent, mode="change",
                                     what=what, **_class_params(plan))
             undo.push(what, lambda f=found, w=what: _restore_class(ipr, f, w))
-    return existing
 
 
-def _used_minors(ipr, major: int, state: nftadapter.TableState,
-                 classes: List[tcadapter.ClassInfo]) -> List[int]:
-    used = [c.classid & 0xFFFF for c in classes if c.classid >> 16 == major]
-    used += [e.classid & 0xFFFF for e in state.entries.values()
-             if e.classid is not None]
-    return used
+def _add_leaf(ipr, link: tcadapter.LinkInfo, plan: VifPlan, host: HostSettings,
+              state: nftadapter.TableState, parent: int) -> int:
+    """Allocate a leaf classid and add the class; returns the classid.
+
+    The minor is the lowest one no entry of our table records. A class left
+    with that minor by an apply that was killed midway makes the add fail with
+    EEXIST; then every class on the uplink is counted too and the add retried.
+    """
+    major = plan.uplink.qdisc_major
+    used = [e.classid & 0xFFFF for e in state.entries.values()
+            if e.classid is not None and e.classid >> 16 == major]
+    out = plan.outbound
+    for attempt in (1, 2):
+        minor = alloc.allocate_minor(used, host.classid_min, host.classid_max)
+        classid = (major << 16) | minor
+        what = (f"htb leaf class {tcadapter.handle_str(classid)} of {plan.vif} "
+                f"on {link.name}")
+        try:
+            tcadapter.set_htb_class(
+                ipr, link.index, classid, parent, mode="add", what=what,
+                rate_bits_per_s=out.rate_bits_per_s,
+                ceil_bits_per_s=out.ceil_bits_per_s, burst_bytes=out.burst_bytes,
+                cburst_bytes=out.cburst_bytes, quantum_bytes=out.quantum_bytes)
+            return classid
+        except KernelError as err:
+            if getattr(err, "errno", None) != tcadapter.EEXIST or attempt == 2:
+                raise
+            log.warning("vif-qos: %s: %s exists without an entry (left by an "
+                        "interrupted apply?); allocating around it", plan.vif, what)
+            used += [c.classid & 0xFFFF for c in tcadapter.dump_classes(ipr, link.index)
+                     if c.classid >> 16 == major]
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # --------------------------------------------------------------------------
@@ -239,13 +274,9 @@ def _apply_locked(ipr, plan: VifPlan, host: HostSettings) -> Applied:
         if plan.outbound is not None:
             if plan.uplink is None:
                 raise KernelError(f"vif {plan.vif}: outbound shaping without an uplink plan")
-            link = _resolve_uplink(ipr, plan.uplink)
+            link = _resolve_uplink(ipr, plan.uplink, state)
             uplink_name = link.name
-            existing = _ensure_tree(ipr, link, plan.uplink, undo)
             major = plan.uplink.qdisc_major
-            minor = alloc.allocate_minor(_used_minors(ipr, major, state, existing),
-                                         host.classid_min, host.classid_max)
-            classid = (major << 16) | minor
             if plan.outbound.pool is None:
                 parent = (major << 16) | ROOT_MINOR
             else:
@@ -254,15 +285,11 @@ def _apply_locked(ipr, plan: VifPlan, host: HostSettings) -> Applied:
                     raise KernelError(f"vif {plan.vif}: pool {plan.outbound.pool!r} "
                                       f"is not in the uplink plan ({', '.join(names)})")
                 parent = (major << 16) | (POOL_MINOR_BASE + names.index(plan.outbound.pool))
-            what = (f"htb leaf class {tcadapter.handle_str(classid)} of {plan.vif} "
-                    f"on {uplink_name}")
-            out = plan.outbound
-            tcadapter.set_htb_class(
-                ipr, link.index, classid, parent, mode="add", what=what,
-                rate_bits_per_s=out.rate_bits_per_s, ceil_bits_per_s=out.ceil_bits_per_s,
-                burst_bytes=out.burst_bytes, cburst_bytes=out.cburst_bytes,
-                quantum_bytes=out.quantum_bytes)
-            undo.push(what, lambda: tcadapter.del_class(ipr, link.index, classid, what))
+            _ensure_tree(ipr, link, plan.uplink, undo)
+            classid = _add_leaf(ipr, link, plan, host, state, parent)
+            leaf_what = f"htb leaf class {tcadapter.handle_str(classid)} of {plan.vif}"
+            undo.push(leaf_what, lambda: tcadapter.del_class(ipr, link.index, classid,
+                                                             leaf_what))
 
         if plan.inbound is not None:
             _apply_tbf(ipr, vif_link, plan, host, undo)

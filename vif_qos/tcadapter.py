@@ -47,7 +47,7 @@ TICKS_PER_S = 15_625_000
 
 RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC = 36, 37, 38
 RTM_NEWTCLASS, RTM_DELTCLASS, RTM_GETTCLASS = 40, 41, 42
-NLM_F_REQUEST, NLM_F_ACK = 1, 4
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO = 1, 4, 8
 NLM_F_DUMP = 0x300
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 
@@ -56,7 +56,7 @@ FLAGS_CHANGE = NLM_F_REQUEST | NLM_F_ACK
 FLAGS_REPLACE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
 FLAGS_DEL = NLM_F_REQUEST | NLM_F_ACK
 
-ENOENT, ENODEV, EINVAL = 2, 19, 22
+ENOENT, EEXIST, ENODEV, EINVAL = 2, 17, 19, 22
 
 
 def handle_str(handle: int) -> str:
@@ -228,7 +228,9 @@ def kernel_error(what: str, err: Exception) -> KernelError:
         import os
         text = f"{os.strerror(code)} (errno {code})" + (
             f": {text}" if text and os.strerror(code) not in text else "")
-    return KernelError(f"{what}: the kernel refused: {text}")
+    error = KernelError(f"{what}: the kernel refused: {text}")
+    error.errno = code
+    return error
 
 
 def _nlm(ipr, msg, msg_type: int, flags: int):
@@ -619,20 +621,73 @@ def dump_qdiscs(ipr, index: Optional[int] = None) -> List[QdiscInfo]:
 
 
 def get_root_qdisc(ipr, index: int) -> Optional[QdiscInfo]:
-    """The root qdisc of ``index`` (``noqueue``/``mq``/... with handle 0 when the
-    kernel's default is in place), or None when there is none to see.
+    """The root qdisc of ``index``, or None when the kernel shows none (a
+    default ``noqueue``) or the netdev is gone. A kernel default (``mq``,
+    ``pfifo_fast``, ``fq_codel`` ...) has handle 0.
 
-    (A non-dump RTM_GETQDISC would be cheaper, but through pyroute2 only its
-    ACK comes back, so we dump and filter.)
+    One RTM_GETQDISC for ``parent TC_H_ROOT`` (not a dump of every netdev's
+    qdiscs). ``tc_get_qdisc`` answers through ``rtnetlink_send``, which
+    unicasts to the asker only with NLM_F_ECHO (net/sched/sch_api.c); NLM_F_ACK
+    makes the kernel end the exchange even when it has nothing to show.
     """
-    for q in dump_qdiscs(ipr, index):
-        if q.parent == TC_H_ROOT:
-            return q
+    msg = _tcmsg("", index, 0, TC_H_ROOT, None)
+    try:
+        reply = _nlm(ipr, msg, RTM_GETQDISC, NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO)
+    except Exception as err:
+        if _errno(err) in (ENOENT, ENODEV):
+            return None
+        if _errno(err) is None:
+            raise
+        raise kernel_error(f"root qdisc of ifindex {index}", err) from err
+    for item in reply:
+        if item["header"]["type"] == RTM_NEWQDISC and item["index"] == index:
+            return _qdisc_info(item)
+    return None
+
+
+def _class_info(item, index: int) -> Optional[ClassInfo]:
+    if item["header"]["type"] != RTM_NEWTCLASS or item["index"] != index:
+        return None
+    if item.get_attr("TCA_KIND") != "htb":
+        return None
+    raw = _raw_attr(item, "TCA_OPTIONS")
+    attrs = _nlas(raw) if raw else {}
+    if 1 not in attrs:
+        return None
+    o = _HTB_OPT.unpack_from(attrs[1])
+    rate = _u64(attrs.get(6)) or o[5]
+    ceil = _u64(attrs.get(7)) or o[11]
+    st = _stats(item)
+    return ClassInfo(index=index, classid=item["handle"], parent=item["parent"],
+                     rate_bytes_per_s=rate, ceil_bytes_per_s=ceil,
+                     buffer_ticks=o[12], cbuffer_ticks=o[13], quantum_bytes=o[14],
+                     level=o[15], bytes=st["bytes"], packets=st["packets"],
+                     drops=st["drops"])
+
+
+def get_class(ipr, index: int, classid: int) -> Optional[ClassInfo]:
+    """One HTB class by exact classid, or None when it does not exist.
+
+    A single RTM_GETTCLASS with NLM_F_ECHO (see :func:`get_root_qdisc`).
+    """
+    msg = _tcmsg("", index, classid, 0, None)
+    try:
+        reply = _nlm(ipr, msg, RTM_GETTCLASS, NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO)
+    except Exception as err:
+        if _errno(err) in (ENOENT, ENODEV):
+            return None
+        if _errno(err) is None:
+            raise
+        raise kernel_error(f"class {handle_str(classid)} of ifindex {index}", err) from err
+    for item in reply:
+        info = _class_info(item, index)
+        if info is not None and info.classid == classid:
+            return info
     return None
 
 
 def dump_classes(ipr, index: int) -> List[ClassInfo]:
-    """Every class of ``index`` with its HTB parameters and counters."""
+    """Every HTB class of ``index`` with its parameters and counters."""
     msg = _tcmsg("", index, 0, 0, None)
     try:
         reply = _nlm(ipr, msg, RTM_GETTCLASS, NLM_F_REQUEST | NLM_F_DUMP)
@@ -644,24 +699,9 @@ def dump_classes(ipr, index: int) -> List[ClassInfo]:
         raise kernel_error(f"classes of ifindex {index}", err) from err
     out = []
     for item in reply:
-        if item["header"]["type"] != RTM_NEWTCLASS or item["index"] != index:
-            continue
-        if item.get_attr("TCA_KIND") != "htb":
-            continue
-        raw = _raw_attr(item, "TCA_OPTIONS")
-        attrs = _nlas(raw) if raw else {}
-        if 1 not in attrs:
-            continue
-        o = _HTB_OPT.unpack_from(attrs[1])
-        rate = _u64(attrs.get(6)) or o[5]
-        ceil = _u64(attrs.get(7)) or o[11]
-        st = _stats(item)
-        out.append(ClassInfo(index=index, classid=item["handle"],
-                             parent=item["parent"], rate_bytes_per_s=rate,
-                             ceil_bytes_per_s=ceil, buffer_ticks=o[12],
-                             cbuffer_ticks=o[13], quantum_bytes=o[14],
-                             level=o[15], bytes=st["bytes"],
-                             packets=st["packets"], drops=st["drops"]))
+        info = _class_info(item, index)
+        if info is not None:
+            out.append(info)
     return out
 
 
