@@ -411,3 +411,64 @@ def check_support() -> None:
         raise EnvironmentProblem(
             "the kernel lacks the qdisc(s) " + ", ".join(missing) +
             " (CONFIG_NET_SCH_HTB / CONFIG_NET_SCH_TBF; modprobe sch_htb sch_tbf)")
+
+
+def status() -> dict:
+    """What vif-qos holds, read back from the kernel, with counters.
+
+    Returns ``{"vifs": [...], "uplinks": [...]}`` (the ``vif-qos status --json``
+    object, see docs/kernel-objects.rst). Per vif: the nftables entry
+    (``classified`` packets/bytes from the vif), its HTB leaf on the uplink
+    (rates in bits/s, sent bytes/packets, drops) and the vif's root qdisc (a TBF
+    when inbound is shaped). Per uplink: our HTB root qdisc and its
+    ``direct_packets`` (C05: must stay 0). Takes no lock: a reader.
+    """
+    state = nftadapter.read_table()
+    vifs, uplinks = [], {}
+    ipr = tcadapter.open_ipr()
+    try:
+        links = {}
+
+        def link(name):
+            if name not in links:
+                links[name] = tcadapter.get_link(ipr, name)
+            return links[name]
+
+        for name in sorted(state.entries):
+            e = state.entries[name]
+            item = {"vif": e.vif, "bridge": e.bridge, "uplink": e.uplink,
+                    "classid": tcadapter.handle_str(e.classid) if e.classid is not None else None,
+                    "mark": f"{e.mark:#x}" if e.mark is not None else None,
+                    "netdev_present": link(e.vif) is not None,
+                    "classified": {"packets": e.packets, "bytes": e.bytes},
+                    "inbound": None, "outbound": None}
+            vif_link = link(e.vif)
+            if e.inbound and vif_link is not None:
+                q = tcadapter.get_root_qdisc(ipr, vif_link.index)
+                if q is not None:
+                    item["inbound"] = {
+                        "qdisc": f"{q.kind} {tcadapter.handle_str(q.handle)}",
+                        "rate_bits_per_s": (q.rate_bytes_per_s or 0) * 8 or None,
+                        "sent_bytes": q.bytes, "sent_packets": q.packets,
+                        "drops": q.drops}
+            up = link(e.uplink) if e.uplink else None
+            if e.classid is not None and up is not None:
+                c = tcadapter.get_class(ipr, up.index, e.classid)
+                if c is not None:
+                    item["outbound"] = {
+                        "class": tcadapter.handle_str(c.classid),
+                        "parent": tcadapter.handle_str(c.parent),
+                        "rate_bits_per_s": c.rate_bytes_per_s * 8,
+                        "ceil_bits_per_s": c.ceil_bytes_per_s * 8,
+                        "sent_bytes": c.bytes, "sent_packets": c.packets,
+                        "drops": c.drops}
+                if e.uplink not in uplinks:
+                    q = tcadapter.get_root_qdisc(ipr, up.index)
+                    uplinks[e.uplink] = {
+                        "device": e.uplink,
+                        "qdisc": f"{q.kind} {tcadapter.handle_str(q.handle)}" if q else None,
+                        "direct_packets": q.direct_packets if q else None}
+            vifs.append(item)
+    finally:
+        ipr.close()
+    return {"vifs": vifs, "uplinks": [uplinks[k] for k in sorted(uplinks)]}

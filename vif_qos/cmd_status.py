@@ -1,0 +1,79 @@
+"""``vif-qos status [--json]``: what vif-qos has applied, read back from the kernel.
+
+Everything shown comes from the kernel (the nftables table ``bridge vif_qos``,
+the HTB classes on the uplinks, the root qdiscs of the vifs), never from a file:
+see :func:`vif_qos.apply.status` and docs/kernel-objects.rst.
+
+Text output: one line per vif, then one per uplink (sizes in bytes ``B``,
+packets ``p``, rates in bit/s; ``(gone)`` marks a vif whose netdev no longer
+exists, left for ``vif-qos cleanup``)::
+
+    VIF     UPLINK  CLASS     OUT RATE/CEIL  OUT SENT  OUT DROP  IN RATE  IN SENT   IN DROP  FROM VIF  MARK
+    vif1.0  peth0   7a51:100  10M/20Mbit     518B 8p   0         30Mbit   834B 10p  0        406B 8p   0x10000
+    uplink peth0: root qdisc htb 7a51:0, direct_packets_stat 0
+
+OUT is the vif's HTB leaf on the uplink (what it sent out, with the Ethernet
+header), IN the TBF on the vif (what it was sent), FROM VIF the nftables
+counter of every frame the guest put on the bridge (IP payload and up, to any
+destination, including dom0 and other guests).
+
+Exit status 0; 1 when the kernel cannot be read.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def configure(parser, name) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print the status as one JSON object")
+
+
+def _si(value, unit="") -> str:
+    if value is None:
+        return "-"
+    for factor, prefix in ((10 ** 9, "G"), (10 ** 6, "M"), (10 ** 3, "k")):
+        if value >= factor:
+            number = value / factor
+            text = f"{number:.1f}".rstrip("0").rstrip(".")
+            return f"{text}{prefix}{unit}"
+    return f"{value}{unit}"
+
+
+def render(data: dict) -> str:
+    """The text form of :func:`vif_qos.apply.status`'s object."""
+    if not data["vifs"]:
+        return "vif-qos: no vif is shaped (table bridge vif_qos is empty or absent)"
+    header = ("VIF", "UPLINK", "CLASS", "OUT RATE/CEIL", "OUT SENT", "OUT DROP",
+              "IN RATE", "IN SENT", "IN DROP", "FROM VIF", "MARK")
+    rows = [header]
+    for v in data["vifs"]:
+        out, inb = v["outbound"], v["inbound"]
+        name = v["vif"] + ("" if v["netdev_present"] else " (gone)")
+        rows.append((
+            name, v["uplink"] or "-", v["classid"] or "-",
+            f"{_si(out['rate_bits_per_s'])}/{_si(out['ceil_bits_per_s'])}bit" if out else "-",
+            f"{_si(out['sent_bytes'], 'B')} {_si(out['sent_packets'], 'p')}" if out else "-",
+            str(out["drops"]) if out else "-",
+            f"{_si(inb['rate_bits_per_s'])}bit" if inb and inb["rate_bits_per_s"] else "-",
+            f"{_si(inb['sent_bytes'], 'B')} {_si(inb['sent_packets'], 'p')}" if inb else "-",
+            str(inb["drops"]) if inb else "-",
+            f"{_si(v['classified']['bytes'], 'B')} {_si(v['classified']['packets'], 'p')}",
+            v["mark"] or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    for u in data["uplinks"]:
+        lines.append(f"uplink {u['device']}: root qdisc {u['qdisc'] or 'none'}, "
+                     f"direct_packets_stat {u['direct_packets']}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from .apply import status
+    data = status()
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(render(data))
+    return 0
