@@ -44,10 +44,13 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import ExitStack
 from typing import Callable, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -185,48 +188,52 @@ def timed(fn: Callable[[], None]) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def throughput(host: SimHost, guest, repeat: int, window_s: float) -> Dict[str, List[float]]:
-    out: Dict[str, List[float]] = {INBOUND: [], OUTBOUND: []}
-    for _ in range(repeat):
-        for direction in (OUTBOUND, INBOUND):
-            m = host.measure(guest, direction, 4, window_s=window_s, warmup_s=0.75)
-            out[direction].append(m.wire_bits_per_s / MBIT)
-    return out
-
-
-def bench_recipe(name: str, counts: List[int], probe: int, repeat: int,
-                 window_s: float) -> dict:
+def bench_recipe(name: str, counts: List[int], probe: int, stack: ExitStack) -> dict:
+    """Build two simulated dom0s for recipe ``name``: ``small`` (only the measured
+    guest shaped) and ``big`` (the measured guest plus ``max(counts) - 1`` idle
+    vifs shaped, timing probe applies/removes at each count on the way)."""
     res: dict = {"recipe": name, "apply_ms": {}, "remove_ms": {}, "fill_ms": {},
                  "throughput": {}}
-    with SimHost(prefix="vqb-") as host:
-        guest = host.add_guest(domid=1)
-        idle = make_idle_vifs(host, list(range(1001, 1001 + max(counts) - 1)), "idle")
-        probes = make_idle_vifs(host, list(range(9001, 9001 + probe)), "probe")
-        progress(f"{name}: unshaped baseline throughput")
-        res["throughput"][0] = throughput(host, guest, repeat, window_s)
-        recipe = RECIPES[name](host)
-        res["what"] = recipe.what
-        recipe.apply(guest.vif, 10 * GBIT)      # ceilings far above the path's rate
-        shaped = 1
-        for count in counts:
-            fill = idle[shaped - 1:count - 1]
-            if fill:
-                progress(f"{name}: shaping {len(fill)} idle vifs (to {count})")
-                times = [timed(lambda v=v: recipe.apply(v, 10 * MBIT)) for v in fill]
-                res["fill_ms"][count] = statistics.mean(times)
-            shaped = count
-            progress(f"{name}: {probe} applies + removes with {count} shaped")
-            res["apply_ms"][count] = [timed(lambda v=v: recipe.apply(v, 10 * MBIT))
-                                      for v in probes]
-            res["remove_ms"][count] = [timed(lambda v=v: recipe.remove(v)) for v in probes]
-            if count in (counts[0], counts[-1]):
-                if count > 1:
-                    # The measured guest becomes the newest one: last in a linear list.
-                    recipe.remove(guest.vif)
-                    recipe.apply(guest.vif, 10 * GBIT)
-                progress(f"{name}: throughput with {count} shaped")
-                res["throughput"][count] = throughput(host, guest, repeat, window_s)
+    small = stack.enter_context(SimHost(prefix="vqb-"))
+    res["small"] = (small, small.add_guest(domid=1))
+    RECIPES[name](small).apply(res["small"][1].vif, 10 * GBIT)
+
+    host = stack.enter_context(SimHost(prefix="vqb-"))
+    guest = host.add_guest(domid=1)
+    res["big"] = (host, guest)
+    idle = make_idle_vifs(host, list(range(1001, 1001 + max(counts) - 1)), "idle")
+    probes = make_idle_vifs(host, list(range(9001, 9001 + probe)), "probe")
+    recipe = RECIPES[name](host)
+    res["what"] = recipe.what
+    recipe.apply(guest.vif, 10 * GBIT)      # ceilings far above the path's rate
+    shaped = 1
+    for count in counts:
+        fill = idle[shaped - 1:count - 1]
+        if fill:
+            progress(f"{name}: shaping {len(fill)} idle vifs (to {count})")
+            times = [timed(lambda v=v: recipe.apply(v, 10 * MBIT)) for v in fill]
+            res["fill_ms"][count] = statistics.mean(times)
+        shaped = count
+        progress(f"{name}: {probe} applies + removes with {count} shaped")
+        res["apply_ms"][count] = [timed(lambda v=v: recipe.apply(v, 10 * MBIT))
+                                  for v in probes]
+        res["remove_ms"][count] = [timed(lambda v=v: recipe.remove(v)) for v in probes]
+    # The measured guest becomes the newest one: last in a linear rule list.
+    recipe.remove(guest.vif)
+    recipe.apply(guest.vif, 10 * GBIT)
     return res
+
+
+def measure_throughput(configs: List[tuple], repeat: int, window_s: float) -> None:
+    """Round-robin over ``configs`` [(label, host, guest, store)], ``repeat`` times,
+    both directions: load from other jobs then weighs on every configuration alike.
+    Appends wire Mbit/s to ``store[direction]``."""
+    for rep in range(repeat):
+        for direction in (OUTBOUND, INBOUND):
+            for label, host, guest, store in configs:
+                progress(f"throughput {rep + 1}/{repeat} {direction} {label}")
+                m = host.measure(guest, direction, 4, window_s=window_s, warmup_s=0.75)
+                store.setdefault(direction, []).append(m.wire_bits_per_s / MBIT)
 
 
 def fmt_ms(values: List[float]) -> str:
@@ -256,8 +263,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="numbers of shaped vifs to probe at (default 1,100,1000)")
     parser.add_argument("--probe", type=int, default=10,
                         help="vifs applied/removed per probe (default 10)")
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="throughput measurements per configuration (default 2)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="throughput measurements per configuration (default 3)")
     parser.add_argument("--window", type=float, default=2.0,
                         help="throughput window in seconds after 0.75 s warm-up (default 2)")
     parser.add_argument("--recipes", default="vif-qos,seed")
@@ -273,8 +280,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     if counts[0] < 1:
         parser.error("--counts must be >= 1")
     recipes = args.recipes.split(",")
+    # vif-qos's lock/cache directory: a private one, not the host's /run/vif-qos.
+    run_dir = tempfile.mkdtemp(prefix="vif-qos-bench-")
+    os.environ["VIF_QOS_RUN_DIR"] = run_dir
     started = time.monotonic()
-    results = [bench_recipe(r, counts, args.probe, args.repeat, args.window) for r in recipes]
+    baseline: Dict[str, List[float]] = {}
+    try:
+        with ExitStack() as stack:
+            results = [bench_recipe(r, counts, args.probe, stack) for r in recipes]
+            base = stack.enter_context(SimHost(prefix="vqb-"))
+            configs = [("unshaped", base, base.add_guest(domid=1), baseline)]
+            for r in results:
+                for key, count in (("small", 1), ("big", counts[-1])):
+                    host, guest = r.pop(key)
+                    configs.append((f"{r['recipe']} {count} shaped", host, guest,
+                                    r["throughput"].setdefault(count, {})))
+            measure_throughput(configs, args.repeat, args.window)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
     elapsed = time.monotonic() - started
 
     cmd = "sudo .venv/bin/python benchmarks/bench_kernel.py " + " ".join(
@@ -300,21 +323,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         label = f"mean apply filling to {count}"
         print(f"{label:28}" + "".join(
             f"{r['fill_ms'].get(count, float('nan')):>{width}.1f}" for r in results))
-    print("\nbridge forwarding, one guest, iperf3 TCP IPv4, wire Mbit/s (best of %d; all)"
-          % args.repeat)
+    print("\nbridge forwarding, one guest, iperf3 TCP IPv4, wire Mbit/s (best of %d; all,"
+          " interleaved)" % args.repeat)
     print(f"{'':28}" + "".join(f"{r['recipe']:>{width}}" for r in results))
-    for count in sorted(results[0]["throughput"]):
-        for direction in (OUTBOUND, INBOUND):
-            label = f"{direction} {'unshaped' if count == 0 else f'{count} shaped'}"
-            cells = []
-            for r in results:
-                vals = r["throughput"].get(count, {}).get(direction, [])
-                cell = (f"{max(vals):.0f} (" + ",".join(f"{v:.0f}" for v in vals) + ")"
-                        if vals else "-")
-                cells.append(f"{cell:>{width}}")
-            print(f"{label:28}" + "".join(cells))
+    def cell(vals: List[float]) -> str:
+        return (f"{max(vals):.0f} (" + ",".join(f"{v:.0f}" for v in vals) + ")"
+                if vals else "-")
+    for direction in (OUTBOUND, INBOUND):
+        label = f"{direction} unshaped"
+        print(f"{label:28}{cell(baseline.get(direction, [])):>{width}}  (reference: a dom0 with no shaping)")
+        for count in (1, counts[-1]):
+            label = f"{direction} {count} shaped"
+            print(f"{label:28}" + "".join(
+                f"{cell(r['throughput'].get(count, {}).get(direction, [])):>{width}}"
+                for r in results))
     if args.json:
-        print(json.dumps(results, indent=1, default=str))
+        print(json.dumps({"unshaped": baseline, "recipes": results}, indent=1, default=str))
     return 0
 
 
