@@ -253,9 +253,9 @@ def delete_table_cmds() -> List[dict]:
 def check_support() -> None:
     """Raise EnvironmentProblem when the kernel has no nftables bridge family.
 
-    Creates and deletes a scratch table in one transaction... no: checks by
-    listing, which needs no change. A bridge table add+delete is the only sure
-    probe, so we do that, in one transaction that leaves nothing behind.
+    Adds a scratch bridge table with a prerouting base chain and deletes it in
+    the same transaction: the kernel checks the family and hook when the
+    transaction is prepared, and nothing is left behind either way.
     """
     probe = "vif_qos_probe"
     ctx = _nft()
