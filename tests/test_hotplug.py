@@ -234,7 +234,7 @@ def test_online_applies_and_leaves_hotplug_status_to_vif_bridge(xs, quiet_logs):
     assert xs.read("backend/vif/3/0/hotplug-status") == ""  # vif-bridge's success writes it
     assert xs.read("backend/vif/3/0/hotplug-error") is None
     text = quiet_logs.read_text()
-    assert "online web1e0: shaped: no shaping" in text
+    assert "online web1e0: not shaped: no limit is set for this vif" in text
     assert "burst raised to 1514 bytes" in text
 
 

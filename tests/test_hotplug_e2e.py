@@ -258,7 +258,7 @@ def test_wrapper_pv_with_vifname(dom0):
     assert status(dom0, 8) == ("connected", None)
     assert_shaped(dom0, "heavy8e0", plan)
     # Shaped once: by the wrapper, not a second time by the hook inside vif-bridge.
-    assert dom0.hotplug_log().count("shaped:") == 1
+    assert dom0.hotplug_log().count(": shaped:") == 1
     run_ok(dom0.hotplug("offline", 8, script=WRAPPER))
     assert_nothing_refers_to(dom0, "heavy8e0")
     assert leaves(dom0) == {}

@@ -238,8 +238,8 @@ class Services:
     """The policy, resolver and kernel entry points hotplug uses.
 
     Defaults (:func:`default_services`) are ``vif_qos.policy.load_policy``,
-    ``vif_qos.resolve.plan_for_facts``, ``vif_qos.apply.apply_vif`` /
-    ``remove_vif`` / ``cleanup_orphans``, and a :class:`vif_qos.xenstore.Xenstore`.
+    ``vif_qos.resolve.plan_for_facts``, ``vif_qos.apply.apply_vif`` and
+    ``remove_vif``, and a :class:`vif_qos.xenstore.Xenstore`.
     """
 
     load_policy: Callable[..., Any]
@@ -295,7 +295,7 @@ def _summary(plan) -> str:
         pool = f" in pool {outbound.pool}" if outbound.pool else ""
         parts.append(f"outbound {outbound.rate_bits_per_s} bit/s (ceil "
                      f"{outbound.ceil_bits_per_s}){pool} on {plan.bridge}")
-    return ", ".join(parts) if parts else "no shaping"
+    return ", ".join(parts)
 
 
 def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
@@ -355,7 +355,10 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
             log.debug(f"{name} from {source}")
         applied_to = facts.vif
         sv.apply_vif(plan)
-        log.info(f"shaped: {_summary(plan)}")
+        if plan.inbound is None and plan.outbound is None:
+            log.info("not shaped: no limit is set for this vif (stale shaping removed)")
+        else:
+            log.info(f"shaped: {_summary(plan)}")
         return 0
     except Exception as err:  # every failure: undo, report, and decide the status
         message = _one_line(err)
