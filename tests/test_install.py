@@ -167,3 +167,61 @@ def test_hook_runs_vif_qos_and_handles_status(tmp_path, command, rc, status, exp
     assert len(lines) == len(expect)
     for line, want in zip(lines, expect):
         assert line.startswith(want)
+
+
+@pytest.mark.parametrize("command, wrapped_rc, qos_rc, want_rc, qos_runs", [
+    ("online", 0, 0, 0, True),
+    ("online", 0, 2, 2, True),     # shaping failed: the device fails
+    ("online", 1, 0, 1, False),    # vif-bridge failed: nothing shaped
+    ("add", 0, 1, 1, True),
+    ("offline", 3, 1, 3, True),    # the wrapped script's status; vif-qos best effort
+    ("remove", 0, 1, 0, True),
+])
+def test_wrapper_runs_the_real_script_then_vif_qos(tmp_path, command, wrapped_rc, qos_rc,
+                                                    want_rc, qos_runs):
+    out = tmp_path / "out"
+    root = tmp_path / "root"
+    root.mkdir()
+    fake_qos = tmp_path / "vif-qos"
+    fake_qos.write_text(f'#!/bin/sh\necho "qos $* wrapped=${{VIF_QOS_WRAPPED:-}} '
+                        f'vif=$vif" >> "{out}"\nexit {qos_rc}\n')
+    fake_qos.chmod(0o755)
+    install(str(root), vif_qos=str(fake_qos))
+    scripts = root / "etc/xen/scripts"
+    bridge = scripts / "vif-bridge"
+    bridge.write_text(f'#!/bin/sh\necho "bridge $* wrapped=$VIF_QOS_WRAPPED vif=$vif" >> "{out}"\n'
+                      f'exit {wrapped_rc}\n')
+    bridge.chmod(0o755)
+    type_if = "tap" if command in ("add", "remove") else "vif"
+    env = dict(os.environ, vif="vif3.0", XENBUS_PATH="backend/vif/3/0")
+    env.pop("VIF_QOS_WRAPPED", None)
+    env.pop("VIF_QOS_WRAPPED_SCRIPT", None)
+    rc = subprocess.run([str(scripts / "vif-qos"), command, f"type_if={type_if}"],
+                        env=env).returncode
+    assert rc == want_rc
+    lines = out.read_text().splitlines()
+    assert lines[0] == f"bridge {command} type_if={type_if} wrapped=1 vif=vif3.0"
+    if qos_runs:
+        assert lines[1:] == [f"qos {command} {command} type_if={type_if} wrapped= vif=vif3.0"]
+    else:
+        assert lines[1:] == []
+
+
+def test_wrapper_wrapped_script_is_configurable(tmp_path):
+    out = tmp_path / "out"
+    root = tmp_path / "root"
+    root.mkdir()
+    install(str(root), vif_qos="/bin/true", wrapped_script="vif-route")
+    route = root / "etc/xen/scripts/vif-route"
+    route.write_text(f'#!/bin/sh\necho route >> "{out}"\n')
+    route.chmod(0o755)
+    other = tmp_path / "my-script"
+    other.write_text(f'#!/bin/sh\necho mine >> "{out}"\n')
+    other.chmod(0o755)
+    wrapper = str(root / "etc/xen/scripts/vif-qos")
+    env = dict(os.environ)
+    env.pop("VIF_QOS_WRAPPED_SCRIPT", None)
+    subprocess.run([wrapper, "online"], env=env, check=True)
+    subprocess.run([wrapper, "online"], env=dict(env, VIF_QOS_WRAPPED_SCRIPT=str(other)),
+                   check=True)
+    assert out.read_text().splitlines() == ["route", "mine"]
