@@ -402,3 +402,27 @@ def test_syslog_daemon_facility_tagged(monkeypatch, tmp_path):
     log.debug("dropped")  # debug off: neither syslog nor file
     assert calls == [("open", "vif-qos", syslog.LOG_PID, syslog.LOG_DAEMON),
                      ("log", syslog.LOG_DAEMON | syslog.LOG_ERR, "online vif3.0: refused")]
+
+
+def test_online_past_its_time_budget_fails_with_the_reason(xs):
+    import time as _time
+    xs.seed_vif(3, 0, name="web1")
+    rec = Recorder()
+    services = rec.services(xs)
+    services.apply_vif = lambda plan: _time.sleep(20)  # a lock held by a stuck process
+    env = dict(PV_ENV, VIF_QOS_HOTPLUG_TIMEOUT="0.5", **xs.env())
+    started = _time.monotonic()
+    assert hotplug_main("online", ["type_if=vif"], env=env, services=services) == 1
+    assert _time.monotonic() - started < 10
+    assert rec.removed == ["vif3.0"]  # undone
+    assert xs.read("backend/vif/3/0/hotplug-status") == "error"
+    assert "did not finish within 0.5 s" in xs.read("backend/vif/3/0/hotplug-error")
+
+
+def test_offline_past_its_time_budget_still_exits_zero(xs):
+    import time as _time
+    rec = Recorder()
+    services = rec.services(xs)
+    services.remove_vif = lambda vif, host=None: _time.sleep(20)
+    env = dict(PV_ENV, VIF_QOS_HOTPLUG_TIMEOUT="0.5", **xs.env())
+    assert hotplug_main("offline", ["type_if=vif"], env=env, services=services) == 0

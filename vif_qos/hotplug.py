@@ -32,6 +32,9 @@ bad input, 1 otherwise) -- unless the policy's ``on_failure = warn``, which logs
 warning and exits 0 with the vif unshaped. ``offline``/``remove`` are best effort
 and always exit 0, also when the netdev is already gone or ``online`` never ran.
 
+A whole run has a time budget (``VIF_QOS_HOTPLUG_TIMEOUT``, default 30 s, inside
+libxl's 40 s): past it ``online``/``add`` fail with that reason, undone.
+
 Environment knobs: ``VIF_QOS_CONFIG`` (the policy file, default
 ``/etc/xen/vif-qos.conf``, see :mod:`vif_qos.policy`), ``VIF_QOS_XENSTORE_TIMEOUT``
 (seconds per xenstore tool run, default 5), and those of :mod:`vif_qos.hotlog`.
@@ -41,10 +44,13 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import InputError, VifQosError, XenstoreError
+from .errors import EnvironmentProblem, InputError, VifQosError, XenstoreError
 from .hotlog import HotplugLog
 from .model import ON_FAILURE_WARN, VifFacts
 
@@ -53,6 +59,12 @@ UP_COMMANDS = ("online", "add")
 
 #: xenstore tool timeout for hotplug runs, seconds: libxl kills a script after 40 s.
 DEFAULT_XENSTORE_TIMEOUT_S = 5.0
+#: Budget of a whole online/add (and of an offline/remove), seconds: well inside
+#: libxl's 40 s (tools/libs/light/libxl_internal.h: LIBXL_HOTPLUG_TIMEOUT), so that
+#: vif-qos itself reports the reason and undoes its work before it is killed.
+DEFAULT_HOTPLUG_TIMEOUT_S = 30.0
+#: Budget of undoing a failed apply, seconds.
+UNDO_TIMEOUT_S = 5.0
 
 _XENBUS_RE = re.compile(r"^(?:/local/domain/(\d+)/)?backend/vif/(\d+)/(\d+)$")
 _TAP_RES = (re.compile(r"^vif(\d+)\.(\d+)-emu$"), re.compile(r"^tap(\d+)\.(\d+)$"))
@@ -89,6 +101,40 @@ class Invocation:
     bridge_arg: Optional[str] = None
     bridge_env: Optional[str] = None
     variables: Dict[str, str] = field(default_factory=dict)
+
+
+class HotplugTimeout(EnvironmentProblem):
+    """The hotplug run exceeded its time budget (a stuck xenstored, a held lock)."""
+
+
+@contextmanager
+def deadline(seconds: float, what: str) -> Iterator[None]:
+    """Raise :class:`HotplugTimeout` in the block after ``seconds`` (SIGALRM).
+
+    Only in the main thread (signals); elsewhere, or with ``seconds <= 0``, no limit.
+    """
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise HotplugTimeout(f"{what} did not finish within {seconds:g} s "
+                             "(libxl kills a hotplug script after 40 s)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _budget(env: Mapping[str, str]) -> float:
+    try:
+        return float(env.get("VIF_QOS_HOTPLUG_TIMEOUT", DEFAULT_HOTPLUG_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_HOTPLUG_TIMEOUT_S
 
 
 def parse_words(command: str, argv: Sequence[str]) -> Tuple[str, Dict[str, str]]:
@@ -334,27 +380,35 @@ def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, s
         return 1 if command in UP_COMMANDS else 0
     conf = env.get("VIF_QOS_CONFIG") or None
     if command in UP_COMMANDS:
-        return _bring_up(inv, services, conf, log)
-    return _take_down(inv, services, conf, log)
+        return _bring_up(inv, services, conf, log, _budget(env))
+    try:
+        with deadline(_budget(env), f"vif-qos {command}"):
+            return _take_down(inv, services, conf, log)
+    except HotplugTimeout as err:
+        log.warning(f"{err.one_line()}; udev's vif-qos cleanup will finish the removal")
+        return 0
 
 
-def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog) -> int:
+def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog,
+              budget_s: float = DEFAULT_HOTPLUG_TIMEOUT_S) -> int:
     policy = None
     applied_to: Optional[str] = None
     try:
-        policy = sv.load_policy(conf)
-        log.set_debug(bool(getattr(policy.host, "debug", False)))
-        facts = read_facts(sv.xenstore, inv)
-        log.context = f"{inv.command} {facts.vif}"
-        log.debug(f"facts: domid={facts.domid} devid={facts.devid} name={facts.domain_name!r} "
-                  f"bridge={facts.bridge} rate={facts.xen_rate!r} mac={facts.mac}")
-        plan = sv.plan_for_facts(facts, policy)
-        for note in getattr(plan, "notes", ()) or ():
-            log.warning(note)
-        for name, source in sorted((getattr(plan, "sources", None) or {}).items()):
-            log.debug(f"{name} from {source}")
-        applied_to = facts.vif
-        sv.apply_vif(plan)
+        with deadline(budget_s, f"vif-qos {inv.command}"):
+            policy = sv.load_policy(conf)
+            log.set_debug(bool(getattr(policy.host, "debug", False)))
+            facts = read_facts(sv.xenstore, inv)
+            log.context = f"{inv.command} {facts.vif}"
+            log.debug(f"facts: domid={facts.domid} devid={facts.devid} "
+                      f"name={facts.domain_name!r} bridge={facts.bridge} "
+                      f"rate={facts.xen_rate!r} mac={facts.mac}")
+            plan = sv.plan_for_facts(facts, policy)
+            for note in getattr(plan, "notes", ()) or ():
+                log.warning(note)
+            for name, source in sorted((getattr(plan, "sources", None) or {}).items()):
+                log.debug(f"{name} from {source}")
+            applied_to = facts.vif
+            sv.apply_vif(plan)
         if plan.inbound is None and plan.outbound is None:
             log.info("not shaped: no limit is set for this vif (stale shaping removed)")
         else:
@@ -365,7 +419,8 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
         status = err.exit_status if isinstance(err, VifQosError) else 1
         if applied_to is not None:
             try:
-                sv.remove_vif(applied_to, host=getattr(policy, "host", None))
+                with deadline(UNDO_TIMEOUT_S, "undoing the partial shaping"):
+                    sv.remove_vif(applied_to, host=getattr(policy, "host", None))
             except Exception as undo_err:
                 log.warning(f"undoing the partial shaping failed: {_one_line(undo_err)}")
         host = getattr(policy, "host", None)
