@@ -93,7 +93,7 @@ def _import_pyroute2():
         stub.__loader__ = spec.loader
 
         def _full(name, _stub=stub, _spec=spec):
-            if name.startswith("__"):
+            if name.startswith("__") and name not in ("__version__", "__all__"):
                 raise AttributeError(name)
             try:  # a submodule: import just that one
                 if importlib.util.find_spec(f"pyroute2.{name}") is not None:
