@@ -186,3 +186,33 @@ def test_a_second_uplink_plan_with_auto_finds_the_existing_tree(netns):
         A.apply_vif(vif_plan(a, uplink=uplink_plan(device=None)))
         A.apply_vif(vif_plan(b, uplink=uplink_plan(device=UPLINK)))
     assert sorted(leaves(d.dom0)) == ["7a51:100", "7a51:101"]
+
+
+def test_cleanup_removes_leftovers_of_a_killed_apply_and_nothing_else(netns):
+    d = make_dom0(netns, with_inet=False)
+    a, b = add_vif(netns, d, 1), add_vif(netns, d, 2)
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(a))
+        A.apply_vif(vif_plan(b, in_rate=None))
+    # What an apply killed between its tc steps and its nftables transaction
+    # leaves: a leaf and a TBF that no entry records.
+    orphan = add_vif(netns, d, 3)
+    sh("tc", "class", "add", "dev", UPLINK, "parent", "7a51:1", "classid", "7a51:105",
+       "htb", "rate", "1mbit", ns=d.dom0)
+    sh("tc", "qdisc", "add", "dev", orphan, "root", "handle", "7a51:", "tbf", "rate",
+       "1mbit", "burst", "10k", "latency", "50ms", ns=d.dom0)
+    # Not ours: another handle on a vif, a class outside the leaf range.
+    sh("tc", "qdisc", "add", "dev", b, "root", "handle", "5:", "tbf", "rate",
+       "1mbit", "burst", "10k", "latency", "50ms", ns=d.dom0)
+    sh("tc", "class", "add", "dev", UPLINK, "parent", "7a51:1", "classid", "7a51:20",
+       "htb", "rate", "1mbit", ns=d.dom0)
+    with inside(d.dom0):
+        assert sorted(A.cleanup_orphans()) == ["leaf 7a51:105 on peth0",
+                                               "tbf 7a51:0 on vif3.0"]
+        assert A.cleanup_orphans() == []
+        assert [x.vif for x in A.list_applied()] == [a, b]
+    assert sorted(leaves(d.dom0)) == ["7a51:100", "7a51:101"]
+    assert "7a51:20" in htb_classes(d.dom0, UPLINK)
+    assert root_qdisc(d.dom0, a)["handle"] == "7a51:"
+    assert root_qdisc(d.dom0, b)["handle"] == "5:"
+    assert root_qdisc(d.dom0, orphan).get("kind") != "tbf"

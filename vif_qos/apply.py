@@ -381,10 +381,15 @@ def list_applied(host: Optional[HostSettings] = None) -> List[Applied]:
 
 
 def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
-    """Remove the entries of vifs whose netdev no longer exists; their names.
+    """Remove what belongs to no live vif; return what was removed, one string each.
 
-    Run by udev on a vif's removal and by ``vif-qos cleanup``: covers guests
-    whose ``offline`` never ran.
+    - entries (and their leaf, element, chain) whose vif netdev no longer
+      exists: the vif's name is returned. Run by udev on a vif's removal and by
+      ``vif-qos cleanup``; covers guests whose ``offline`` never ran.
+    - leftovers of an apply that was killed midway (SIGKILL, a crash: nothing
+      could undo it): a leaf class in the classid range on one of our HTB trees,
+      or a TBF of ours on a netdev, that no entry records; returned as
+      ``"leaf 7a51:105 on peth0"`` / ``"tbf 7a51:0 on vif3.0"``.
     """
     host = host or HostSettings()
     gone: List[str] = []
@@ -397,9 +402,36 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
                     _remove_locked(ipr, vif, host, state)
                     state = nftadapter.read_table()
                     gone.append(vif)
+            gone += _remove_leftovers(ipr, host, state)
         finally:
             ipr.close()
     return gone
+
+
+def _remove_leftovers(ipr, host: HostSettings, state: nftadapter.TableState) -> List[str]:
+    handle = host.qdisc_major << 16
+    recorded = {(e.uplink, e.classid) for e in state.entries.values()}
+    shaped_in = {e.vif for e in state.entries.values() if e.inbound}
+    removed: List[str] = []
+    for q in tcadapter.dump_qdiscs(ipr):
+        if q.parent != tcadapter.TC_H_ROOT or q.handle != handle:
+            continue
+        link = tcadapter.get_link_by_index(ipr, q.index)
+        if link is None:
+            continue
+        if q.kind == "htb":
+            for c in tcadapter.dump_classes(ipr, q.index):
+                minor = c.classid & 0xFFFF
+                if (c.level == 0 and host.classid_min <= minor <= host.classid_max
+                        and (link.name, c.classid) not in recorded):
+                    what = f"leaf {tcadapter.handle_str(c.classid)} on {link.name}"
+                    if tcadapter.del_class(ipr, q.index, c.classid, what):
+                        removed.append(what)
+        elif q.kind == "tbf" and link.name not in shaped_in:
+            what = f"tbf {tcadapter.handle_str(handle)} on {link.name}"
+            if tcadapter.del_root_qdisc(ipr, q.index, handle, what):
+                removed.append(what)
+    return removed
 
 
 def check_support() -> None:
