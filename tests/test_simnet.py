@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -108,6 +109,12 @@ def test_close_removes_everything_after_an_error_and_kills_processes():
         with SimHost(prefix=PREFIX) as host:
             guest = host.add_guest(domid=4)
             sleeper = subprocess.Popen(["ip", "netns", "exec", guest.ns, "sleep", "600"])
+            # A process not started by simnet: found through `ip netns pids` once it
+            # runs inside the namespace.
+            deadline = time.monotonic() + 10
+            while str(sleeper.pid) not in sh("ip", "netns", "pids", guest.ns).stdout.split():
+                assert time.monotonic() < deadline, "sleep never entered the namespace"
+                time.sleep(0.01)
             raise RuntimeError("test body failed")
     assert our_namespaces(host) == []
     assert sleeper.wait(timeout=5) != 0
