@@ -542,14 +542,20 @@ class SimHost:
         client (in the receiving namespace, ``-R``, ``--json``, ``-4``/``-6``), run for
         ``warmup_s + window_s + 0.25`` s rounded up to whole seconds (iperf3 takes
         ``-t`` in whole seconds), so ``warmup_s + window_s`` = 2.75 or 3.75 wastes
-        nothing. The wire counters are sampled at
-        ``warmup_s`` and ``warmup_s + window_s`` after the clients start (see
-        :class:`Measurement`). Choose ``warmup_s`` and ``window_s`` as multiples of
-        ``interval_s`` (iperf3's report interval, >= 0.1 s). Every process is
-        bounded in time and killed on error.
+        nothing. The wire counters are sampled at ``warmup_s`` and
+        ``warmup_s + window_s`` after the clients start (see :class:`Measurement`);
+        ``interval_s`` is iperf3's report interval (>= 0.1 s), intervals straddling
+        the window's edges are pro-rated. Every process is bounded in time and
+        killed on error.
 
+        Do not put both directions of one guest in one call: each transfer's TCP
+        acknowledgements would queue behind the other's data. Outbound flows share
+        the uplink's counter (their wire figure is the total).
+
+        :param window_s: the measured window, seconds (> 0).
+        :param warmup_s: time before the window, seconds (>= 0).
         :raises EnvironmentProblem: iperf3 missing, a server did not start within
-            5 s, a client failed or its JSON lacks the receiver figures.
+            10 s, a client failed or its JSON lacks the receiver figures.
         """
         if shutil.which("iperf3") is None:
             raise EnvironmentProblem("measuring needs iperf3 (apt-get install iperf3)")
@@ -564,7 +570,7 @@ class SimHost:
         try:
             for flow, sender, _r, _a, _w, port in plans:
                 servers.append(self._spawn(sender, ["iperf3", "-s", "-1", "-p", str(port)]))
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 10
             for proc, plan in zip(servers, plans):
                 while not self._listening(proc.pid, plan[5]):
                     if proc.poll() is not None or time.monotonic() > deadline:
