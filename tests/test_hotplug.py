@@ -16,7 +16,6 @@ from typing import List
 
 import pytest
 
-from vif_qos import hotplug
 from vif_qos.errors import ConfigError, InputError, KernelError, XenstoreError
 from vif_qos.hotlog import HotplugLog
 from vif_qos.hotplug import (Invocation, Services, final_dev_name, hotplug_main,
