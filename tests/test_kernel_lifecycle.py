@@ -30,7 +30,12 @@ def table_objects(ns: str) -> dict:
         if "chain" in item:
             chains.append(item["chain"]["name"])
         elif "map" in item:
-            elems += [e[0] for e in item["map"].get("elem", [])]
+            for e in item["map"].get("elem", []):
+                key = e[0]
+                if isinstance(key, dict):  # {"elem": {"val": ..., "comment": ...}}
+                    comments.append(key["elem"].get("comment", ""))
+                    key = key["elem"]["val"]
+                elems.append(key)
         elif "rule" in item:
             comments.append(item["rule"].get("comment", ""))
     return {"chains": chains, "elems": elems, "comments": comments}
@@ -68,7 +73,7 @@ def test_c06_remove_after_the_netdev_vanished(netns):
     assert list(leaves(d.dom0)) == ["7a51:101"]      # only b's leaf is left
     assert htb_classes(d.dom0, UPLINK)["7a51:101"] == before_b
     assert root_qdisc(d.dom0, b)["kind"] == "tbf"
-    assert len(mentions(d.dom0, b)) == 3             # chain, element, rule
+    assert len(mentions(d.dom0, b)) == 4  # chain, element, rule and element comments
 
 
 def test_c06_same_vif_name_reapplied_gets_only_its_new_limits(netns):
@@ -89,7 +94,7 @@ def test_c06_same_vif_name_reapplied_gets_only_its_new_limits(netns):
     assert root_qdisc(d.dom0, vif)["options"]["rate"] == 9 * 10 ** 6 // 8
     objs = table_objects(d.dom0)
     assert objs["elems"] == [vif] and objs["chains"].count(f"vif_{vif}") == 1
-    assert len([c for c in objs["comments"] if f"vif={vif} " in c]) == 1
+    assert len([c for c in objs["comments"] if f"vif={vif} " in c]) == 2  # rule, element
 
 
 def test_reapply_on_a_live_vif_replaces_not_merges(netns):

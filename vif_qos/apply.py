@@ -375,8 +375,9 @@ def _remove_locked(ipr, vif: str, host: HostSettings,
 
 
 def list_applied(host: Optional[HostSettings] = None) -> List[Applied]:
-    """Every vif vif-qos holds, read from the kernel (the nftables table)."""
-    state = nftadapter.read_table()
+    """Every vif vif-qos holds, read from the kernel (the nftables table),
+    with its nftables counter."""
+    state = nftadapter.read_table(full=True)
     return [_applied(state.entries[name]) for name in sorted(state.entries)]
 
 
@@ -455,7 +456,7 @@ def status() -> dict:
     when inbound is shaped). Per uplink: our HTB root qdisc and its
     ``direct_packets`` (C05: must stay 0). Takes no lock: a reader.
     """
-    state = nftadapter.read_table()
+    state = nftadapter.read_table(full=True)
     vifs, uplinks = [], {}
     ipr = tcadapter.open_ipr()
     try:

@@ -157,26 +157,59 @@ class TableState:
     chains: List[str]
 
 
-def read_table() -> TableState:
-    """List ``bridge vif_qos`` (one netlink dump through libnftables)."""
+def _list(what: dict) -> Optional[dict]:
     ctx = _nft()
-    rc, out, err = ctx.json_cmd({"nftables": [
-        {"list": {"table": {"family": FAMILY, "name": TABLE}}}]})
+    rc, out, err = ctx.json_cmd({"nftables": [{"list": what}]})
     if rc != 0:
         if "No such file or directory" in str(err):
-            return TableState(False, {}, [], [])
+            return None
         raise KernelError(f"table {FAMILY} {TABLE}: cannot list: "
                           f"{' '.join(str(err).split())}")
-    entries: Dict[str, Entry] = {}
-    elements: List[str] = []
+    return out or {}
+
+
+def _map_elements(item: dict, elements: List[str], entries: Dict[str, Entry]) -> None:
+    for elem in item.get("elem", []) or []:
+        key = elem[0] if isinstance(elem, list) else elem
+        comment = ""
+        if isinstance(key, dict):  # {"elem": {"val": "vif3.0", "comment": "..."}}
+            comment = key.get("elem", {}).get("comment", "")
+            key = key.get("elem", {}).get("val", key)
+        elements.append(str(key))
+        entry = parse_comment(comment)
+        if entry is not None and entry.vif == str(key):
+            entries[entry.vif] = entry
+
+
+def read_table(full: bool = False) -> TableState:
+    """What our table holds.
+
+    By default only the map ``vifs`` is listed: each element's comment repeats
+    its rule's comment, so the entries (vif, bridge, uplink, classid, mark) come
+    from one small listing (about 10 ms with 1000 vifs, against 140 ms for the
+    JSON of the whole table). ``full=True`` lists the whole table and adds the
+    per-vif counters from the rules (for ``vif-qos status``).
+    """
+    if not full:
+        out = _list({"map": {"family": FAMILY, "table": TABLE, "name": MAP}})
+        if out is None:
+            exists = _list({"table": {"family": FAMILY, "name": TABLE}}) is not None
+            return TableState(exists, {}, [], [])
+        entries: Dict[str, Entry] = {}
+        elements: List[str] = []
+        for item in out.get("nftables", []):
+            if "map" in item:
+                _map_elements(item["map"], elements, entries)
+        return TableState(True, entries, elements, [chain_name(e) for e in elements])
+    out = _list({"table": {"family": FAMILY, "name": TABLE}})
+    if out is None:
+        return TableState(False, {}, [], [])
+    entries = {}
+    elements = []
     chains: List[str] = []
-    for item in (out or {}).get("nftables", []):
+    for item in out.get("nftables", []):
         if "map" in item and item["map"].get("name") == MAP:
-            for elem in item["map"].get("elem", []) or []:
-                key = elem[0] if isinstance(elem, list) else elem
-                if isinstance(key, dict):  # {"elem": {"val": ...}} forms
-                    key = key.get("elem", {}).get("val", key)
-                elements.append(str(key))
+            _map_elements(item["map"], elements, {})
         elif "chain" in item:
             chains.append(item["chain"]["name"])
         elif "rule" in item:
@@ -230,7 +263,8 @@ def add_entry_cmds(entry: Entry, mark_mask: int) -> List[dict]:
         {"add": {"rule": dict(_T, chain=entry.chain, comment=entry.comment(),
                               expr=expr)}},
         {"add": {"element": dict(_T, name=MAP, elem=[
-            [entry.vif, {"jump": {"target": entry.chain}}]])}},
+            [{"elem": {"val": entry.vif, "comment": entry.comment()}},
+             {"jump": {"target": entry.chain}}]])}},
     ]
 
 
