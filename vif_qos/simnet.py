@@ -178,7 +178,8 @@ class LinkCounters:
     """
 
     _RTM_NEWLINK, _RTM_GETLINK, _NLMSG_ERROR = 16, 18, 2
-    _IFLA_IFNAME, _IFLA_STATS64 = 3, 23
+    _IFLA_IFNAME, _IFLA_OPERSTATE, _IFLA_STATS64 = 3, 16, 23
+    _IF_OPER_UP = 6
 
     def __init__(self, ns: str):
         self.ns = ns
@@ -192,13 +193,8 @@ class LinkCounters:
     def close(self) -> None:
         self._sock.close()
 
-    def read(self, ifname: str) -> Tuple[float, Dict[str, int]]:
-        """``(monotonic_s, counters)`` for ``ifname``; counters has ``rx_packets``,
-        ``tx_packets``, ``rx_bytes``, ``tx_bytes`` (bytes as the netdev counts them:
-        ``skb->len``, link header included, no FCS).
-
-        :raises EnvironmentProblem: no such interface in the namespace.
-        """
+    def _getlink(self, ifname: str) -> Tuple[float, Dict[int, bytes]]:
+        """(monotonic_s, {IFLA attribute type: payload}) of ``ifname``."""
         name = ifname.encode() + b"\0"
         attr = struct.pack("=HH", 4 + len(name), self._IFLA_IFNAME) + name
         attr += b"\0" * (-len(attr) % 4)
@@ -215,17 +211,41 @@ class LinkCounters:
             errno = -struct.unpack_from("=i", data, 16)[0]
             raise EnvironmentProblem(
                 f"simnet: no interface {ifname!r} in {self.ns}: {os.strerror(errno)}")
+        attrs: Dict[int, bytes] = {}
         off = 16 + 16
         while off + 4 <= length:
             alen, atype = struct.unpack_from("=HH", data, off)
             if alen < 4:
                 break
-            if atype & 0x3FFF == self._IFLA_STATS64:
-                rxp, txp, rxb, txb = struct.unpack_from("=QQQQ", data, off + 4)
-                return ((t_before + t_after) / 2,
-                        {"rx_packets": rxp, "tx_packets": txp, "rx_bytes": rxb, "tx_bytes": txb})
+            attrs[atype & 0x3FFF] = data[off + 4:off + alen]
             off += (alen + 3) & ~3
-        raise EnvironmentProblem(f"simnet: no IFLA_STATS64 for {ifname!r} in {self.ns}")
+        return (t_before + t_after) / 2, attrs
+
+    def read(self, ifname: str) -> Tuple[float, Dict[str, int]]:
+        """``(monotonic_s, counters)`` for ``ifname``; counters has ``rx_packets``,
+        ``tx_packets``, ``rx_bytes``, ``tx_bytes`` (bytes as the netdev counts them:
+        ``skb->len``, link header included, no FCS).
+
+        :raises EnvironmentProblem: no such interface in the namespace.
+        """
+        t, attrs = self._getlink(ifname)
+        if self._IFLA_STATS64 not in attrs:
+            raise EnvironmentProblem(f"simnet: no IFLA_STATS64 for {ifname!r} in {self.ns}")
+        rxp, txp, rxb, txb = struct.unpack_from("=QQQQ", attrs[self._IFLA_STATS64], 0)
+        return t, {"rx_packets": rxp, "tx_packets": txp, "rx_bytes": rxb, "tx_bytes": txb}
+
+    def is_up(self, ifname: str) -> bool:
+        """True when ``ifname``'s operstate is UP (``IF_OPER_UP``, RFC 2863).
+
+        The kernel sets it from its linkwatch worker, the same step that swaps a
+        device's ``noop`` qdisc (which drops everything) for its real one once
+        the carrier is on (net/core/link_watch.c, ``dev_activate``); that worker
+        is rate-limited and runs late on a busy machine, so a just-created veth
+        can drop the first packets for a second or more.
+        """
+        _t, attrs = self._getlink(ifname)
+        state = attrs.get(self._IFLA_OPERSTATE)
+        return bool(state) and state[0] == self._IF_OPER_UP
 
 
 # --------------------------------------------------------------------------
@@ -485,6 +505,23 @@ class SimHost:
                 self._counters[ns] = LinkCounters(ns)
             return self._counters[ns]
 
+    def wait_up(self, links: Sequence[Tuple[str, str]], timeout_s: float = 15.0) -> None:
+        """Wait until every ``(namespace, ifname)`` in ``links`` is operationally up
+        (see :meth:`LinkCounters.is_up`).
+
+        :raises EnvironmentProblem: one is still not up after ``timeout_s``
+            (a vif left down and unbridged, ``attach=False``, stays down until a
+            hotplug script brings it up).
+        """
+        deadline = time.monotonic() + timeout_s
+        for ns, ifname in links:
+            while not self.counters(ns).is_up(ifname):
+                if time.monotonic() > deadline:
+                    raise EnvironmentProblem(
+                        f"simnet: {ifname} in {ns} is not up after {timeout_s:g} s "
+                        "(is the vif up and in the bridge?)")
+                time.sleep(0.02)
+
     # -- measuring ---------------------------------------------------------
     def _port(self) -> int:
         with self._lock:
@@ -554,8 +591,12 @@ class SimHost:
 
         :param window_s: the measured window, seconds (> 0).
         :param warmup_s: time before the window, seconds (>= 0).
-        :raises EnvironmentProblem: iperf3 missing, a server did not start within
-            10 s, a client failed or its JSON lacks the receiver figures.
+        Waits first until every netdev on the flows' paths is operationally up
+        (:meth:`wait_up`).
+
+        :raises EnvironmentProblem: iperf3 missing, a link on the path not up, a
+            server did not start within 10 s, a client failed or its JSON lacks the
+            receiver figures.
         """
         if shutil.which("iperf3") is None:
             raise EnvironmentProblem("measuring needs iperf3 (apt-get install iperf3)")
@@ -566,6 +607,10 @@ class SimHost:
         for flow in flows:
             sender, receiver, addr, wire = self._endpoints(flow)
             plans.append((flow, sender, receiver, addr, wire, self._port()))
+        needed = [(self.dom0, self.uplink), (self.internet, "eth0")]
+        for flow in flows:
+            needed += [(self.dom0, flow.guest.vif), (flow.guest.ns, "eth0")]
+        self.wait_up(list(dict.fromkeys(needed)))
         servers, clients = [], []
         try:
             for flow, sender, _r, _a, _w, port in plans:
@@ -584,7 +629,7 @@ class SimHost:
                 clients.append(self._spawn(receiver, [
                     "iperf3", "-c", addr, "-p", str(port), f"-{flow.family}", "-R",
                     "-t", str(run_s), "-i", f"{interval_s:g}", "--json",
-                    "--connect-timeout", "3000"]))
+                    "--connect-timeout", "10000"]))
             _sleep_until(start + warmup_s)
             first = {key: self.counters(key[0]).read(key[1]) for key in wire_keys}
             _sleep_until(start + warmup_s + window_s)
