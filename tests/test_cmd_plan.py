@@ -146,3 +146,31 @@ def test_plan_as_a_real_process(conf):
                            "--json"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["inbound"]["rate_bits_per_s"] == 16_000_000   # C02
+
+
+def test_plan_reads_the_facts_from_xenstore_like_the_hotplug_run(conf, tmp_path, monkeypatch,
+                                                                   capsys):
+    """--xenbus-path: the real xenstore-read against the double; dom0-owned keys only."""
+    from vif_qos.xsdouble import XenstoreDouble
+
+    with XenstoreDouble(str(tmp_path / "xs.sock")).start() as xs:
+        xs.seed_vif(7, 0, name="baldr", rate="62500,50000", vifname="baldr0")  # 10Mb/s
+        xs.guest_write(7, "device/vif/0/rate", "1,50000")  # C09: the guest's own node
+        for key, value in xs.env().items():
+            monkeypatch.setenv(key, value)
+        assert cli.main(["plan", "--json", "--xenbus-path", "backend/vif/7/0"]) == 0
+        plan = json.loads(capsys.readouterr().out)
+        assert plan["vif"] == "baldr0"
+        assert plan["sources"]["outbound.rate_bits_per_s"] == "xenstore:backend/vif/7/0/rate"
+        assert plan["outbound"]["rate_bits_per_s"] == 10_000_000
+        # The domain config file's qos= (found by the domain name read from xenstore)
+        # sets inbound: the seed's 1mbit.
+        assert plan["inbound"]["rate_bits_per_s"] == 1_000_000
+        assert cli.main(["plan", "--json", "--tap", "--xenbus-path", "backend/vif/7/0"]) == 0
+        assert json.loads(capsys.readouterr().out)["vif"] == "baldr0-emu"
+
+
+def test_plan_xenbus_path_must_be_a_vif_backend_path(conf, capsys):
+    assert cli.main(["plan", "--xenbus-path", "backend/vbd/7/51712"]) == 2
+    err = capsys.readouterr().err
+    assert "'backend/vbd/7/51712'" in err and "\n" not in err.strip()

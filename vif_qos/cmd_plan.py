@@ -36,6 +36,12 @@ def configure(parser: argparse.ArgumentParser, name: str = "plan") -> None:
     parser.add_argument("--qos", metavar="SPEC",
                         help="a qos spec used instead of the domain config file's entry "
                              "(rate=1mbit,burst=15k,...)")
+    parser.add_argument("--xenbus-path", metavar="PATH",
+                        help="read the vif's facts from xenstore exactly as the hotplug run "
+                             "does (backend/vif/<domid>/<devid>: bridge, rate, mac, vifname, "
+                             "domain name and uuid); the other vif options are then ignored")
+    parser.add_argument("--tap", action="store_true",
+                        help="with --xenbus-path: plan the HVM guest's -emu tap instead")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (vif, inbound, outbound, uplink, sources, notes)")
 
@@ -53,12 +59,32 @@ def facts_from_args(args: argparse.Namespace) -> VifFacts:
                     xen_rate=xen_rate, xen_rate_source="--xen-rate")
 
 
+def facts_from_xenstore(args: argparse.Namespace) -> VifFacts:
+    """The :class:`VifFacts` a hotplug run for ``--xenbus-path`` would read.
+
+    Uses the hotplug side's own reader (dom0-owned nodes only, through the
+    ``xenstore-read`` tool; ``XENSTORED_PATH`` is honoured).
+
+    :raises InputError: the path is not a vif backend path.
+    :raises XenstoreError: xenstored cannot be reached or a key cannot be read.
+    """
+    from .hotplug import parse_invocation, read_facts, xenbus_ids
+    from .xenstore import Xenstore
+
+    domid, devid = xenbus_ids(args.xenbus_path)
+    env = {"XENBUS_PATH": args.xenbus_path, "vif": f"vif{domid}.{devid}",
+           "INTERFACE": f"vif{domid}.{devid}-emu"}
+    command, type_if = ("add", "tap") if args.tap else ("online", "vif")
+    invocation = parse_invocation(command, [f"type_if={type_if}"], env)
+    return read_facts(Xenstore(), invocation)
+
+
 def run(args: argparse.Namespace) -> int:
     from . import policy as policymod
     from . import resolve
 
     policy = policymod.load_policy(args.config)
-    facts = facts_from_args(args)
+    facts = facts_from_xenstore(args) if args.xenbus_path else facts_from_args(args)
     if args.qos is not None:
         plan = resolve.plan_vif(facts, policy, (args.qos, "--qos"))
     else:

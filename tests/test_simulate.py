@@ -1,0 +1,100 @@
+"""vif-qos simulate: argument parsing, the report, and one small real run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vif_qos.errors import InputError
+from vif_qos.simulate import GuestSpec, Row, builtin_guests, format_report
+
+
+def test_guest_spec_fields():
+    spec = GuestSpec.parse("db:hvm:wrapper:rate=10Mb/s:qos=rate_in=20mbit,rate_out=5mbit:"
+                           "vifname=db0", 4)
+    assert (spec.name, spec.domid, spec.hvm, spec.wrapper) == ("db", 4, True, True)
+    assert spec.xen_rate == "10Mb/s" and spec.vifname == "db0"
+    assert spec.qos == "rate_in=20mbit,rate_out=5mbit"
+
+
+@pytest.mark.parametrize("text, token", [("web:speed=1", "speed=1"), ("web:rate=", "rate="),
+                                         (":hvm", ":hvm"), ("we b", "we b")])
+def test_guest_spec_errors_name_the_bad_field(text, token):
+    with pytest.raises(InputError) as err:
+        GuestSpec.parse(text, 1)
+    assert repr(token) in str(err.value)
+
+
+def test_builtin_scenario_shows_every_source_and_a_pool():
+    guests = builtin_guests()
+    assert any(g.xen_rate for g in guests)            # Xen's vif rate=
+    assert any(g.qos for g in guests)                 # the domain config's qos=
+    assert any(g.hvm for g in guests)                 # an HVM pair
+    assert any(g.wrapper for g in guests)             # script=vif-qos
+    assert any(g.vifname for g in guests)             # a vifname rename
+    assert sum(g.pool_run for g in guests) >= 2       # pool members measured at once
+    assert len({g.domid for g in guests}) == len(guests)
+
+
+def _row(wire, fair=True):
+    return Row("web1", "vif1.0", "inbound", 4, 10_000_000, wire, wire * 0.95,
+               "xenstore:backend/vif/1/0/rate", fair=fair)
+
+
+@pytest.mark.parametrize("wire, ok", [(10_000_000, True), (9_510_000, True),
+                                      (10_490_000, True), (9_490_000, False),
+                                      (10_510_000, False)])
+def test_a_wire_rate_more_than_5_percent_off_fails(wire, ok):
+    assert _row(wire).ok is ok
+
+
+def test_report_flags_failures_and_leftovers():
+    rows = [_row(10_000_000), _row(8_000_000), _row(10_000_000, fair=False)]
+    result = {"ok": False, "tolerance": 0.05, "seconds": 1.0, "leftovers": ["class left: x"],
+              "hotplug": [{"guest": "web1", "command": "online", "script": "vif-bridge",
+                           "exit": 0, "hotplug_status": "connected", "hotplug_error": None,
+                           "ok": True, "stderr": ""}],
+              "rows": [dict(vars(r), ratio=r.ratio, ok=r.ok) for r in rows], "pool": []}
+    text = format_report(result)
+    assert "off by more than 5%" in text and "unfair share" in text
+    assert "LEFT OVER" in text and "class left: x" in text
+    assert text.splitlines()[-1].startswith("result: FAILED")
+
+
+def _vif_qos():
+    return os.path.join(os.path.dirname(sys.executable), "vif-qos")
+
+
+def test_simulate_refuses_clearly_when_not_root():
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          _vif_qos(), "simulate"], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, HOME="/"))
+    assert res.returncode == 1, res
+    assert "needs root" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_small_simulation_end_to_end():
+    """Two guests through Xen's vif-bridge (hook) and the wrapper, measured, torn down."""
+    if os.geteuid() != 0:
+        pytest.fail("simulate needs root")
+    res = subprocess.run([_vif_qos(), "simulate", "--json", "--seconds", "1.5", "--guests",
+                          "web:rate=10Mb/s", "db:wrapper:vifname=db0:qos=rate_in=20mbit"],
+                         capture_output=True, text=True, timeout=300)
+    result = json.loads(res.stdout)
+    assert res.returncode == (0 if result["ok"] else 1)
+    assert [h["hotplug_status"] for h in result["hotplug"]] == ["connected", "connected"]
+    measured = {(r["vif"], r["direction"], r["family"]): r for r in result["rows"]}
+    assert set(measured) == {(v, d, f) for v in ("vif1.0", "db0")
+                             for d in ("inbound", "outbound") for f in (4, 6)}
+    assert measured[("vif1.0", "inbound", 4)]["source"] == "xenstore:backend/vif/1/0/rate"
+    assert measured[("db0", "inbound", 6)]["configured_bits_per_s"] == 20_000_000
+    for row in result["rows"]:
+        assert abs(row["wire_bits_per_s"] / row["configured_bits_per_s"] - 1) <= 0.05, row
+    assert result["leftovers"] == [] and result["root_namespace_unchanged"]
+    assert result["ok"]
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "vqsim-" not in left
