@@ -17,10 +17,10 @@ the uplink, classified by the nftables bridge table), over IPv4 and IPv6. Assert
 Robustness on a shared 2-core machine: a 0.75 s warm-up (TCP slow start, queues
 filling) precedes a 2 s window; inbound flows of different guests run in parallel
 (each vif has its own TBF and counter), outbound flows one at a time (they share the
-uplink counter). A flow whose reading is *below* tolerance is measured once more and
-the better reading kept: CPU contention from other jobs can only slow a flow, while
-a shaper error is systematic and shows again. A reading *above* tolerance is never
-retried.
+uplink counter). A flow whose reading is *below* tolerance is measured again (at
+most twice more) and the best reading kept: CPU contention from other jobs can
+only slow a flow, while a shaper error is systematic and shows again. A reading
+*above* tolerance is never retried.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ WIRE_TOLERANCE = 0.05
 GOODPUT_MIN_SHARE = 0.90
 WINDOW_S = 2.0
 WARMUP_S = 0.75
+#: Re-measurements allowed for a reading below tolerance (never for one above).
+RETRIES = 2
 
 POOL = "overage"
 POOL_RATE_BITS_PER_S = 10 * MBIT
@@ -118,13 +120,15 @@ def measured(shaped):
         flows = [Flow(guests[rate], direction, family) for direction, family, rate in keys]
         for key, m in zip(keys, host.measure_many(flows, WINDOW_S, WARMUP_S)):
             results[key] = (m, [])
-    for key, (m, earlier) in list(results.items()):
-        if not _good_enough(m, key[2]):
-            direction, family, rate = key
-            again = host.measure(guests[rate], direction, family, WINDOW_S, WARMUP_S)
-            best = max((m, again), key=lambda x: min(x.wire_ratio(rate),
-                                                       x.goodput_ratio(rate) / 0.9))
-            results[key] = (best, [m, again])
+    for key, (m, _none) in list(results.items()):
+        direction, family, rate = key
+        readings = [m]
+        while not _good_enough(m, rate) and len(readings) < 1 + RETRIES:
+            readings.append(host.measure(guests[rate], direction, family, WINDOW_S,
+                                         WARMUP_S))
+            m = max(readings, key=lambda x: min(x.wire_ratio(rate),
+                                                x.goodput_ratio(rate) / GOODPUT_MIN_SHARE))
+        results[key] = (m, readings if len(readings) > 1 else [])
     print("\nshaping accuracy (configured rate; wire and goodput as share of it):")
     for (direction, family, rate), (m, readings) in sorted(results.items()):
         print(f"  {direction:8} IPv{family} {rate // MBIT:4} Mbit/s: wire "
@@ -148,19 +152,23 @@ def test_wire_rate_within_5_percent_and_goodput_at_least_90_percent(
 def test_shared_pool_two_guests_share_its_rate(shaped, family):
     host, _guests, pool = shaped
     flows = [Flow(guest, OUTBOUND, family) for guest in pool]
-    for attempt in range(2):
+    for _attempt in range(1 + RETRIES):
         a, b = host.measure_many(flows, WINDOW_S, WARMUP_S)
         # Both flows leave through the uplink: its counter is the pool's total.
         total = a.wire_bits_per_s
         why = f"pool total {total / MBIT:.3f} Mbit/s\n  {_short(a)}\n  {_short(b)}"
-        if total >= (1 - WIRE_TOLERANCE) * POOL_RATE_BITS_PER_S:
+        low = (total < (1 - WIRE_TOLERANCE) * POOL_RATE_BITS_PER_S
+               or a.goodput_bits_per_s + b.goodput_bits_per_s
+               < GOODPUT_MIN_SHARE * POOL_RATE_BITS_PER_S)
+        if not low:
             break
     print(f"\nshared pool, IPv{family}: {why}")
     assert total == pytest.approx(POOL_RATE_BITS_PER_S, rel=WIRE_TOLERANCE), why
+    assert a.goodput_bits_per_s + b.goodput_bits_per_s >= \
+        GOODPUT_MIN_SHARE * POOL_RATE_BITS_PER_S, why
     # Neither starved: each gets at least its guaranteed rate (1 Mbit/s) in goodput
-    # and, with equal rates and quanta, a fair part of the rest.
+    # and, with equal rates and quanta, a fair part of the rest (an even split is
+    # 5 Mbit/s each; at least a quarter of the pool is asked).
     for m in (a, b):
         assert m.goodput_bits_per_s >= 1 * MBIT * GOODPUT_MIN_SHARE, why
         assert m.goodput_bits_per_s >= 0.25 * POOL_RATE_BITS_PER_S, why
-    assert a.goodput_bits_per_s + b.goodput_bits_per_s >= \
-        GOODPUT_MIN_SHARE * POOL_RATE_BITS_PER_S, why
