@@ -251,22 +251,22 @@ def apply_vif(plan: VifPlan) -> Applied:
     with alloc.host_lock():
         ipr = tcadapter.open_ipr()
         try:
-            return _apply_locked(ipr, plan, host)
+            return _apply_locked(ipr, nftadapter.open_ctx(), plan, host)
         finally:
             ipr.close()
 
 
-def _apply_locked(ipr, plan: VifPlan, host: HostSettings) -> Applied:
+def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
     vif_link = tcadapter.get_link(ipr, plan.vif)
     if vif_link is None:
         raise KernelError(f"vif {plan.vif}: no such netdev")
-    state = nftadapter.read_table()
+    state = nftadapter.read_table(ctx=nft)
     if plan.vif in state.entries or plan.vif in state.elements \
             or nftadapter.chain_name(plan.vif) in state.chains:
         log.info("vif-qos: %s: replacing the stale entry of an earlier guest",
                  plan.vif)
-        _remove_locked(ipr, plan.vif, host, state)
-        state = nftadapter.read_table()
+        _remove_locked(ipr, plan.vif, host, state, nft)
+        state = nftadapter.read_table(ctx=nft)
 
     undo = _Undo()
     try:
@@ -304,7 +304,7 @@ def _apply_locked(ipr, plan: VifPlan, host: HostSettings) -> Applied:
         cmds = [] if state.exists else nftadapter.create_table_cmds()
         cmds += nftadapter.add_entry_cmds(entry, host.mark_mask)
         nftadapter.run(cmds, f"nftables entry of {plan.vif} (table bridge "
-                             f"{nftadapter.TABLE}, chain {entry.chain})")
+                             f"{nftadapter.TABLE}, chain {entry.chain})", nft)
     except BaseException:
         undo.run()
         raise
@@ -344,18 +344,19 @@ def remove_vif(vif: str, host: Optional[HostSettings] = None) -> bool:
     with alloc.host_lock():
         ipr = tcadapter.open_ipr()
         try:
-            return _remove_locked(ipr, vif, host, nftadapter.read_table())
+            nft = nftadapter.open_ctx()
+            return _remove_locked(ipr, vif, host, nftadapter.read_table(ctx=nft), nft)
         finally:
             ipr.close()
 
 
 def _remove_locked(ipr, vif: str, host: HostSettings,
-                   state: nftadapter.TableState) -> bool:
+                   state: nftadapter.TableState, nft=None) -> bool:
     removed = False
     entry = state.entries.get(vif)
     cmds = nftadapter.remove_entry_cmds(vif, state)
     if cmds:
-        nftadapter.run(cmds, f"removing the nftables entry of {vif}")
+        nftadapter.run(cmds, f"removing the nftables entry of {vif}", nft)
         removed = True
     if entry is not None and entry.classid is not None and entry.uplink:
         link = tcadapter.get_link(ipr, entry.uplink)
@@ -397,11 +398,12 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
     with alloc.host_lock():
         ipr = tcadapter.open_ipr()
         try:
-            state = nftadapter.read_table()
+            nft = nftadapter.open_ctx()
+            state = nftadapter.read_table(ctx=nft)
             for vif in sorted(state.entries):
                 if tcadapter.get_link(ipr, vif) is None:
-                    _remove_locked(ipr, vif, host, state)
-                    state = nftadapter.read_table()
+                    _remove_locked(ipr, vif, host, state, nft)
+                    state = nftadapter.read_table(ctx=nft)
                     gone.append(vif)
             gone += _remove_leftovers(ipr, host, state)
         finally:

@@ -72,11 +72,18 @@ def _nft():
     return ctx
 
 
-def run(cmds: List[dict], what: str) -> dict:
+def open_ctx():
+    """An nftables context for several calls of one operation (optional: each
+    call opens its own when given none). Bound to the current network
+    namespace."""
+    return _nft()
+
+
+def run(cmds: List[dict], what: str, ctx=None) -> dict:
     """Run ``cmds`` as ONE nftables transaction; KernelError naming ``what``."""
     if not cmds:
         return {}
-    ctx = _nft()
+    ctx = ctx or _nft()
     rc, out, err = ctx.json_cmd({"nftables": cmds})
     if rc != 0:
         text = " ".join(str(err or "").split()) or f"status {rc}"
@@ -157,8 +164,8 @@ class TableState:
     chains: List[str]
 
 
-def _list(what: dict) -> Optional[dict]:
-    ctx = _nft()
+def _list(what: dict, ctx=None) -> Optional[dict]:
+    ctx = ctx or _nft()
     rc, out, err = ctx.json_cmd({"nftables": [{"list": what}]})
     if rc != 0:
         if "No such file or directory" in str(err):
@@ -181,7 +188,7 @@ def _map_elements(item: dict, elements: List[str], entries: Dict[str, Entry]) ->
             entries[entry.vif] = entry
 
 
-def read_table(full: bool = False) -> TableState:
+def read_table(full: bool = False, ctx=None) -> TableState:
     """What our table holds.
 
     By default only the map ``vifs`` is listed: each element's comment repeats
@@ -191,9 +198,9 @@ def read_table(full: bool = False) -> TableState:
     per-vif counters from the rules (for ``vif-qos status``).
     """
     if not full:
-        out = _list({"map": {"family": FAMILY, "table": TABLE, "name": MAP}})
+        out = _list({"map": {"family": FAMILY, "table": TABLE, "name": MAP}}, ctx)
         if out is None:
-            exists = _list({"table": {"family": FAMILY, "name": TABLE}}) is not None
+            exists = _list({"table": {"family": FAMILY, "name": TABLE}}, ctx) is not None
             return TableState(exists, {}, [], [])
         entries: Dict[str, Entry] = {}
         elements: List[str] = []
@@ -201,7 +208,7 @@ def read_table(full: bool = False) -> TableState:
             if "map" in item:
                 _map_elements(item["map"], elements, entries)
         return TableState(True, entries, elements, [chain_name(e) for e in elements])
-    out = _list({"table": {"family": FAMILY, "name": TABLE}})
+    out = _list({"table": {"family": FAMILY, "name": TABLE}}, ctx)
     if out is None:
         return TableState(False, {}, [], [])
     entries = {}
