@@ -6,13 +6,11 @@ import re
 
 import pytest
 
-from kerneltopo import BRIDGE, UPLINK, add_vif, cls, make_dom0, uplink_plan, vif_plan
+from kerneltopo import BRIDGE, UPLINK, add_vif, make_dom0, uplink_plan, vif_plan
 from nsutil import inside, nft_json, sh, tc_json
 
 from vif_qos import apply as A
-from vif_qos import nftadapter, tcadapter
 from vif_qos.errors import KernelError
-from vif_qos.model import HostSettings
 
 pytestmark = pytest.mark.kernel
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 from . import alloc, nftadapter, tcadapter
-from .errors import EnvironmentProblem, KernelError, VifQosError
+from .errors import EnvironmentProblem, KernelError
 from .model import ClassPlan, HostSettings, UplinkPlan, VifPlan
 
 log = logging.getLogger("vif_qos")
