@@ -113,16 +113,33 @@ def test_failure_next_to_another_vif_leaves_it_and_the_tree_untouched(
     assert snapshot(d.dom0) == before
 
 
-def test_kernel_refusing_the_tbf_undoes_the_leaf_and_the_tree(netns):
+@pytest.mark.parametrize("kw,message", [
+    (dict(in_rate=10 ** 7, peak=10 ** 7, minburst=1600), "peakrate 10000000 bit/s must be above"),
+    (dict(in_rate=10 ** 7, peak=2 * 10 ** 7, minburst=None), "a peakrate needs a minburst"),
+    (dict(in_rate=10 ** 7, limit=-1), "a TBF needs a queue limit above 0"),
+])
+def test_tbf_parameters_the_kernel_would_refuse_undo_the_leaf_and_the_tree(netns, kw, message):
     d = make_dom0(netns, with_inet=False)
     vif = add_vif(netns, d, 1)
     before = snapshot(d.dom0)
-    # A peakrate not above the rate: net/sched/sch_tbf.c refuses it (EINVAL).
-    plan = vif_plan(vif, in_rate=10 ** 7, peak=10 ** 7, minburst=1600)
+    with inside(d.dom0):
+        with pytest.raises(KernelError, match=f"tbf root qdisc 7a51:0 on vif1.0: {message}"):
+            A.apply_vif(vif_plan(vif, **kw))
+    assert snapshot(d.dom0) == before
+
+
+def test_kernel_refusing_the_tbf_undoes_the_leaf_and_the_tree(netns, monkeypatch):
+    """With vif-qos's own check switched off, the kernel itself refuses a
+    peakrate not above the rate (net/sched/sch_tbf.c, EINVAL): the error names
+    the object and the kernel's message, and the leaf and tree are undone."""
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 1)
+    before = snapshot(d.dom0)
+    monkeypatch.setattr(tcadapter, "check_tbf", lambda **kw: None)
     with inside(d.dom0):
         with pytest.raises(KernelError, match=r"tbf root qdisc 7a51:0 on vif1.0: the "
                                               r"kernel refused: Invalid argument"):
-            A.apply_vif(plan)
+            A.apply_vif(vif_plan(vif, in_rate=10 ** 7, peak=10 ** 7, minburst=1600))
     assert snapshot(d.dom0) == before
 
 

@@ -418,6 +418,26 @@ def set_htb_class(ipr, index: int, classid: int, parent: int, *,
     _request(ipr, msg, RTM_NEWTCLASS, flags, what)
 
 
+def check_tbf(*, rate_bits_per_s: int, limit_bytes: int,
+              peak_bits_per_s: Optional[int], minburst_bytes: Optional[int],
+              what: str) -> None:
+    """Refuse, with a clear KernelError, TBF parameters the kernel would refuse
+    with a bare EINVAL or would accept and then drop everything with."""
+    rate = rate_bytes(rate_bits_per_s, what)
+    if int(limit_bytes) <= 0:
+        # net/sched/sch_tbf.c creates no child queue for limit 0: every packet
+        # would be dropped.
+        raise KernelError(f"{what}: a TBF needs a queue limit above 0 bytes "
+                          f"(got {limit_bytes})")
+    if peak_bits_per_s and not minburst_bytes:
+        # sch_tbf.c refuses a peak bucket of 0 bytes (EINVAL), tc asks for mtu.
+        raise KernelError(f"{what}: a peakrate needs a minburst (the peak bucket, "
+                          "at least the MTU plus the link header)")
+    if peak_bits_per_s and peak_bits_per_s // 8 <= rate:
+        raise KernelError(f"{what}: peakrate {peak_bits_per_s} bit/s must be above "
+                          f"the rate {rate_bits_per_s} bit/s (net/sched/sch_tbf.c)")
+
+
 def replace_tbf(ipr, index: int, handle: int, *, rate_bits_per_s: int,
                 burst_bytes: int, limit_bytes: int, peak_bits_per_s: Optional[int],
                 minburst_bytes: Optional[int], what: str) -> None:
@@ -427,6 +447,9 @@ def replace_tbf(ipr, index: int, handle: int, *, rate_bits_per_s: int,
     ``TCA_TBF_PBURST`` carry the byte sizes; the tick fields are filled too).
     """
     rate = rate_bytes(rate_bits_per_s, what)
+    check_tbf(rate_bits_per_s=rate_bits_per_s, limit_bytes=limit_bytes,
+              peak_bits_per_s=peak_bits_per_s, minburst_bytes=minburst_bytes,
+              what=what)
     parms = {}
     parms.update(_ratespec("rate", rate))
     attrs = []
