@@ -221,3 +221,18 @@ def test_cleanup_removes_leftovers_of_a_killed_apply_and_nothing_else(netns):
     assert root_qdisc(d.dom0, a)["handle"] == "7a51:"
     assert root_qdisc(d.dom0, b)["handle"] == "5:"
     assert root_qdisc(d.dom0, orphan).get("kind") != "tbf"
+
+
+def test_apply_on_a_vif_that_is_still_down_as_at_xen_online(netns):
+    """Xen runs ``online`` while netback's vif is still down: the TBF must be
+    in place before it comes up, and stay."""
+    d = make_dom0(netns, with_inet=False)
+    sh("ip", "link", "add", "vif7.0", "type", "veth", "peer", "name", "g7", ns=d.dom0)
+    sh("ip", "link", "set", "vif7.0", "master", "xenbr0", ns=d.dom0)
+    with inside(d.dom0):
+        A.apply_vif(vif_plan("vif7.0", in_rate=3 * 10 ** 6))
+    sh("ip", "link", "set", "vif7.0", "up", ns=d.dom0)
+    assert root_qdisc(d.dom0, "vif7.0")["options"]["rate"] == 3 * 10 ** 6 // 8
+    with inside(d.dom0):
+        assert A.remove_vif("vif7.0") is True
+    assert root_qdisc(d.dom0, "vif7.0").get("kind") != "tbf"

@@ -657,7 +657,8 @@ def get_root_qdisc(ipr, index: int) -> Optional[QdiscInfo]:
     try:
         reply = _nlm(ipr, msg, RTM_GETQDISC, NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO)
     except Exception as err:
-        if _errno(err) in (ENOENT, ENODEV):
+        # EINVAL: qdisc_get_notify has nothing it may show (a built-in qdisc).
+        if _errno(err) in (ENOENT, ENODEV, EINVAL):
             return None
         if _errno(err) is None:
             raise
