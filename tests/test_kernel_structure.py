@@ -15,6 +15,7 @@ from test_kernel_apply import htb_classes, root_qdisc
 
 from vif_qos import apply as A
 from vif_qos import tcadapter
+from vif_qos.errors import EnvironmentProblem
 from vif_qos.model import HostSettings
 
 pytestmark = pytest.mark.kernel
@@ -174,4 +175,14 @@ def test_check_support_passes_and_leaves_nothing(netns):
     with inside(ns):
         A.check_support()
     assert sh("nft", "list", "ruleset", ns=ns).stdout.strip() == ""
+    assert root_qdisc(ns, "lo").get("kind") in (None, "noqueue")
+
+
+def test_check_support_names_what_the_kernel_lacks(netns, monkeypatch):
+    ns = netns.make("probe")
+    with inside(ns):
+        assert tcadapter.probe_qdisc_kinds(("htb", "tbf", "nosuchqdisc")) == ["nosuchqdisc"]
+        monkeypatch.setattr(tcadapter, "probe_qdisc_kinds", lambda kinds: ["tbf"])
+        with pytest.raises(EnvironmentProblem, match=r"lacks the qdisc\(s\) tbf"):
+            A.check_support()
     assert root_qdisc(ns, "lo").get("kind") in (None, "noqueue")
