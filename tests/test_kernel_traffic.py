@@ -83,7 +83,10 @@ def test_c04_c05_mark_mask_ipv6_arp_and_no_direct_packets(netns):
     assert applied.mark == 0x200 and applied.classid == 0x7A510101
     sh("nft", "-f", "-", ns=d.dom0, input=f"""
 table bridge vqtest {{
-  chain pre {{ type filter hook prerouting priority -300; }}
+  chain pre {{
+    type filter hook prerouting priority -300;
+    iifname "{vif}" meta mark set 0x4000
+  }}
   chain post {{
     type filter hook prerouting priority -100;
     iifname "{vif}" meta mark 0x4200 counter comment "mark"
@@ -93,8 +96,7 @@ table bridge vqtest {{
     iifname "{vif}" ether type arp meta priority 7a51:101 counter comment "arp"
     iifname "{vif}" counter comment "all"
   }}
-}}""")
-    set_foreign_mark(d.dom0, vif, 0x4000)
+}}""")  # one transaction: every counted frame had the foreign mark first
     ping(guest, "10.99.0.1")
     ping(guest, "fd99::1")
     after_4000 = counters(d.dom0)
