@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 import pytest
 
@@ -25,3 +26,19 @@ def netns():
         yield registry
     finally:
         registry.cleanup()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_run_dir():
+    """vif-qos's lock directory for this test session, removed afterwards, so tests
+    leave nothing in the host's /run (the product's default is /run/vif-qos)."""
+    if os.environ.get("VIF_QOS_RUN_DIR"):
+        yield os.environ["VIF_QOS_RUN_DIR"]
+        return
+    path = tempfile.mkdtemp(prefix="vif-qos-test-run-")
+    os.environ["VIF_QOS_RUN_DIR"] = path
+    try:
+        yield path
+    finally:
+        del os.environ["VIF_QOS_RUN_DIR"]
+        shutil.rmtree(path, ignore_errors=True)
