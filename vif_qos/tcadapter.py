@@ -378,10 +378,16 @@ def add_htb_qdisc(ipr, index: int, handle: int, default_minor: int, what: str) -
 
     Uses NLM_F_EXCL: the kernel itself refuses if a non-default root qdisc exists.
     ``r2q`` 10 and version 3 as tc sets them (tc/q_htb.c).
+
+    ``direct_qlen`` is 0: between this qdisc's creation and its default class's, a
+    frame that finds no class would be sent *direct*, unshaped
+    (``net/sched/sch_htb.c: htb_classify`` returns ``HTB_DIRECT`` and
+    ``htb_enqueue`` queues it while ``direct_queue.qlen < direct_qlen``); with 0 it
+    is dropped instead, so ``direct_packets_stat`` stays 0 (cases.md C05).
     """
     opts = {"attrs": [["TCA_HTB_INIT", {
         "version": 3, "rate2quantum": 10, "defcls": default_minor,
-        "debug": 0, "direct_pkts": 0}]]}
+        "debug": 0, "direct_pkts": 0}], ["TCA_HTB_DIRECT_QLEN", 0]]}
     msg = _tcmsg("htb", index, handle, TC_H_ROOT, opts)
     _request(ipr, msg, RTM_NEWQDISC, FLAGS_ADD, what)
 
