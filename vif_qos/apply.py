@@ -7,7 +7,7 @@ opens its own netlink and nftables handles):
 - :func:`remove_vif` -> bool
 - :func:`list_applied`, :func:`cleanup_orphans`, :func:`check_support`
 
-What one vif gets (see docs/kernel-objects.rst):
+What one vif gets (see README.rst, "What vif-qos puts in the kernel"):
 
 - inbound: a TBF root qdisc ``qdisc_major:0`` on the vif;
 - outbound: an HTB leaf class ``qdisc_major:minor`` on the uplink, under its pool
@@ -452,7 +452,7 @@ def status() -> dict:
     """What vif-qos holds, read back from the kernel, with counters.
 
     Returns ``{"vifs": [...], "uplinks": [...]}`` (the ``vif-qos status --json``
-    object, see docs/kernel-objects.rst). Per vif: the nftables entry
+    object, see README.rst, "What vif-qos puts in the kernel"). Per vif: the nftables entry
     (``classified`` packets/bytes from the vif), its HTB leaf on the uplink
     (rates in bits/s, sent bytes/packets, drops) and the vif's root qdisc (a TBF
     when inbound is shaped). Per uplink: our HTB root qdisc and its

@@ -2,7 +2,7 @@
 
 Everything shown comes from the kernel (the nftables table ``bridge vif_qos``,
 the HTB classes on the uplinks, the root qdiscs of the vifs), never from a file:
-see :func:`vif_qos.apply.status` and docs/kernel-objects.rst.
+see :func:`vif_qos.apply.status` and README.rst ("What vif-qos puts in the kernel").
 
 Text output: one line per vif, then one per uplink (sizes in bytes ``B``,
 packets ``p``, rates in bit/s; ``(gone)`` marks a vif whose netdev no longer

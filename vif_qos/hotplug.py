@@ -1,7 +1,7 @@
 """``vif-qos online|offline|add|remove``: what Xen's toolstack runs for a vif.
 
 Run by the ``vif-post.d`` hook inside Xen's ``vif-bridge``/``vif-route``/``vif-nat``
-or by the ``script=vif-qos`` wrapper (see docs/xen-integration.rst), with the
+or by the ``script=vif-qos`` wrapper (see README.rst, "How vif-qos is run by Xen"), with the
 environment and arguments libxl gives a vif script (``tools/libs/light/
 libxl_linux.c: libxl__hotplug_nic``): ``vif=vif<domid>.<devid>``,
 ``XENBUS_PATH=backend/vif/<domid>/<devid>``, for the HVM emulated NIC
@@ -74,7 +74,7 @@ USAGE = """usage: vif-qos {command} [type_if=vif|tap] [key=value ...]
 Run by Xen's vif-bridge/vif-route/vif-nat hook (vif-post.d) or by the script=vif-qos
 wrapper, with libxl's environment: vif, XENBUS_PATH, INTERFACE (HVM tap), netdev.
 online/add shape the vif (failure: hotplug-error, hotplug-status=error, exit 1 or 2);
-offline/remove take the shaping away (always exit 0). See docs/xen-integration.rst."""
+offline/remove take the shaping away (always exit 0). See README.rst, "How vif-qos is run by Xen"."""
 
 #: The backend keys read (all written by libxl, owned by the backend domain).
 BACKEND_KEYS = ("bridge", "rate", "mac", "vifname", "frontend-id", "type")
