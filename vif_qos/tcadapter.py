@@ -483,11 +483,11 @@ def replace_tbf(ipr, index: int, handle: int, *, rate_bits_per_s: int,
     _request(ipr, msg, RTM_NEWQDISC, FLAGS_REPLACE, what)
 
 
-def del_class(ipr, index: int, classid: int, what: str) -> bool:
-    """Delete one class by exact classid; False when it (or the netdev) is gone."""
-    msg = _tcmsg("", index, classid, 0, None)
+def _delete(ipr, msg, msg_type: int, what: str) -> bool:
+    """Send one delete request; False when the object (or its netdev) is gone
+    already (ENOENT/ENODEV), so removal is idempotent. Other errors: KernelError."""
     try:
-        _nlm(ipr, msg, RTM_DELTCLASS, FLAGS_DEL)
+        _nlm(ipr, msg, msg_type, FLAGS_DEL)
     except Exception as err:
         if _errno(err) in (ENOENT, ENODEV):
             return False
@@ -495,20 +495,16 @@ def del_class(ipr, index: int, classid: int, what: str) -> bool:
             raise
         raise kernel_error(what, err) from err
     return True
+
+
+def del_class(ipr, index: int, classid: int, what: str) -> bool:
+    """Delete one class by exact classid; False when it (or the netdev) is gone."""
+    return _delete(ipr, _tcmsg("", index, classid, 0, None), RTM_DELTCLASS, what)
 
 
 def del_root_qdisc(ipr, index: int, handle: int, what: str) -> bool:
     """Delete the root qdisc ``handle`` of ``index``; False when already gone."""
-    msg = _tcmsg("", index, handle, TC_H_ROOT, None)
-    try:
-        _nlm(ipr, msg, RTM_DELQDISC, FLAGS_DEL)
-    except Exception as err:
-        if _errno(err) in (ENOENT, ENODEV):
-            return False
-        if _errno(err) is None:
-            raise
-        raise kernel_error(what, err) from err
-    return True
+    return _delete(ipr, _tcmsg("", index, handle, TC_H_ROOT, None), RTM_DELQDISC, what)
 
 
 # --------------------------------------------------------------------------
