@@ -42,6 +42,9 @@ DEFAULT_MINOR = 2
 POOL_MINOR_BASE = 0x10
 #: Name prefixes of guest ports on a bridge (Xen's vifX.Y and HVM tapX.Y[-emu]).
 GUEST_PORT_PREFIXES = ("vif", "tap")
+#: Name suffix of an HVM guest's emulated NIC tap, also after a ``vifname``
+#: rename (``<vifname>-emu``, tools/hotplug/Linux/vif-common.sh).
+GUEST_PORT_SUFFIX = "-emu"
 
 
 @dataclass(frozen=True)
@@ -118,13 +121,16 @@ def _restore_class(ipr, found: tcadapter.ClassInfo, what: str) -> None:
         buffer_ticks=found.buffer_ticks, cbuffer_ticks=found.cbuffer_ticks)
 
 
-def _resolve_uplink(ipr, uplink: UplinkPlan,
-                    state: nftadapter.TableState) -> tcadapter.LinkInfo:
+def _resolve_uplink(ipr, uplink: UplinkPlan, state: nftadapter.TableState,
+                    vif: str = "") -> tcadapter.LinkInfo:
     """The uplink netdev: the plan's device, or the bridge's one non-guest port.
 
     For ``auto`` the uplink another vif of the same bridge already uses is
     taken when it still is a port of that bridge (one netlink lookup instead
     of a dump of every link: a busy bridge has a thousand vif ports).
+    Guest ports are ``vif*``/``tap*``/``*-emu`` names, ``vif`` itself (already
+    on the bridge when Xen's vif-bridge runs the hook, under its ``vifname``
+    when it was renamed) and every vif our table records.
     """
     if uplink.device:
         link = tcadapter.get_link(ipr, uplink.device)
@@ -142,12 +148,14 @@ def _resolve_uplink(ipr, uplink: UplinkPlan,
         if link is not None and link.master == bridge.index:
             return link
     ports = [p for p in tcadapter.bridge_ports(ipr, bridge.index)
-             if not p.name.startswith(GUEST_PORT_PREFIXES)]
+             if not p.name.startswith(GUEST_PORT_PREFIXES)
+             and not p.name.endswith(GUEST_PORT_SUFFIX)
+             and p.name != vif and p.name not in state.entries]
     if len(ports) != 1:
         names = ", ".join(sorted(p.name for p in ports)) or "none"
         raise KernelError(
             f"bridge {uplink.bridge}: uplink auto needs exactly one port that is "
-            f"not a vif*/tap* guest port, found {len(ports)} ({names}); set the "
+            f"not a guest port (vif*, tap*, *-emu, a shaped vif), found {len(ports)} ({names}); set the "
             "uplink device in /etc/xen/vif-qos.conf")
     return ports[0]
 
@@ -274,7 +282,7 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
         if plan.outbound is not None:
             if plan.uplink is None:
                 raise KernelError(f"vif {plan.vif}: outbound shaping without an uplink plan")
-            link = _resolve_uplink(ipr, plan.uplink, state)
+            link = _resolve_uplink(ipr, plan.uplink, state, plan.vif)
             uplink_name = link.name
             major = plan.uplink.qdisc_major
             if plan.outbound.pool is None:
