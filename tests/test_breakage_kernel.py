@@ -47,3 +47,65 @@ def test_auto_uplink_ignores_the_renamed_vif_itself_and_hvm_taps(netns):
         assert A.apply_vif(vif_plan("w3-emu", uplink=auto)).uplink == UPLINK
     assert sorted(c for c in htb_classes(d.dom0, UPLINK)
                   if int(c.split(":")[1], 16) >= 0x100) == ["7a51:100", "7a51:101"]
+
+
+KILL_AFTER = r'''
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from kerneltopo import vif_plan
+from vif_qos import apply as A, tcadapter
+real = getattr(tcadapter, sys.argv[2])
+calls = []
+def step(*args, **kw):
+    real(*args, **kw)
+    calls.append(1)
+    if len(calls) == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+setattr(tcadapter, sys.argv[2], step)
+A.apply_vif(vif_plan(sys.argv[4]))
+'''
+
+
+@pytest.mark.parametrize("step,nth", [("add_htb_qdisc", 1), ("set_htb_class", 1)])
+def test_apply_killed_while_building_the_tree_then_cleanup_restores_the_uplink(
+        netns, tmp_path, step, nth):
+    """SIGKILL right after our HTB root qdisc (or its root class) was made: the
+    root has no default class yet and, with direct_qlen 0, drops every frame of
+    the uplink, dom0's own included. ``cleanup`` once left it so; an
+    incomplete tree that no entry uses is ours to take away."""
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 1)
+    sh("tc", "qdisc", "add", "dev", vif, "root", "handle", "5:", "tbf", "rate", "1mbit",
+       "burst", "10k", "latency", "50ms", ns=d.dom0)  # foreign: must stay
+    env = dict(os.environ, VIF_QOS_RUN_DIR=str(tmp_path / "run"))
+    proc = subprocess.run(["ip", "netns", "exec", d.dom0, sys.executable, "-c", KILL_AFTER,
+                           HERE, step, str(nth), vif], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert root_qdisc(d.dom0, UPLINK)["kind"] == "htb"
+    assert "7a51:2" not in htb_classes(d.dom0, UPLINK)
+    with inside(d.dom0):
+        assert A.cleanup_orphans() == [f"htb 7a51:0 on {UPLINK} (incomplete tree)"]
+        assert A.cleanup_orphans() == []
+    assert root_qdisc(d.dom0, UPLINK).get("kind") != "htb"
+    assert root_qdisc(d.dom0, vif)["handle"] == "5:"
+    # The next apply builds the whole tree again.
+    with inside(d.dom0):
+        assert A.apply_vif(vif_plan(vif, in_rate=None)).classid == 0x7A510100
+    assert {"7a51:1", "7a51:2", "7a51:100"} <= set(htb_classes(d.dom0, UPLINK))
+
+
+def test_cleanup_keeps_a_complete_tree_and_one_an_entry_uses(netns):
+    d = make_dom0(netns, with_inet=False)
+    a = add_vif(netns, d, 1)
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(a))
+        A.remove_vif(a)
+        assert A.cleanup_orphans() == []  # the shared tree stays
+    assert {"7a51:1", "7a51:2"} <= set(htb_classes(d.dom0, UPLINK))
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(a))
+    sh("tc", "class", "del", "dev", UPLINK, "classid", "7a51:2", ns=d.dom0)
+    with inside(d.dom0):
+        assert A.cleanup_orphans() == []  # a vif still uses it: never pulled away
+    assert root_qdisc(d.dom0, UPLINK)["kind"] == "htb"

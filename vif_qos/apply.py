@@ -399,7 +399,11 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
     - leftovers of an apply that was killed midway (SIGKILL, a crash: nothing
       could undo it): a leaf class in the classid range on one of our HTB trees,
       or a TBF of ours on a netdev, that no entry records; returned as
-      ``"leaf 7a51:105 on peth0"`` / ``"tbf 7a51:0 on vif3.0"``.
+      ``"leaf 7a51:105 on peth0"`` / ``"tbf 7a51:0 on vif3.0"``; and our HTB
+      root qdisc when it has no default class (killed while building the tree:
+      it would drop all of the uplink's traffic) and no entry uses that uplink,
+      returned as ``"htb 7a51:0 on peth0 (incomplete tree)"``. A complete
+      shared tree stays.
     """
     host = host or HostSettings()
     gone: List[str] = []
@@ -431,7 +435,16 @@ def _remove_leftovers(ipr, host: HostSettings, state: nftadapter.TableState) -> 
         if link is None:
             continue
         if q.kind == "htb":
-            for c in tcadapter.dump_classes(ipr, q.index):
+            classes = tcadapter.dump_classes(ipr, q.index)
+            if (not any(c.classid == handle | DEFAULT_MINOR for c in classes)
+                    and not any(e.uplink == link.name for e in state.entries.values())):
+                # An apply killed between our root qdisc and its default class:
+                # with direct_qlen 0 this root drops every frame of the uplink.
+                what = f"htb {tcadapter.handle_str(handle)} on {link.name} (incomplete tree)"
+                if tcadapter.del_root_qdisc(ipr, q.index, handle, what):
+                    removed.append(what)
+                continue
+            for c in classes:
                 minor = c.classid & 0xFFFF
                 if (c.level == 0 and host.classid_min <= minor <= host.classid_max
                         and (link.name, c.classid) not in recorded):
