@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from kerneltopo import UPLINK, add_vif, make_dom0, uplink_plan, vif_plan
+from kerneltopo import UPLINK, add_vif, cls, make_dom0, uplink_plan, vif_plan
 from nsutil import inside, sh
 from test_kernel_apply import htb_classes, root_qdisc
 
@@ -109,3 +109,43 @@ def test_cleanup_keeps_a_complete_tree_and_one_an_entry_uses(netns):
     with inside(d.dom0):
         assert A.cleanup_orphans() == []  # a vif still uses it: never pulled away
     assert root_qdisc(d.dom0, UPLINK)["kind"] == "htb"
+
+
+def test_a_pool_added_before_another_in_the_policy_never_takes_over_its_class(netns):
+    """Pool classes were ``0x10 + position in the policy``: adding a pool above
+    "overage" made the next apply change overage's class (members still under
+    it) to the new pool's rates and put the new pool's members beside them."""
+    d = make_dom0(netns, with_inet=False)
+    a, b, c = (add_vif(netns, d, n) for n in (1, 2, 3))
+    before = uplink_plan(pools=(cls("overage", 10 ** 7),))
+    after = uplink_plan(pools=(cls("gold", 5 * 10 ** 8), cls("overage", 10 ** 7)))
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(a, pool="overage", uplink=before))
+        A.apply_vif(vif_plan(b, pool="gold", uplink=after))
+        A.apply_vif(vif_plan(c, pool="overage", uplink=after))
+    classes = htb_classes(d.dom0, UPLINK)
+    overage, gold = classes["7a51:100"]["parent"], classes["7a51:101"]["parent"]
+    assert overage != gold
+    assert classes["7a51:102"]["parent"] == overage  # the pool kept its class
+    assert classes[overage]["rate"] == "10Mbit" and classes[gold]["rate"] == "500Mbit"
+    # Once overage's last member left, its class may serve another pool.
+    with inside(d.dom0):
+        A.remove_vif(a)
+        A.remove_vif(c)
+        A.apply_vif(vif_plan(c, pool="overage", uplink=after))
+    classes = htb_classes(d.dom0, UPLINK)
+    assert classes["7a51:100"]["parent"] != classes["7a51:101"]["parent"]
+    assert classes[classes["7a51:100"]["parent"]]["rate"] == "10Mbit"
+    assert classes[classes["7a51:101"]["parent"]]["rate"] == "500Mbit"
+
+
+def test_a_long_pool_name_still_fits_the_128_character_nft_comment(netns):
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 1, name="abcdefghijklmno")  # 15: IFNAMSIZ - 1
+    name = "p" * 80
+    plan = vif_plan(vif, pool=name, uplink=uplink_plan(pools=(cls(name, 10 ** 7),)))
+    with inside(d.dom0):
+        applied = A.apply_vif(plan)
+        assert [e.vif for e in A.list_applied()] == [vif]
+    assert htb_classes(d.dom0, UPLINK)[f"7a51:{applied.classid & 0xFFFF:x}"]["parent"] \
+        == "7a51:10"

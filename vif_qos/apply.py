@@ -12,8 +12,9 @@ What one vif gets (see README.rst, "What vif-qos puts in the kernel"):
 - inbound: a TBF root qdisc ``qdisc_major:0`` on the vif;
 - outbound: an HTB leaf class ``qdisc_major:minor`` on the uplink, under its pool
   class or the root class of the shared tree (root qdisc ``qdisc_major:0``,
-  ``default 2``, root class ``:1``, default class ``:2``, pools ``:0x10+i``),
-  created on first use;
+  ``default 2``, root class ``:1``, default class ``:2``, pools ``:0x10+i``
+  or, when the policy's pools moved while members remain, the class their
+  members sit under, see :func:`_pool_minors`), created on first use;
 - classification: a chain and a map element in the nftables table
   ``bridge vif_qos`` setting skb priority = leaf classid and the mark value
   (``mark & ~mask | value``), with a counter; its rule comment records vif,
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from . import alloc, nftadapter, tcadapter
 from .errors import EnvironmentProblem, KernelError
@@ -160,8 +161,48 @@ def _resolve_uplink(ipr, uplink: UplinkPlan, state: nftadapter.TableState,
     return ports[0]
 
 
+def _pool_minors(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
+                 state: nftadapter.TableState, host: HostSettings) -> Dict[str, int]:
+    """The class minor of each pool of the plan on ``link``.
+
+    A pool keeps the class its members already sit under (found from the
+    ``pool=`` of our entries and their leaf's parent in the kernel), whatever
+    its place in the policy now; a class holding members of another pool, or
+    of one the policy dropped, is never given to a different pool. A pool
+    without members takes ``0x10 + its index`` when that is free, else the
+    lowest free minor below ``classid_min``.
+    """
+    major = uplink.qdisc_major
+    held: Dict[int, str] = {}  # pool class minor -> the pool its members belong to
+    for e in state.entries.values():
+        if (not e.pool or e.uplink != link.name or e.classid is None
+                or e.classid >> 16 != major or e.pool in held.values()):
+            continue
+        leaf = tcadapter.get_class(ipr, link.index, e.classid)
+        if leaf is not None and leaf.parent >> 16 == major:
+            held.setdefault(leaf.parent & 0xFFFF, e.pool)
+    minors = {name: minor for minor, name in held.items()}
+    out: Dict[str, int] = {}
+    for i, pool in enumerate(uplink.pools):
+        if pool.name in minors:
+            out[pool.name] = minors[pool.name]
+    for i, pool in enumerate(uplink.pools):
+        if pool.name in out:
+            continue
+        taken = set(held) | set(out.values())
+        minor = POOL_MINOR_BASE + i
+        if minor in taken:
+            minor = alloc.lowest_free(taken, POOL_MINOR_BASE, host.classid_min - 1)
+        if minor is None or minor >= host.classid_min:
+            raise KernelError(f"uplink {link.name}: no free pool class minor left for "
+                              f"pool {pool.name!r} below classid_min "
+                              f"{host.classid_min:#x}")
+        out[pool.name] = minor
+    return out
+
+
 def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
-                 undo: _Undo) -> None:
+                 undo: _Undo, pool_minors: Optional[Dict[str, int]] = None) -> None:
     """Our HTB root qdisc, root, default and pool classes on ``link``.
 
     Refuses a root qdisc that is not ours; a kernel default root qdisc (handle
@@ -189,8 +230,9 @@ def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
     # The kernel reports (and accepts) the root class's parent as TC_H_ROOT.
     wanted = [(uplink.root, major | ROOT_MINOR, tcadapter.TC_H_ROOT),
               (uplink.default, major | DEFAULT_MINOR, major | ROOT_MINOR)]
-    wanted += [(pool, major | (POOL_MINOR_BASE + i), major | ROOT_MINOR)
-               for i, pool in enumerate(uplink.pools)]
+    pool_minors = pool_minors or {}
+    wanted += [(pool, major | pool_minors.get(pool.name, POOL_MINOR_BASE + i),
+                major | ROOT_MINOR) for i, pool in enumerate(uplink.pools)]
     for plan, classid, parent in wanted:
         what = f"htb class {tcadapter.handle_str(classid)} ({plan.name}) on {dev}"
         found = None if created else tcadapter.get_class(ipr, link.index, classid)
@@ -285,6 +327,8 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
             link = _resolve_uplink(ipr, plan.uplink, state, plan.vif)
             uplink_name = link.name
             major = plan.uplink.qdisc_major
+            pool_minors = (_pool_minors(ipr, link, plan.uplink, state, host)
+                           if plan.uplink.pools else {})
             if plan.outbound.pool is None:
                 parent = (major << 16) | ROOT_MINOR
             else:
@@ -292,8 +336,8 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
                 if plan.outbound.pool not in names:
                     raise KernelError(f"vif {plan.vif}: pool {plan.outbound.pool!r} "
                                       f"is not in the uplink plan ({', '.join(names)})")
-                parent = (major << 16) | (POOL_MINOR_BASE + names.index(plan.outbound.pool))
-            _ensure_tree(ipr, link, plan.uplink, undo)
+                parent = (major << 16) | pool_minors[plan.outbound.pool]
+            _ensure_tree(ipr, link, plan.uplink, undo, pool_minors)
             classid = _add_leaf(ipr, link, plan, host, state, parent)
             leaf_what = f"htb leaf class {tcadapter.handle_str(classid)} of {plan.vif}"
             undo.push(leaf_what, lambda: tcadapter.del_class(ipr, link.index, classid,
@@ -308,7 +352,8 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
                                         if e.mark is not None], host.mark_mask)
         entry = nftadapter.Entry(vif=plan.vif, bridge=plan.bridge, uplink=uplink_name,
                                  classid=classid, mark=mark,
-                                 inbound=plan.inbound is not None)
+                                 inbound=plan.inbound is not None,
+                                 pool=plan.outbound.pool if plan.outbound else None)
         cmds = [] if state.exists else nftadapter.create_table_cmds()
         cmds += nftadapter.add_entry_cmds(entry, host.mark_mask)
         nftadapter.run(cmds, f"nftables entry of {plan.vif} (table bridge "

@@ -50,6 +50,9 @@ BASE_PRIORITY = -200
 CHAIN_PREFIX = "vif_"
 COMMENT_PREFIX = "vif-qos "
 TABLE_COMMENT = "vif-qos: per-vif classification for outbound shaping"
+#: Longest comment libnftables takes ("comment too long, 128 characters maximum
+#: allowed"; NFTNL_UDATA_COMMENT_MAXLEN in libnftnl's udata.h).
+COMMENT_MAX_CHARS = 128
 
 _T = {"family": FAMILY, "table": TABLE}
 
@@ -100,7 +103,8 @@ class Entry:
     """What the rule comment of one vif's chain records, plus its counters.
 
     ``classid`` is the HTB leaf (``major<<16|minor``) or None; ``mark`` the value
-    set within the mask, or None; ``uplink`` the netdev carrying the leaf.
+    set within the mask, or None; ``uplink`` the netdev carrying the leaf;
+    ``pool`` the name of the pool whose class is the leaf's parent, or None.
     """
 
     vif: str
@@ -111,6 +115,7 @@ class Entry:
     inbound: bool = False
     packets: int = 0
     bytes: int = 0
+    pool: Optional[str] = None
 
     @property
     def chain(self) -> str:
@@ -127,7 +132,12 @@ class Entry:
         if self.mark is not None:
             parts.append(f"mark={self.mark:#x}")
         parts.append(f"inbound={int(self.inbound)}")
-        return COMMENT_PREFIX + " ".join(parts)
+        text = COMMENT_PREFIX + " ".join(parts)
+        # pool= only when it fits (a long pool name): without it the pool's
+        # class is found by its place in the policy, as before pool= existed.
+        if self.pool and len(text) + len(self.pool) + 6 <= COMMENT_MAX_CHARS:
+            text += f" pool={self.pool}"
+        return text
 
 
 def chain_name(vif: str) -> str:
@@ -151,7 +161,7 @@ def parse_comment(comment: str) -> Optional[Entry]:
     return Entry(vif=fields["vif"], bridge=fields.get("bridge"),
                  uplink=fields.get("uplink"), classid=classid,
                  mark=int(fields["mark"], 16) if "mark" in fields else None,
-                 inbound=fields.get("inbound") == "1")
+                 inbound=fields.get("inbound") == "1", pool=fields.get("pool"))
 
 
 @dataclass
