@@ -149,3 +149,40 @@ def test_a_long_pool_name_still_fits_the_128_character_nft_comment(netns):
         assert [e.vif for e in A.list_applied()] == [vif]
     assert htb_classes(d.dom0, UPLINK)[f"7a51:{applied.classid & 0xFFFF:x}"]["parent"] \
         == "7a51:10"
+
+
+def test_udev_cleanup_of_a_name_racing_the_new_guests_online_keeps_the_new_shaping(
+        netns, capsys):
+    """Reboot with a ``vifname``: udev's ``cleanup --vif web1e0`` for the old
+    netdev ran while the new guest's online (same name) held the lock. It had
+    checked "no such netdev" before waiting for the lock, then removed the new
+    guest's fresh shaping."""
+    import argparse
+    import threading
+    import time
+
+    from vif_qos import alloc, cmd_cleanup
+
+    d = make_dom0(netns, with_inet=False)
+    old = add_vif(netns, d, 1, name="web1e0")
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(old, out_rate=10 ** 6))
+    sh("ip", "link", "del", old, ns=d.dom0)  # the old guest is gone, no offline
+    done = []
+
+    def udev_cleanup():
+        with inside(d.dom0):
+            done.append(cmd_cleanup.run(argparse.Namespace(vif=old, conf=None)))
+
+    with inside(d.dom0), alloc.host_lock():  # the new guest's online is under way
+        worker = threading.Thread(target=udev_cleanup)
+        worker.start()
+        time.sleep(0.5)
+        add_vif(netns, d, 11, name="web1e0")
+        A.apply_vif(vif_plan(old, out_rate=3 * 10 ** 6))
+    worker.join(30)
+    assert done == [0]
+    with inside(d.dom0):
+        assert [(e.vif, e.classid) for e in A.list_applied()] == [(old, 0x7A510100)]
+    assert htb_classes(d.dom0, UPLINK)["7a51:100"]["rate"] == "3Mbit"
+    assert root_qdisc(d.dom0, old)["kind"] == "tbf"

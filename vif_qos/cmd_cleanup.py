@@ -59,10 +59,16 @@ def run(args) -> int:
 
     host = _host_settings(conf, log)
     if args.vif:
-        if netdev_exists(args.vif):
-            log.debug(f"netdev {args.vif} exists: nothing to clean up")
-            return 0
-        if apply.remove_vif(args.vif, host=host):
+        # Look for the netdev under the host lock: a new guest's online for the
+        # same name (a reboot keeping its vifname) may hold it right now, and
+        # its fresh shaping must not be taken for the old guest's leftovers.
+        from .alloc import host_lock
+        with host_lock():
+            if netdev_exists(args.vif):
+                log.debug(f"netdev {args.vif} exists: nothing to clean up")
+                return 0
+            removed = apply.remove_vif(args.vif, host=host)
+        if removed:
             log.info("orphaned shaping removed")
             print(args.vif)
         return 0
