@@ -186,3 +186,30 @@ def test_udev_cleanup_of_a_name_racing_the_new_guests_online_keeps_the_new_shapi
         assert [(e.vif, e.classid) for e in A.list_applied()] == [(old, 0x7A510100)]
     assert htb_classes(d.dom0, UPLINK)["7a51:100"]["rate"] == "3Mbit"
     assert root_qdisc(d.dom0, old)["kind"] == "tbf"
+
+
+def test_what_apply_logs_reaches_the_hotplug_log_as_warning_and_info(tmp_path):
+    """A foreign qdisc replaced on the vif, a stale entry replaced (C06): vif_qos.apply
+    logs them through Python's logging, which a hotplug run never configured, so
+    they reached neither syslog nor the hotplug log's format (the warning went
+    bare to stderr, the info nowhere)."""
+    import re
+
+    from vif_qos.simdom0 import Dom0
+
+    policy = ("[bridges]\nuplink = peth0\n[domains]\n    [[web*]]\n    rate_in = 2mbit\n"
+              "    rate_out = 1mbit\n")
+    with Dom0(str(tmp_path / "tree"), policy=policy) as d:
+        d.host.add_guest(domid=3, attach=False)
+        d.xs.seed_vif(3, 0, name="web3")
+        sh("tc", "qdisc", "add", "dev", "vif3.0", "root", "handle", "5:", "tbf", "rate",
+           "1mbit", "burst", "10k", "latency", "50ms", ns=d.host.dom0)
+        for _ in range(2):  # the second online finds the first one's entry
+            res = d.hotplug("online", 3)
+            assert res.returncode == 0, res.stderr
+        text = d.hotplug_log()
+    assert re.search(r"vif-qos\[\d+\] warning: online vif3\.0: vif3\.0: replacing its "
+                     r"root qdisc tbf 5:0", text), text
+    assert re.search(r"vif-qos\[\d+\] info: online vif3\.0: vif3\.0: replacing the "
+                     r"stale entry", text), text
+    assert "\nvif-qos: " not in text  # nothing bare on stderr any more

@@ -20,6 +20,7 @@ import os
 import socket
 
 from .hotlog import HotplugLog
+from .ifname import check_ifname
 
 
 def configure(parser, name) -> None:
@@ -53,10 +54,20 @@ def _host_settings(conf, log):
 
 
 def run(args) -> int:
+    if args.vif is not None:
+        # udev's %k is always valid; a hand-typed name no netdev can have is refused
+        # here rather than by the kernel (ERANGE) or if_nametoindex (ValueError).
+        check_ifname(args.vif, "--vif", "vif")
     conf = args.conf or os.environ.get("VIF_QOS_CONFIG") or None
     log = HotplugLog(context=f"cleanup {args.vif}" if args.vif else "cleanup")
     from . import apply
 
+    from .hotplug import library_log_to
+    with library_log_to(log):
+        return _run(args, conf, log, apply)
+
+
+def _run(args, conf, log, apply) -> int:
     host = _host_settings(conf, log)
     if args.vif:
         # Look for the netdev under the host lock: a new guest's online for the

@@ -42,6 +42,8 @@ Environment knobs: ``VIF_QOS_CONFIG`` (the policy file, default
 
 from __future__ import annotations
 
+import math
+import logging
 import os
 import re
 import signal
@@ -52,6 +54,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from .errors import EnvironmentProblem, InputError, VifQosError, XenstoreError
 from .hotlog import HotplugLog
+from .ifname import check_ifname
 from .model import ON_FAILURE_WARN, VifFacts
 
 HOTPLUG_COMMANDS = ("online", "offline", "add", "remove")
@@ -66,8 +69,10 @@ DEFAULT_HOTPLUG_TIMEOUT_S = 30.0
 #: Budget of undoing a failed apply, seconds.
 UNDO_TIMEOUT_S = 5.0
 
-_XENBUS_RE = re.compile(r"^(?:/local/domain/(\d+)/)?backend/vif/(\d+)/(\d+)$")
-_TAP_RES = (re.compile(r"^vif(\d+)\.(\d+)-emu$"), re.compile(r"^tap(\d+)\.(\d+)$"))
+# [0-9], not \d (which takes any Unicode digit); used with fullmatch (a '$' would let
+# a trailing newline through).
+_XENBUS_RE = re.compile(r"(?:/local/domain/([0-9]+)/)?backend/vif/([0-9]+)/([0-9]+)")
+_TAP_RES = (re.compile(r"vif([0-9]+)\.([0-9]+)-emu"), re.compile(r"tap([0-9]+)\.([0-9]+)"))
 
 USAGE = """usage: vif-qos {command} [type_if=vif|tap] [key=value ...]
 
@@ -130,11 +135,55 @@ def deadline(seconds: float, what: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _budget(env: Mapping[str, str]) -> float:
+class _LibraryLog(logging.Handler):
+    """Sends the library's log records (logger ``vif_qos``: :mod:`vif_qos.apply`
+    says so when it replaces a foreign qdisc on the vif or a stale entry of an
+    earlier guest) to a run's :class:`HotplugLog`, so they reach syslog and the
+    hotplug log like the run's own lines."""
+
+    def __init__(self, log: HotplugLog):
+        super().__init__(logging.DEBUG)
+        self.hotplug_log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            level = "err"
+        elif record.levelno >= logging.WARNING:
+            level = "warning"
+        elif record.levelno >= logging.INFO:
+            level = "info"
+        else:
+            level = "debug"
+        message = record.getMessage()
+        if message.startswith("vif-qos: "):
+            message = message[len("vif-qos: "):]
+        self.hotplug_log.log(level, message)
+
+
+@contextmanager
+def library_log_to(log: HotplugLog) -> Iterator[None]:
+    """Route the ``vif_qos`` logger to ``log`` for the block (used by hotplug runs
+    and ``vif-qos cleanup``)."""
+    logger = logging.getLogger("vif_qos")
+    handler = _LibraryLog(log)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
     try:
-        return float(env.get("VIF_QOS_HOTPLUG_TIMEOUT", DEFAULT_HOTPLUG_TIMEOUT_S))
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _budget(env: Mapping[str, str]) -> float:
+    """``VIF_QOS_HOTPLUG_TIMEOUT`` in seconds; the default for anything that is not a
+    finite number of at most a day (``nan``/``inf`` would break ``setitimer``)."""
+    try:
+        value = float(env.get("VIF_QOS_HOTPLUG_TIMEOUT", DEFAULT_HOTPLUG_TIMEOUT_S))
     except ValueError:
         return DEFAULT_HOTPLUG_TIMEOUT_S
+    return value if math.isfinite(value) and value <= 86400 else DEFAULT_HOTPLUG_TIMEOUT_S
 
 
 def parse_words(command: str, argv: Sequence[str]) -> Tuple[str, Dict[str, str]]:
@@ -157,7 +206,7 @@ def xenbus_ids(path: str) -> Tuple[int, int]:
 
     :raises InputError: not a vif backend path.
     """
-    match = _XENBUS_RE.match(path.rstrip("/"))
+    match = _XENBUS_RE.fullmatch(path.rstrip("/"))
     if not match:
         raise InputError("XENBUS_PATH is not a vif backend path "
                          "(backend/vif/<domid>/<devid>)", token=path, source="XENBUS_PATH")
@@ -170,7 +219,7 @@ def tap_ids(name: str) -> Tuple[int, int]:
     :raises InputError: another name.
     """
     for regex in _TAP_RES:
-        match = regex.match(name)
+        match = regex.fullmatch(name)
         if match:
             return int(match.group(1)), int(match.group(2))
     raise InputError("INTERFACE is not an emulated NIC tap name (vif<domid>.<devid>-emu)",
@@ -200,6 +249,7 @@ def parse_invocation(command: str, argv: Sequence[str],
         dev = merged.get("vif", "")
         if not dev:
             raise InputError("the vif variable (netdev name) is missing", source="environment")
+        check_ifname(dev, "vif", "the vif variable")
         xenbus_path = merged.get("XENBUS_PATH", "")
         if not xenbus_path:
             raise InputError("XENBUS_PATH is missing", source="environment")
@@ -212,6 +262,8 @@ def parse_invocation(command: str, argv: Sequence[str],
         # vif-common.sh: XENBUS_PATH="/local/domain/0/backend/vif/$domid/$devid"
         xenbus_path = f"/local/domain/0/backend/vif/{domid}/{devid}"
     hook_dev = words.get("dev") or None
+    if hook_dev is not None:
+        check_ifname(hook_dev, "argv dev=", "the hook's dev")
     return Invocation(command=command, type_if=type_if, dev=dev, xenbus_path=xenbus_path,
                       domid=domid, devid=devid, hook_dev=hook_dev,
                       bridge_arg=words.get("bridge") or None,
@@ -261,10 +313,20 @@ def read_facts(xs, inv: Invocation) -> VifFacts:
     name = values.get(f"{dom}/name")
     if name is None and vm_path and uuid:
         name = xs.read_default(f"{vm_path}/name")
-    bridge = inv.bridge_arg or backend_value("bridge") or inv.bridge_env or "xenbr0"
+    bridge, bridge_source = next(
+        (value, where) for value, where in (
+            (inv.bridge_arg, "argv bridge="),
+            (backend_value("bridge"), f"xenstore:{backend}/bridge"),
+            (inv.bridge_env, "environment bridge"), ("xenbr0", "built-in default"))
+        if value)
+    check_ifname(bridge, bridge_source, "bridge")
+    vifname = backend_value("vifname")
+    vif = final_dev_name(inv, vifname)
+    if vifname and not inv.hook_dev:
+        check_ifname(vif, f"xenstore:{backend}/vifname", "vifname")
     rate = backend_value("rate")
     return VifFacts(
-        vif=final_dev_name(inv, backend_value("vifname")),
+        vif=vif,
         devid=inv.devid,
         bridge=bridge,
         domid=inv.domid,
@@ -379,14 +441,15 @@ def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, s
         log.error(_one_line(err))
         return 1 if command in UP_COMMANDS else 0
     conf = env.get("VIF_QOS_CONFIG") or None
-    if command in UP_COMMANDS:
-        return _bring_up(inv, services, conf, log, _budget(env))
-    try:
-        with deadline(_budget(env), f"vif-qos {command}"):
-            return _take_down(inv, services, conf, log)
-    except HotplugTimeout as err:
-        log.warning(f"{err.one_line()}; udev's vif-qos cleanup will finish the removal")
-        return 0
+    with library_log_to(log):
+        if command in UP_COMMANDS:
+            return _bring_up(inv, services, conf, log, _budget(env))
+        try:
+            with deadline(_budget(env), f"vif-qos {command}"):
+                return _take_down(inv, services, conf, log)
+        except HotplugTimeout as err:
+            log.warning(f"{err.one_line()}; udev's vif-qos cleanup will finish the removal")
+            return 0
 
 
 def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog,
