@@ -14,6 +14,8 @@ import json
 from typing import List, Optional
 
 from . import units, xenrate
+from .errors import InputError
+from .ifname import check_ifname
 from .model import VifFacts, VifPlan
 
 
@@ -49,8 +51,14 @@ def configure(parser: argparse.ArgumentParser, name: str = "plan") -> None:
 def facts_from_args(args: argparse.Namespace) -> VifFacts:
     """The :class:`VifFacts` the options describe (``--xen-rate`` converted as xl does).
 
-    :raises InputError: ``--xen-rate`` is not what xl accepts.
+    :raises InputError: ``--xen-rate`` is not what xl accepts; ``--devid`` is
+        negative; ``--vif`` or ``--bridge`` is not a valid netdev name.
     """
+    if args.devid < 0:
+        raise InputError("devid must be 0 or more", token=str(args.devid), source="--devid")
+    if args.vif is not None:
+        check_ifname(args.vif, "--vif", "vif")
+    check_ifname(args.bridge, "--bridge", "bridge")
     xen_rate = None
     if args.xen_rate is not None:
         xen_rate = xenrate.parse_xl_rate(args.xen_rate, "--xen-rate")

@@ -1,0 +1,325 @@
+"""Bad and odd input, from every place an admin or xenstore can feed it.
+
+Each test here reproduces a defect found by deliberately feeding vif-qos bad
+input: the rule is exit status 2 and one line naming the bad token and its
+source, never a traceback, a kernel error or a broken installed script. Nothing
+here touches the kernel: names are refused before netlink sees them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from vif_qos import cli, policy as policymod, xlcfg
+from vif_qos.cmd_install import HOOK_PATH, WRAPPER_PATH, install
+from vif_qos.errors import ConfigError, InputError
+from vif_qos.hotplug import Services, hotplug_main, parse_invocation, xenbus_ids
+from vif_qos.ifname import check_ifname, ifname_problem
+from vif_qos.model import VifPlan
+from vif_qos.xenstore import Xenstore
+from vif_qos.xsdouble import XenstoreDouble
+
+
+@pytest.fixture(autouse=True)
+def quiet_logs(tmp_path, monkeypatch):
+    log = tmp_path / "xen-hotplug.log"
+    monkeypatch.setenv("VIF_QOS_HOTPLUG_LOG", str(log))
+    monkeypatch.setenv("VIF_QOS_SYSLOG", "0")
+    monkeypatch.delenv("VIF_QOS_DEBUG", raising=False)
+    monkeypatch.delenv(policymod.ENV_VAR, raising=False)
+    return log
+
+
+def run_cli(capsys, *argv):
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+# -- netdev names --------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a:b", "a b", "a\tb", "a\nb",
+                                  "a\x00b", "abcdefghijklmnop", "x" * 40, "é" * 8])
+def test_invalid_netdev_names_refused(name):
+    assert ifname_problem(name) is not None
+    with pytest.raises(InputError) as err:
+        check_ifname(name, "--vif")
+    assert err.value.source == "--vif" and err.value.exit_status == 2
+
+
+@pytest.mark.parametrize("name", ["vif3.0", "vif3.0-emu", "abcdefghijklmno", "xenbr0",
+                                  "é" * 7, "web-1_e0"])
+def test_valid_netdev_names_pass(name):
+    assert check_ifname(name, "--vif") == name
+
+
+@pytest.fixture
+def xs():
+    if shutil.which("xenstore-read") is None:
+        pytest.fail("xenstore-utils is not installed; see ./dev")
+    with XenstoreDouble() as double:
+        yield double
+
+
+PV_ENV = {"vif": "vif3.0", "XENBUS_PATH": "backend/vif/3/0", "XENBUS_TYPE": "vif",
+          "XENBUS_BASE_PATH": "backend", "netdev": "",
+          "script": "/etc/xen/scripts/vif-bridge"}
+
+
+class Kernel:
+    """A recording stand-in for apply/remove; the policy and resolver are real."""
+
+    def __init__(self):
+        self.applied = []
+        self.removed = []
+
+    def services(self, xs):
+        from vif_qos import resolve
+
+        def apply_vif(plan: VifPlan):
+            self.applied.append(plan)
+
+        def remove_vif(vif, host=None):
+            self.removed.append(vif)
+            return True
+        return Services(policymod.load_policy, resolve.plan_for_facts, apply_vif,
+                        remove_vif, Xenstore(env=dict(os.environ, **xs.env())))
+
+
+def online(xs, kernel, tmp_path, argv=("type_if=vif",), env=PV_ENV, command="online"):
+    policy = tmp_path / "vif-qos.conf"
+    if not policy.exists():
+        policy.write_text("")
+    full_env = dict(env, VIF_QOS_CONFIG=str(policy), **xs.env())
+    return hotplug_main(command, list(argv), env=full_env, services=kernel.services(xs))
+
+
+def test_vifname_too_long_in_xenstore_refused_naming_the_key(xs, tmp_path):
+    # Before: the 16-byte name went to netlink; the kernel said ERANGE (exit 1,
+    # "Numerical result out of range"), naming neither the token nor the key.
+    xs.seed_vif(3, 0, name="web1", rate="62500,50000", vifname="abcdefghijklmnop")
+    kernel = Kernel()
+    assert online(xs, kernel, tmp_path) == 2
+    assert kernel.applied == []
+    error = xs.read("backend/vif/3/0/hotplug-error")
+    assert "xenstore:backend/vif/3/0/vifname" in error and "'abcdefghijklmnop'" in error
+    assert xs.read("backend/vif/3/0/hotplug-status") == "error"
+
+
+def test_tap_name_from_vifname_too_long_refused(xs, tmp_path):
+    # vifname 12 bytes is fine for the PV vif, but its tap is vifname-emu: 16 bytes.
+    xs.seed_vif(12, 1, name="win", vifname="abcdefghijkl")
+    kernel = Kernel()
+    env = dict(PV_ENV, INTERFACE="vif12.1-emu", vif="vif12.1")
+    assert online(xs, kernel, tmp_path, argv=["type_if=tap"], env=env, command="add") == 2
+    assert kernel.applied == []
+    assert "vifname" in xs.read("backend/vif/12/1/hotplug-error")
+
+
+def test_bridge_name_from_xenstore_checked(xs, tmp_path):
+    xs.seed_vif(3, 0, name="web1", rate="62500,50000", bridge="bridge with space")
+    kernel = Kernel()
+    assert online(xs, kernel, tmp_path) == 2
+    assert kernel.applied == []
+    assert "xenstore:backend/vif/3/0/bridge" in xs.read("backend/vif/3/0/hotplug-error")
+
+
+def test_hook_dev_word_checked(xs, tmp_path):
+    xs.seed_vif(3, 0, name="web1", rate="62500,50000")
+    kernel = Kernel()
+    assert online(xs, kernel, tmp_path, argv=["type_if=vif", "dev=" + "d" * 16]) == 2
+    assert kernel.applied == []
+
+
+def test_offline_with_bad_name_still_exits_0(xs, tmp_path):
+    xs.seed_vif(3, 0, name="web1", vifname="abcdefghijklmnop")
+    kernel = Kernel()
+    assert online(xs, kernel, tmp_path, command="offline") == 0
+
+
+@pytest.mark.parametrize("path", ["backend/vif/3/0\n", "backend/vif/\u0663/0",
+                                  "backend/vif/3/0\n/x"])
+def test_xenbus_path_with_newline_or_non_ascii_digits_refused(path):
+    # Before: '$' let a trailing newline through and '\d' took Arabic-Indic digits.
+    with pytest.raises(InputError) as err:
+        xenbus_ids(path)
+    assert err.value.source == "XENBUS_PATH"
+    with pytest.raises(InputError):
+        parse_invocation("online", [], dict(PV_ENV, XENBUS_PATH=path))
+
+
+@pytest.mark.parametrize("name", ["vif3.0-emu\n", "vif\u0663.0-emu"])
+def test_tap_name_with_newline_or_non_ascii_digits_refused(name):
+    with pytest.raises(InputError):
+        parse_invocation("add", ["type_if=tap"], dict(PV_ENV, INTERFACE=name))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+def test_odd_hotplug_timeout_does_not_break_offline_or_online(xs, tmp_path, monkeypatch,
+                                                             value):
+    # Before: float('nan') reached setitimer: ValueError -> exit 1 for offline
+    # (which must always exit 0), "internal error" for online.
+    xs.seed_vif(3, 0, name="web1", rate="62500,50000")
+    kernel = Kernel()
+    env = dict(PV_ENV, VIF_QOS_HOTPLUG_TIMEOUT=value)
+    assert online(xs, kernel, tmp_path, env=env, command="offline") == 0
+    assert kernel.removed == ["vif3.0"]
+    assert online(xs, kernel, tmp_path, env=env) == 0
+    assert [p.vif for p in kernel.applied] == ["vif3.0"]
+
+
+# -- plan / cleanup options -------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, token", [
+    (["--vif", "abcdefghijklmnop"], "--vif"),
+    (["--bridge", "br/0"], "--bridge"),
+    (["--devid", "-1"], "--devid"),
+])
+def test_plan_refuses_bad_names_and_devid(capsys, argv, token):
+    status, out, err = run_cli(capsys, "plan", "--qos", "rate=1mbit", *argv)
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and token in err
+
+
+def test_cleanup_refuses_a_name_no_netdev_can_have(capsys, monkeypatch):
+    # Before: the name went to netlink and the kernel's ERANGE gave exit 1.
+    import sys
+    import types
+    calls = []
+    module = types.ModuleType("vif_qos.apply")
+    module.remove_vif = lambda vif, host=None: calls.append(vif) or True
+    module.cleanup_orphans = lambda host=None: calls.append("*") or []
+    monkeypatch.setitem(sys.modules, "vif_qos.apply", module)
+    import vif_qos
+    monkeypatch.setattr(vif_qos, "apply", module, raising=False)
+    for bad in ("abcdefghijklmnopqrstu", "a\x00b"):
+        status, out, err = run_cli(capsys, "cleanup", "--vif", bad)
+        assert status == 2 and "--vif" in err and len(err.strip().splitlines()) == 1
+    assert calls == []
+
+
+@pytest.mark.parametrize("argv, token", [
+    (["plan", "--devid", "x"], "--devid"),
+    (["plan", "--bogus"], "--bogus"),
+    (["status", "--zzz"], "--zzz"),
+    (["check-config", "a", "b"], "unrecognized arguments: b"),
+])
+def test_option_errors_are_one_line(capsys, argv, token):
+    # Before: argparse printed its usage block and then the error (several lines).
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and token in lines[0] and lines[0].startswith(f"vif-qos {argv[0]}:")
+
+
+# -- policy file -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("uplink", ["eth0 eth1", "abcdefghijklmnopq", "a/b"])
+def test_policy_uplink_must_be_a_netdev_name(tmp_path, uplink):
+    path = tmp_path / "vif-qos.conf"
+    path.write_text(f"[bridges]\n  [[xenbr0]]\n  rate = 1gbit\n  uplink = '{uplink}'\n")
+    policy, problems = policymod.check_policy(str(path))
+    assert policy is None
+    assert [p.source for p in problems] == [f"{path}:4"]
+    assert "uplink" in problems[0].message and problems[0].token == uplink
+
+
+def test_policy_empty_uplink_refused(tmp_path):
+    path = tmp_path / "vif-qos.conf"
+    path.write_text("[bridges]\nuplink = ''\n")
+    policy, problems = policymod.check_policy(str(path))
+    assert policy is None and [p.source for p in problems] == [f"{path}:2"]
+
+
+def test_policy_file_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "vif-qos.conf"
+    os.mkfifo(fifo)
+    previous = signal.signal(signal.SIGALRM, lambda *a: pytest.fail("blocked on a FIFO"))
+    signal.alarm(5)
+    try:
+        policy, problems = policymod.check_policy(str(fifo))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert policy is None and len(problems) == 1 and "regular file" in problems[0].message
+
+
+def test_policy_file_too_large_refused(tmp_path):
+    path = tmp_path / "vif-qos.conf"
+    with open(path, "wb") as fh:
+        fh.write(b"# padding\n" * (policymod.MAX_FILE_BYTES // 10 + 1))
+    policy, problems = policymod.check_policy(str(path))
+    assert policy is None and "larger than" in problems[0].message
+
+
+def test_policy_file_dev_zero_refused(capsys):
+    status, out, err = run_cli(capsys, "check-config", "/dev/zero")
+    assert status == 2 and "/dev/zero" in out and "regular file" in out
+
+
+# -- xl domain config files ---------------------------------------------------------------
+
+def test_deeply_nested_list_is_a_config_error_not_a_recursion_error():
+    # Before: RecursionError -> "internal error", exit 1.
+    text = 'name = "d"\nqos = ' + "[" * 5000 + "\n"
+    with pytest.raises(ConfigError) as err:
+        xlcfg.parse_xl_config(text, "/etc/xen/d.cfg")
+    assert err.value.source == "/etc/xen/d.cfg:2"
+
+
+def test_nesting_within_the_limit_still_parses():
+    text = "x = " + "[" * 20 + "]" * 20 + "\n"
+    assert isinstance(xlcfg.parse_xl_config(text, "f").settings["x"], xlcfg.XlList)
+
+
+def test_check_config_reports_deeply_nested_domain_file(tmp_path, capsys):
+    xen = tmp_path / "xen"
+    xen.mkdir()
+    (xen / "d.cfg").write_text('name = "d"\nqos = ' + "[" * 5000 + "\n")
+    conf = tmp_path / "vif-qos.conf"
+    conf.write_text(f"[host]\ndomain_config_dirs = {xen}\n")
+    status, out, err = run_cli(capsys, "check-config", str(conf))
+    assert status == 2 and f"{xen}/d.cfg:2" in out and err == ""
+
+
+# -- install -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("program", ['/usr/bin/vif"qos', "/usr/bin/vif-qos $(id)",
+                                     "/usr/bin/`id`", "/opt/my tools/vif-qos",
+                                     "/usr/bin/vif\\qos", "/usr/bin/vif-qos\n", "bin/vif-qos",
+                                     ""])
+def test_install_refuses_a_program_path_that_breaks_the_scripts(tmp_path, program):
+    # Before: written verbatim into the hook that vif-bridge SOURCES (set -e): a
+    # quote made every vif's hotplug fail, $(...) ran as root, a space split the
+    # udev RUN command.
+    with pytest.raises(InputError) as err:
+        install(str(tmp_path), vif_qos=program)
+    assert err.value.source == "--vif-qos"
+    assert not (tmp_path / HOOK_PATH).exists()
+
+
+@pytest.mark.parametrize("script", ["vif-bridge$(id)", "vif-`id`", "vif bridge", "a\\b",
+                                    "vif-bridge\t"])
+def test_install_refuses_a_wrapped_script_that_breaks_the_wrapper(tmp_path, script):
+    with pytest.raises(InputError) as err:
+        install(str(tmp_path), wrapped_script=script, vif_qos="/usr/bin/vif-qos")
+    assert err.value.source == "--wrapped-script"
+    assert not (tmp_path / WRAPPER_PATH).exists()
+
+
+def test_install_with_odd_but_safe_paths_gives_valid_shell(tmp_path):
+    install(str(tmp_path), wrapped_script="/usr/lib/xen-4.17/bin/vif-bridge+x",
+            vif_qos="/opt/vq_1.0/bin/vif-qos")
+    for rel in (HOOK_PATH, WRAPPER_PATH):
+        assert subprocess.run(["sh", "-n", str(tmp_path / rel)]).returncode == 0
+
+
+def test_install_bad_program_via_cli_is_one_line(tmp_path, capsys):
+    status, out, err = run_cli(capsys, "install", "--root", str(tmp_path),
+                               "--vif-qos", "/usr/bin/vif-qos $(id)")
+    assert status == 2 and "--vif-qos" in err and len(err.strip().splitlines()) == 1
