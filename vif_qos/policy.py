@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import spec as specmod
 from . import units
 from .errors import ConfigError, InputError
+from .ifname import ifname_problem
 from .model import HostSettings, VifFacts
 
 #: The policy file read when neither a path nor $VIF_QOS_CONFIG is given.
@@ -36,6 +38,10 @@ BUILTIN = "built-in default"
 #: The kernel keeps TBF bucket times in u32 nanoseconds when given as time
 #: (net/sched/sch_tbf.c: ``buffer = min_t(u64, PSCHED_TICKS2NS(qopt->buffer), ~0U)``).
 KERNEL_MAX_BUCKET_US = (2 ** 32 - 1) // 1000
+
+#: A policy file larger than this is refused (a guard against reading a device or a
+#: runaway file into memory; thousands of [domains] entries take well under 1 MiB).
+MAX_FILE_BYTES = 16 << 20
 
 SPEC_PATH = os.path.join(os.path.dirname(__file__), "policy.spec")
 EXAMPLE_PATH = os.path.join(os.path.dirname(__file__), "vif-qos.conf.example")
@@ -271,14 +277,21 @@ def check_policy(path: Optional[str] = None) -> Tuple[Optional[Policy], List[Con
     explicit = path is not None or bool(os.environ.get(ENV_VAR))
     path = path or os.environ.get(ENV_VAR) or DEFAULT_PATH
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            # a FIFO would block the open, /dev/zero would never end
+            return None, [ConfigError("policy file is not a regular file", source=path)]
         with open(path, "rb") as handle:
-            data = handle.read()
+            data = handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         if explicit:
             return None, [ConfigError("policy file not found", source=path)]
         return Policy(), []
     except OSError as err:
         return None, [ConfigError(f"cannot read policy file: {err.strerror}", source=path)]
+    if len(data) > MAX_FILE_BYTES:
+        return None, [ConfigError(f"policy file is larger than {MAX_FILE_BYTES >> 20} MiB",
+                                  source=path)]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -444,6 +457,14 @@ def _build(cfg, problems: _Problems) -> Policy:
 
     bridges = cfg["bridges"]
     uplink = bridges["uplink"]
+
+    def check_uplink(value, *keys: str) -> None:
+        problem = None if value in (None, "auto") else ifname_problem(value)
+        if problem is not None:
+            problems.add(f"{_section_label(keys[:-1])} uplink: not a netdev name or "
+                         f"'auto' ({problem})", str(value), *keys)
+
+    check_uplink(uplink, "bridges", "uplink")
     bsrc = {}
     for key in ("uplink", "rate", "default_rate", "default_ceil"):
         bsrc[key] = problems.where("bridges", key) if _set_in_file(problems, "bridges", key) \
@@ -454,6 +475,7 @@ def _build(cfg, problems: _Problems) -> Policy:
         bridges["default_rate"], bridges["default_ceil"], bsrc)
     for name in bridges.sections:
         sub = bridges[name]
+        check_uplink(sub["uplink"], "bridges", name, "uplink")
         d = policy.bridge_defaults
         sources = dict(d.sources)
         for key in ("uplink", "rate", "default_rate", "default_ceil"):

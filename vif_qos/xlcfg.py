@@ -37,6 +37,10 @@ from .errors import ConfigError
 #: Files larger than this are not domain config files (skipped when searching).
 MAX_FILE_BYTES = 1 << 20
 
+#: Deepest nesting of lists accepted (xl's own grammar allows nesting; nothing a
+#: domain config needs comes close, and deeper input would exhaust the stack).
+MAX_LIST_DEPTH = 100
+
 _TOKEN = re.compile(r"""
     (?P<ws>[ \t]+)
   | (?P<newline>\n|\#[^\n]*(\n|\Z))
@@ -187,20 +191,23 @@ class _Parser:
         while self.peek()[0] == "newline":
             self.take()
 
-    def value(self) -> XlValue:
+    def value(self, depth: int = 0) -> XlValue:
         kind, text, line = self.take()
         if kind == "string":
             return Atom(text, line, True)
         if kind == "number":
             return Atom(text, line, False)
         if kind == "punct" and text == "[":
+            if depth >= MAX_LIST_DEPTH:
+                raise ConfigError(f"lists nested more than {MAX_LIST_DEPTH} deep",
+                                  token=text, source=f"{self.source}:{line}")
             items: List[XlValue] = []
             self.skip_newlines()
             while True:
                 if self.peek()[:2] == ("punct", "]"):
                     self.take()
                     return XlList(tuple(items), line)
-                items.append(self.value())
+                items.append(self.value(depth + 1))
                 self.skip_newlines()
                 nxt = self.take()
                 if nxt[:2] == ("punct", "]"):
