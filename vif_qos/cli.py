@@ -20,7 +20,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .errors import VifQosError
+from .errors import InputError, VifQosError
 
 #: name -> (module, one-line help)
 COMMANDS = {
@@ -38,6 +38,14 @@ COMMANDS = {
 }
 
 HOTPLUG_COMMANDS = ("online", "offline", "add", "remove")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one :class:`InputError` line (exit 2), not a
+    usage block followed by the error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise InputError(f"{message} ('{self.prog} --help' lists the options)")
 
 
 def _usage() -> str:
@@ -68,7 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         module = importlib.import_module(module_name)
         if name in HOTPLUG_COMMANDS:
             return int(module.hotplug_main(name, argv[1:]) or 0)
-        parser = argparse.ArgumentParser(prog=f"vif-qos {name}", description=text)
+        parser = _Parser(prog=f"vif-qos {name}", description=text)
         module.configure(parser, name)
         args = parser.parse_args(argv[1:])
         return int(module.run(args) or 0)

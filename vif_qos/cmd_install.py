@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from typing import Dict, List, Optional, Tuple
@@ -50,6 +51,25 @@ _SHIPPED = (
 )
 _UDEV_HOTPLUG = ("udev/86-vif-qos-udev-hotplug.rules", UDEV_HOTPLUG_PATH, 0o644)
 _MARKER = "vif-qos"
+
+#: What a path written into the hook, the wrapper and the udev rules may hold. The
+#: hook is SOURCED by vif-bridge (set -e) and the values sit inside double quotes
+#: (``"$`\\`` would be expanded or end the string, ``}`` ends ``${...:-word}``);
+#: udev splits RUN on white space and substitutes ``%`` and ``$``; a leading ``@``
+#: means "not rendered" to the scripts.
+_SAFE_PATH = re.compile(r"[A-Za-z0-9._+/,:=~-][A-Za-z0-9._+/,:=~@-]*")
+
+
+def _check_path_word(value: str, source: str, absolute: bool) -> None:
+    """:raises InputError: ``value`` cannot be written into the scripts safely."""
+    if not isinstance(value, str) or not _SAFE_PATH.fullmatch(value):
+        raise InputError("not a usable script name or path for the installed scripts "
+                         "(letters, digits and "
+                         "._+/,:=~-@ only: no quotes, $, `, \\, %, white space)",
+                         token=str(value), source=source)
+    if absolute and not value.startswith("/"):
+        raise InputError("must be an absolute path (Xen's scripts and udev do not run in "
+                         "this directory)", token=value, source=source)
 
 
 def configure(parser, name) -> None:
@@ -136,15 +156,15 @@ def install(root: str = "/", wrapped_script: str = "vif-bridge",
             vif_qos: Optional[str] = None, udev_hotplug: bool = False) -> List[Tuple[str, str]]:
     """Install; return ``(action, path)`` pairs (``installed``, ``kept``, ``updated``).
 
-    :raises InputError: a bad ``wrapped_script``.
+    :raises InputError: a ``wrapped_script`` or ``vif_qos`` path that cannot be
+        written into the shell scripts and udev rules safely; ``vif_qos`` not absolute.
     :raises EnvironmentProblem: the shipped files or the example policy are missing.
     """
-    if not wrapped_script or "\n" in wrapped_script or '"' in wrapped_script:
-        raise InputError("not a usable script name", token=wrapped_script,
-                         source="--wrapped-script")
+    _check_path_word(wrapped_script, "--wrapped-script", absolute=False)
     if not os.path.isdir(root):
         raise InputError("the install root is not a directory", token=root, source="--root")
-    vif_qos = vif_qos or default_vif_qos_path()
+    vif_qos = default_vif_qos_path() if vif_qos is None else vif_qos
+    _check_path_word(vif_qos, "--vif-qos", absolute=True)
     base = data_dir()
     manifest_file = _target(root, MANIFEST_PATH)
     old = _load_manifest(manifest_file)
