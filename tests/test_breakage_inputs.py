@@ -323,3 +323,12 @@ def test_install_bad_program_via_cli_is_one_line(tmp_path, capsys):
     status, out, err = run_cli(capsys, "install", "--root", str(tmp_path),
                                "--vif-qos", "/usr/bin/vif-qos $(id)")
     assert status == 2 and "--vif-qos" in err and len(err.strip().splitlines()) == 1
+
+
+def test_policy_file_with_a_utf8_bom_is_read(tmp_path):
+    # Before: '\ufeff[host]' was an "Invalid line" (exit 2 at every online): an editor's
+    # BOM, which ConfigObj itself strips when it reads a file.
+    path = tmp_path / "vif-qos.conf"
+    path.write_bytes(b"\xef\xbb\xbf[host]\nmtu = 9000\n")
+    policy, problems = policymod.check_policy(str(path))
+    assert problems == [] and policy.mtu_bytes == 9000

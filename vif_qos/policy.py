@@ -293,7 +293,7 @@ def check_policy(path: Optional[str] = None) -> Tuple[Optional[Policy], List[Con
         return None, [ConfigError(f"policy file is larger than {MAX_FILE_BYTES >> 20} MiB",
                                   source=path)]
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # an editor's BOM, as ConfigObj strips it
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         return None, [ConfigError("not UTF-8 text", source=f"{path}:{line}")]
