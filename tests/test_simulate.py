@@ -98,3 +98,24 @@ def test_small_simulation_end_to_end():
     assert result["ok"]
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "vqsim-" not in left
+
+
+@pytest.mark.kernel
+def test_keep_leaves_the_dom0_namespaces_and_says_how_to_remove_them():
+    if os.geteuid() != 0:
+        pytest.fail("simulate needs root")
+    res = subprocess.run([_vif_qos(), "simulate", "--keep", "--seconds", "0.5", "--guests",
+                          "k:rate=10Mb/s"], capture_output=True, text=True, timeout=300)
+    kept = [line for line in res.stderr.splitlines() if line.startswith("simulate: kept")]
+    assert kept, res.stderr
+    names = kept[0].split("namespaces ", 1)[1].split(" and ")[0].split()
+    tree = kept[0].rsplit(" and ", 1)[1].strip()
+    try:
+        present = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                 text=True).stdout
+        assert names and all(name in present for name in names)
+        assert os.path.isdir(tree)
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["rm", "-rf", tree])

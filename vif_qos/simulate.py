@@ -191,7 +191,7 @@ def configure(parser: argparse.ArgumentParser, name: str = "simulate") -> None:
                              "name[:hvm][:wrapper][:rate=XLRATE][:qos=SPEC][:vifname=NAME], "
                              "e.g. web:rate=10Mb/s db:qos=rate_in=20mbit,rate_out=5mbit")
     parser.add_argument("--seconds", metavar="S", type=float, default=2.0,
-                        help="measurement window per flow, after a 1 s warm-up (default 2)")
+                        help="measurement window per flow in seconds, after a warm-up (default 2)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--keep", action="store_true",
                         help="leave the namespaces and files in place (prints how to remove them)")
@@ -228,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"cannot read the policy file: {err.strerror}",
                              token=args.config, source="--config")
     progress = Progress(quiet=False)
-    sim = Simulation(guests, policy_text, window_s=args.seconds, progress=progress)
+    sim = Simulation(guests, policy_text, window_s=args.seconds, progress=progress,
+                     keep=args.keep)
     try:
         result = sim.run()
     finally:
@@ -252,7 +253,7 @@ class Simulation:
     """One simulated dom0 and its guests; :meth:`run` does steps 1-5, :meth:`close` 6."""
 
     def __init__(self, guests: Sequence[GuestSpec], policy_text: Optional[str] = None,
-                 window_s: float = 2.0, progress=None):
+                 window_s: float = 2.0, progress=None, keep: bool = False):
         names = [g.name for g in guests]
         if len(set(names)) != len(names):
             raise InputError("two guests have the same name", token=" ".join(names),
@@ -260,6 +261,7 @@ class Simulation:
         self.specs = list(guests)
         self.policy_text = BUILTIN_POLICY if policy_text is None else policy_text
         self.window_s = window_s
+        self.keep = keep
         self.progress = progress or (lambda text: None)
         self.tree: Optional[str] = None
         self.dom0 = None
@@ -276,8 +278,12 @@ class Simulation:
             shutil.rmtree(self.tree, ignore_errors=True)
 
     def keep_message(self) -> str:
+        """Leave the namespaces and files in place; say how to look and to remove them."""
         if self.dom0 is None:
             return "simulate: nothing kept"
+        import atexit
+
+        atexit.unregister(self.dom0.host.close)   # simnet deletes hosts at exit otherwise
         names = " ".join(self.dom0.host.namespaces)
         return (f"simulate: kept namespaces {names} and {self.tree}\n"
                 f"  inspect: ip netns exec {self.dom0.host.dom0} tc -s class show dev peth0\n"
@@ -296,12 +302,17 @@ class Simulation:
         rows = self._measure_all()
         pool = self._measure_pool()
         leftovers = self._tear_down()
-        self.close()
+        ours = list(self.dom0.host.namespaces)
+        if not self.keep:
+            self.close()
+            left = set(ours) & set(_netns_names())
+            if left:
+                leftovers.append(f"namespaces left: {' '.join(sorted(left))}")
         after = _root_namespace_state()
         root_same = before == after
         if not root_same:
-            leftovers.append("the root namespace's namespaces, qdiscs or nftables ruleset "
-                             "changed during the run")
+            leftovers.append("the root namespace's qdiscs or nftables ruleset changed "
+                             "during the run")
         ok = (all(r.ok for r in rows) and all(r.ok for r in pool) and not leftovers
               and all(h["ok"] for h in hotplug))
         return {
@@ -551,17 +562,21 @@ def _ns_cmd(ns: str, *argv: str) -> str:
     return res.stdout
 
 
-def _root_namespace_state() -> Tuple[str, str, str]:
-    """Our namespaces (``vqsim-*``), root qdiscs and the root nftables ruleset, for a
-    before/after comparison (other namespaces may come and go meanwhile)."""
-    def out(*argv: str) -> str:
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
-        except OSError:
-            return ""
-    netns = "\n".join(sorted(line.split()[0] for line in out("ip", "netns", "list").splitlines()
-                             if line.startswith("vqsim-")))
-    return netns, out("tc", "qdisc", "show"), out("nft", "list", "ruleset")
+def _out(*argv: str) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return ""
+
+
+def _netns_names() -> List[str]:
+    return [line.split()[0] for line in _out("ip", "netns", "list").splitlines() if line.strip()]
+
+
+def _root_namespace_state() -> Tuple[str, str]:
+    """The root namespace's qdiscs and nftables ruleset, for a before/after comparison
+    (namespaces are checked by name: other runs may make their own meanwhile)."""
+    return _out("tc", "qdisc", "show"), _out("nft", "list", "ruleset")
 
 
 def format_report(result: dict) -> str:
