@@ -332,3 +332,32 @@ def test_policy_file_with_a_utf8_bom_is_read(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf[host]\nmtu = 9000\n")
     policy, problems = policymod.check_policy(str(path))
     assert problems == [] and policy.mtu_bytes == 9000
+
+
+def test_domain_config_with_a_latin1_comment_is_read_as_xl_reads_it(tmp_path, capsys):
+    # xl's lexer is 8-bit (libxlu_cfg_l.l: %option 8bit; '#.*\n'): a comment saved in
+    # ISO-8859-1 is fine for xl. Before: "not UTF-8 text", exit 2 -- the guest's vif
+    # was refused at online although xl started the domain.
+    xen = tmp_path / "xen"
+    xen.mkdir()
+    (xen / "web.cfg").write_bytes(b'# VM f\xfcr M\xfcller\nname = "web"\n'
+                                  b"qos = [ 'rate=2mbit' ]\n")
+    conf = tmp_path / "vif-qos.conf"
+    conf.write_text(f"[host]\ndomain_config_dirs = {xen}\n")
+    config, _others = xlcfg.find_domain_config("web", [str(xen)])
+    assert xlcfg.qos_entry(config, 0) == ("rate=2mbit", f"{xen}/web.cfg:3")
+    status, out, err = run_cli(capsys, "check-config", str(conf))
+    assert status == 0, out
+
+
+def test_non_utf8_bytes_inside_a_qos_string_name_the_line(tmp_path):
+    path = tmp_path / "web.cfg"
+    path.write_bytes(b'name = "web"\nqos = [ \'rate=2\xffmbit\' ]\n')
+    config = xlcfg.load_xl_config(str(path))
+    text, where = xlcfg.qos_entry(config, 0)
+    from vif_qos import spec
+    with pytest.raises(InputError) as err:
+        spec.parse_spec(text, where)
+    assert err.value.source == f"{path}:2"
+    assert "\n" not in err.value.one_line()
+    err.value.one_line().encode("ascii")  # printable anywhere (syslog, xenstore)

@@ -147,9 +147,11 @@ def test_unreadable_and_non_utf8(tmp_path):
         xlcfg.load_xl_config(str(tmp_path / "none.cfg"))
     path = tmp_path / "bin.cfg"
     path.write_bytes(b"name = 'x'\nextra = '\xff'\n")
-    with pytest.raises(ConfigError) as info:
-        xlcfg.load_xl_config(str(path))
-    assert info.value.source == f"{path}:2"
+    # xl's lexer is 8-bit: it reads this file, so vif-qos must not refuse it (a token
+    # that vif-qos parses and that holds such a byte is refused with its line:
+    # test_breakage_inputs.py).
+    config = xlcfg.load_xl_config(str(path))
+    assert config.get_string("name").text == "x"
 
 
 strings = st.text(st.characters(blacklist_characters="\n\r\x00",

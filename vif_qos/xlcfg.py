@@ -263,7 +263,7 @@ def parse_xl_config(text: str, source: str) -> XlConfig:
 def load_xl_config(path: str) -> XlConfig:
     """Read and parse one xl config file.
 
-    :raises ConfigError: unreadable, not UTF-8, or not xl syntax.
+    :raises ConfigError: unreadable, or not xl syntax.
     """
     try:
         with open(path, "rb") as handle:
@@ -273,12 +273,11 @@ def load_xl_config(path: str) -> XlConfig:
                           source=path) from None
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError("domain config file is larger than 1 MiB", source=path)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise ConfigError("not UTF-8 text", source=f"{path}:{line}") from None
-    return parse_xl_config(text, path)
+    # xl's lexer is 8-bit (libxlu_cfg_l.l: %option 8bit): bytes that are not UTF-8
+    # (a Latin-1 comment) are fine for xl, so they are kept as surrogate escapes
+    # (as vif_qos.xenstore keeps xenstore values) and only a token that holds one
+    # is refused, by whatever parses it.
+    return parse_xl_config(data.decode("utf-8", "surrogateescape"), path)
 
 
 def qos_entry(config: XlConfig, devid: int) -> Optional[Tuple[str, str]]:
@@ -329,7 +328,7 @@ def _quick_names(path: str) -> List[str]:
     """Names in ``name = "..."`` lines, read without a full parse (cheap pre-filter)."""
     try:
         with open(path, "rb") as handle:
-            text = handle.read(MAX_FILE_BYTES).decode("utf-8", "replace")
+            text = handle.read(MAX_FILE_BYTES).decode("utf-8", "surrogateescape")
     except OSError:
         return []
     return [m.group(2) for m in _NAME_LINE.finditer(text)]
