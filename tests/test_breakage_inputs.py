@@ -361,3 +361,9 @@ def test_non_utf8_bytes_inside_a_qos_string_name_the_line(tmp_path):
     assert err.value.source == f"{path}:2"
     assert "\n" not in err.value.one_line()
     err.value.one_line().encode("ascii")  # printable anywhere (syslog, xenstore)
+
+
+def test_tap_name_too_long_refused():
+    with pytest.raises(InputError) as err:
+        parse_invocation("add", ["type_if=tap"], dict(PV_ENV, INTERFACE="vif123456.78901-emu"))
+    assert err.value.source == "INTERFACE"

@@ -259,6 +259,7 @@ def parse_invocation(command: str, argv: Sequence[str],
         if not dev:
             raise InputError("INTERFACE (the -emu tap's name) is missing", source="environment")
         domid, devid = tap_ids(dev)
+        check_ifname(dev, "INTERFACE", "the INTERFACE variable")
         # vif-common.sh: XENBUS_PATH="/local/domain/0/backend/vif/$domid/$devid"
         xenbus_path = f"/local/domain/0/backend/vif/{domid}/{devid}"
     hook_dev = words.get("dev") or None
