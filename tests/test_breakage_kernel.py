@@ -213,3 +213,54 @@ def test_what_apply_logs_reaches_the_hotplug_log_as_warning_and_info(tmp_path):
     assert re.search(r"vif-qos\[\d+\] info: online vif3\.0: vif3\.0: replacing the "
                      r"stale entry", text), text
     assert "\nvif-qos: " not in text  # nothing bare on stderr any more
+
+
+def test_a_jumbo_mtu_vif_gets_a_tbf_bucket_of_at_least_one_frame(netns, caplog):
+    """vif-bridge gives the vif the bridge's MTU (or the backend's ``mtu``); a plan
+    made for the policy's 1500 gave a 2 Mbit/s TBF a 2500-byte bucket, and TBF drops
+    every frame longer than its bucket: a jumbo-frame guest received nothing."""
+    d = make_dom0(netns, with_inet=True)
+    vif = add_vif(netns, d, 1, guest=True)
+    for dev, ns in (("wan0", d.inet), (UPLINK, d.dom0), ("xenbr0", d.dom0), (vif, d.dom0),
+                    ("eth0", d.guests[vif])):
+        sh("ip", "link", "set", dev, "mtu", "9000", ns=ns)
+    plan = vif_plan(vif, in_rate=2 * 10 ** 6, burst=2500, limit=15000, out_rate=None)
+    with inside(d.dom0):
+        A.apply_vif(plan)
+    q = root_qdisc(d.dom0, vif)
+    assert q["kind"] == "tbf" and q["options"]["burst"] >= 9014, q
+    assert any("burst" in r.getMessage() and "9014" in r.getMessage()
+               for r in caplog.records if r.levelname == "WARNING")
+    # Five 8000-byte UDP datagrams (not fragmented: the path's MTU is 9000).
+    receiver = subprocess.Popen(
+        ["ip", "netns", "exec", d.guests[vif], sys.executable, "-c", UDP_COUNT],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        sh(sys.executable, "-c", UDP_SEND, ns=d.inet)
+        got = int(receiver.communicate(timeout=30)[0])
+    finally:
+        receiver.kill()
+    assert got == 5
+
+
+UDP_COUNT = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.99.0.2", 9999)); s.settimeout(3)
+n = 0
+try:
+    while n < 5:
+        if len(s.recv(65536)) == 8000:
+            n += 1
+except socket.timeout:
+    pass
+print(n)
+"""
+UDP_SEND = """
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
+time.sleep(0.3)
+for _ in range(5):
+    s.sendto(b"x" * 8000, ("10.99.0.2", 9999)); time.sleep(0.1)
+"""

@@ -28,12 +28,12 @@ transaction, so nothing of the failed apply remains.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 from . import alloc, nftadapter, tcadapter
 from .errors import EnvironmentProblem, KernelError
-from .model import ClassPlan, HostSettings, UplinkPlan, VifPlan
+from .model import ClassPlan, HostSettings, InboundPlan, UplinkPlan, VifPlan
 
 log = logging.getLogger("vif_qos")
 
@@ -368,7 +368,7 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
 def _apply_tbf(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
                host: HostSettings, undo: _Undo) -> None:
     handle = host.qdisc_major << 16
-    inbound = plan.inbound
+    inbound = _fit_frame(plan.inbound, vif_link, plan.vif)
     before = tcadapter.get_root_qdisc(ipr, vif_link.index)
     if before is not None and before.handle not in (0, handle):
         log.warning("vif-qos: %s: replacing its root qdisc %s %s (not vif-qos's) "
@@ -383,6 +383,36 @@ def _apply_tbf(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
         peak_bits_per_s=inbound.peak_bits_per_s,
         minburst_bytes=inbound.minburst_bytes, what=what)
     undo.push(what, lambda: tcadapter.del_root_qdisc(ipr, vif_link.index, handle, what))
+
+
+#: Ethernet header bytes on top of the MTU in a frame TBF measures.
+ETH_HLEN_BYTES = 14
+
+
+def _fit_frame(inbound: InboundPlan, vif_link: tcadapter.LinkInfo,
+               vif: str) -> InboundPlan:
+    """``inbound`` with burst, limit and minburst raised to one full frame of the
+    vif's MTU when the plan (made for the policy's ``mtu``) has less.
+
+    TBF drops every packet longer than its bucket (``net/sched/sch_tbf.c:
+    tbf_enqueue``, ``max_size``), so a jumbo-MTU vif (vif-bridge gives it the
+    bridge's MTU or the backend's ``mtu``) with a 1500-byte plan would receive
+    nothing. Logs a warning naming each value raised.
+    """
+    frame = vif_link.mtu_bytes + ETH_HLEN_BYTES if vif_link.mtu_bytes else 0
+    raised = {}
+    for name in ("burst_bytes", "limit_bytes", "minburst_bytes"):
+        value = getattr(inbound, name)
+        if value is not None and frame and 0 < value < frame:  # <= 0: check_tbf refuses
+            raised[name] = frame
+    if not raised:
+        return inbound
+    log.warning("vif-qos: %s: mtu %d: raising the tbf %s to %d bytes, one full frame "
+                "(set mtu in [host] of /etc/xen/vif-qos.conf to plan for it)", vif,
+                vif_link.mtu_bytes,
+                ", ".join(f"{k.replace('_bytes', '')} {getattr(inbound, k)}"
+                          for k in raised), frame)
+    return replace(inbound, **raised)
 
 
 def remove_vif(vif: str, host: Optional[HostSettings] = None) -> bool:

@@ -263,12 +263,14 @@ def _request(ipr, msg, msg_type: int, flags: int, what: str):
 
 @dataclass(frozen=True)
 class LinkInfo:
-    """One netdev: ``index``, ``name``, ``master`` (ifindex of its bridge or 0)."""
+    """One netdev: ``index``, ``name``, ``master`` (ifindex of its bridge or 0),
+    ``mtu_bytes`` (IFLA_MTU, 0 when the kernel did not say)."""
 
     index: int
     name: str
     master: int
     kind: Optional[str] = None
+    mtu_bytes: int = 0
 
 
 def _link_info(msg) -> LinkInfo:
@@ -277,7 +279,8 @@ def _link_info(msg) -> LinkInfo:
     if linkinfo is not None:
         kind = linkinfo.get_attr("IFLA_INFO_KIND")
     return LinkInfo(index=msg["index"], name=msg.get_attr("IFLA_IFNAME"),
-                    master=msg.get_attr("IFLA_MASTER") or 0, kind=kind)
+                    master=msg.get_attr("IFLA_MASTER") or 0, kind=kind,
+                    mtu_bytes=msg.get_attr("IFLA_MTU") or 0)
 
 
 def get_link(ipr, name: str) -> Optional[LinkInfo]:
