@@ -367,3 +367,30 @@ def test_tap_name_too_long_refused():
     with pytest.raises(InputError) as err:
         parse_invocation("add", ["type_if=tap"], dict(PV_ENV, INTERFACE="vif123456.78901-emu"))
     assert err.value.source == "INTERFACE"
+
+
+@pytest.mark.parametrize("manifest", [
+    '{"files": [1, 2]}', '{"dirs": 5}', '{"files": {"a\\u0000b": "x"}}',
+    '{"files": {"../../outside/victim": null}}', '{"files": {"/abs/victim": null}}',
+    '{"dirs": ["../outside"]}', '{"files": {"etc/x": 5}}'])
+def test_corrupt_install_manifest_is_ignored_not_followed(tmp_path, capsys, manifest):
+    # Before: a list or a number where the manifest has a dict raised TypeError
+    # ("internal error", exit 1) in install and uninstall, and a path with '..'
+    # made uninstall remove a marked file outside --root.
+    from vif_qos.cmd_install import MANIFEST_PATH
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("# vif-qos\n")
+    install(str(root), vif_qos="/usr/bin/vif-qos")
+    (root / MANIFEST_PATH).write_text(manifest)
+    status, out, err = run_cli(capsys, "uninstall", "--root", str(root))
+    assert status == 0 and err == ""
+    assert (outside / "victim").exists() and outside.is_dir()
+    assert not (root / HOOK_PATH).exists()          # still found by its marker
+    (root / MANIFEST_PATH).parent.mkdir(parents=True, exist_ok=True)
+    (root / MANIFEST_PATH).write_text(manifest)
+    status, out, err = run_cli(capsys, "install", "--root", str(root),
+                               "--vif-qos", "/usr/bin/vif-qos")
+    assert status == 0 and err == "" and (root / HOOK_PATH).exists()

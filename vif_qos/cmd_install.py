@@ -203,13 +203,31 @@ def install(root: str = "/", wrapped_script: str = "vif-bridge",
     return report
 
 
+def _inside(rel: object) -> bool:
+    """A manifest path that stays below the root: relative, no '..', no NUL."""
+    return isinstance(rel, str) and rel != "" and "\0" not in rel and \
+        not os.path.isabs(rel) and ".." not in rel.split("/")
+
+
 def _load_manifest(path: str) -> dict:
+    """The manifest, or ``{}`` when it is missing or corrupt (not JSON, wrong types,
+    a path that would leave the root): then uninstall goes by the marker instead,
+    and never follows a corrupt entry outside the root."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-        return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    files = data.get("files", {})
+    dirs = data.get("dirs", [])
+    if not isinstance(files, dict) or not isinstance(dirs, list) or \
+            not all(_inside(rel) and (digest is None or isinstance(digest, str))
+                    for rel, digest in files.items()) or \
+            not all(_inside(rel) for rel in dirs):
+        return {}
+    return data
 
 
 def uninstall(root: str = "/") -> List[Tuple[str, str]]:
