@@ -394,3 +394,17 @@ def test_corrupt_install_manifest_is_ignored_not_followed(tmp_path, capsys, mani
     status, out, err = run_cli(capsys, "install", "--root", str(root),
                                "--vif-qos", "/usr/bin/vif-qos")
     assert status == 0 and err == "" and (root / HOOK_PATH).exists()
+
+
+def test_huge_bad_token_still_reaches_hotplug_error(xs, tmp_path):
+    # Before: the one-line message quoted the whole 6000-byte token; xenstore refuses
+    # a request above 4096 bytes (E2BIG), so neither hotplug-error nor
+    # hotplug-status=error was written (one transaction) and xl showed no reason.
+    xs.seed_vif(3, 0, name="web1")
+    policy = tmp_path / "vif-qos.conf"
+    policy.write_text("[defaults]\nrate = 1" + "x" * 6000 + "\n")
+    kernel = Kernel()
+    assert online(xs, kernel, tmp_path) == 2
+    assert xs.read("backend/vif/3/0/hotplug-status") == "error"
+    error = xs.read("backend/vif/3/0/hotplug-error")
+    assert error.startswith(f"vif-qos: {policy}:2: rate: ") and len(error) <= 2048

@@ -394,6 +394,19 @@ def _one_line(err: BaseException) -> str:
     return "internal error: " + " ".join(f"{type(err).__name__}: {err}".split())
 
 
+#: Longest hotplug-error value written: xenstored refuses a request above 4096 bytes
+#: (XENSTORE_PAYLOAD_MAX, xs_wire.h) -- path, value and status share one request.
+HOTPLUG_ERROR_MAX_BYTES = 2048
+
+
+def _fit_xenstore(text: str) -> str:
+    """``text`` cut to :data:`HOTPLUG_ERROR_MAX_BYTES` (UTF-8), marked with '...'."""
+    raw = text.encode("utf-8", errors="surrogateescape")
+    if len(raw) <= HOTPLUG_ERROR_MAX_BYTES:
+        return text
+    return raw[:HOTPLUG_ERROR_MAX_BYTES - 3].decode("utf-8", errors="ignore") + "..."
+
+
 def _summary(plan) -> str:
     parts: List[str] = []
     inbound = getattr(plan, "inbound", None)
@@ -493,7 +506,8 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
             return 0
         log.error(message)
         try:
-            sv.xenstore.write_many([(f"{inv.xenbus_path}/hotplug-error", f"vif-qos: {message}"),
+            sv.xenstore.write_many([(f"{inv.xenbus_path}/hotplug-error",
+                                     _fit_xenstore(f"vif-qos: {message}")),
                                     (f"{inv.xenbus_path}/hotplug-status", "error")])
         except Exception as xs_err:
             log.error(f"could not write hotplug-error: {_one_line(xs_err)}")
