@@ -408,3 +408,33 @@ def test_huge_bad_token_still_reaches_hotplug_error(xs, tmp_path):
     assert xs.read("backend/vif/3/0/hotplug-status") == "error"
     error = xs.read("backend/vif/3/0/hotplug-error")
     assert error.startswith(f"vif-qos: {policy}:2: rate: ") and len(error) <= 2048
+
+
+@pytest.mark.parametrize("line", ["mark_mask = 0x0fff_0000", "classid_min = 1_000",
+                                  "classid_max = \u0661\u0660\u0660\u0660", "mtu = \u0661\u0665\u0660\u0660",
+                                  "mtu = 1_500", "qdisc_major = 0x\uff11"])
+def test_policy_integers_are_plain_ascii_digits(tmp_path, line):
+    # Before: Python's int() took '_' separators and any Unicode digit, so these
+    # passed check-config and meant what a reader could only guess.
+    path = tmp_path / "vif-qos.conf"
+    path.write_text(f"[host]\n{line}\n", encoding="utf-8")
+    policy, problems = policymod.check_policy(str(path))
+    assert policy is None and [p.source for p in problems] == [f"{path}:2"]
+
+
+def test_policy_integers_still_take_decimal_and_hex(tmp_path):
+    path = tmp_path / "vif-qos.conf"
+    path.write_text("[host]\nmark_mask = 0X00FF0000\nclassid_min = 300\nmtu = 9000\n")
+    policy, problems = policymod.check_policy(str(path))
+    assert problems == []
+    assert (policy.host.mark_mask, policy.host.classid_min, policy.mtu_bytes) == (
+        0xFF0000, 300, 9000)
+
+
+def test_pool_named_none_is_refused(tmp_path):
+    # 'pool = none' means "no pool", so a pool called none could never be used.
+    path = tmp_path / "vif-qos.conf"
+    path.write_text("[pools]\n  [[None]]\n  rate = 10mbit\n")
+    policy, problems = policymod.check_policy(str(path))
+    assert policy is None and [p.source for p in problems] == [f"{path}:2"]
+    assert problems[0].token == "None"

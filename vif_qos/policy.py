@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -200,6 +201,10 @@ def _unquote(text: str) -> str:
 
 # --- validate checks --------------------------------------------------------------
 
+_DEC_INT = re.compile(r"[+-]?[0-9]+")
+_HEX_INT = re.compile(r"0x[0-9a-f]+")
+
+
 def _validator():
     from validate import ValidateError, Validator, VdtTypeError
 
@@ -223,22 +228,35 @@ def _validator():
         if isinstance(value, int):
             number = value
         else:
+            # ASCII digits only: int() alone also takes '_' and any Unicode digit.
             text = str(value).strip().lower()
-            try:
-                number = int(text, 16) if text.startswith("0x") else int(text, 10)
-            except ValueError:
-                raise UnitError("not an integer (decimal, or hex with 0x)") from None
+            if _HEX_INT.fullmatch(text):
+                number = int(text, 16)
+            elif _DEC_INT.fullmatch(text):
+                number = int(text, 10)
+            else:
+                raise UnitError("not an integer (decimal, or hex with 0x)")
         if min is not None and number < int(str(min), 0):
             raise UnitError(f"below the smallest allowed value {min}")
         if max is not None and number > int(str(max), 0):
             raise UnitError(f"above the largest allowed value {max}")
         return number
 
-    return Validator({
+    validator = Validator()
+    builtin_integer = validator.functions["integer"]
+
+    def integer(value, *args, **kwargs):
+        if isinstance(value, str) and not _DEC_INT.fullmatch(value.strip()):
+            raise UnitError("not an integer (decimal digits)")
+        return builtin_integer(value, *args, **kwargs)
+
+    validator.functions.update({
+        "integer": integer,
         "rate": wrap(lambda v: units.parse_rate(v, None, "rate")),
         "time": wrap(lambda v: units.parse_time(v, None, "time")),
         "hexint": hexint,
     })
+    return validator
 
 
 # --- loading ----------------------------------------------------------------------
@@ -496,6 +514,9 @@ def _build(cfg, problems: _Problems) -> Policy:
         pool = cfg["pools"][name]
         if not specmod._POOL_NAME.fullmatch(name):
             problems.add("[pools]: not a pool name (letters, digits, '_', '.', '-')", name,
+                         "pools", name)
+        elif name.lower() in specmod.NONE_WORDS:
+            problems.add("[pools]: reserved name (pool = none means no pool)", name,
                          "pools", name)
         psrc = {key: problems.where("pools", name, key)
                 for key in ("rate", "ceil", "member_rate", "member_ceil")
