@@ -438,3 +438,16 @@ def test_pool_named_none_is_refused(tmp_path):
     policy, problems = policymod.check_policy(str(path))
     assert policy is None and [p.source for p in problems] == [f"{path}:2"]
     assert problems[0].token == "None"
+
+
+def test_empty_policy_file_name_is_refused(capsys, tmp_path, monkeypatch):
+    # Before: '' fell back to /etc/xen/vif-qos.conf (or the built-in policy) silently.
+    for argv in (["check-config", ""], ["plan", "--config", "", "--qos", "rate=1mbit"]):
+        status, out, err = run_cli(capsys, *argv)
+        assert status == 2 and "empty policy file name" in out + err
+
+
+@pytest.mark.parametrize("devid", ["1_0", "\u0661", " 1", "+1"])
+def test_plan_devid_is_plain_digits(capsys, devid):
+    status, out, err = run_cli(capsys, "plan", "--qos", "rate=1mbit", "--devid", devid)
+    assert status == 2 and "--devid" in err and len(err.strip().splitlines()) == 1

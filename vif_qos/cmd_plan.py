@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import List, Optional
 
 from . import units, xenrate
@@ -19,13 +20,20 @@ from .ifname import check_ifname
 from .model import VifFacts, VifPlan
 
 
+def devid(text: str) -> int:
+    """``--devid``: plain ASCII digits (int() alone takes '1_0', ' 1', Unicode digits)."""
+    if not re.fullmatch(r"[0-9]+", text):
+        raise ValueError(text)
+    return int(text)
+
+
 def configure(parser: argparse.ArgumentParser, name: str = "plan") -> None:
     parser.add_argument("--config", metavar="FILE",
                         help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
     parser.add_argument("--domain", metavar="NAME",
                         help="domain name: matches [domains] entries and finds its xl config "
                              "file's qos = [...] entry")
-    parser.add_argument("--devid", metavar="N", type=int, default=0,
+    parser.add_argument("--devid", metavar="N", type=devid, default=0,
                         help="the vif's devid (index into vif = [...] and qos = [...]); default 0")
     parser.add_argument("--vif", metavar="NAME",
                         help="the vif's netdev name (default vifX.DEVID); matches [[vif:...]]")

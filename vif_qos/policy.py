@@ -292,6 +292,8 @@ def check_policy(path: Optional[str] = None) -> Tuple[Optional[Policy], List[Con
         not be parsed at all. A missing file at the default path (no ``path``, no
         ``$VIF_QOS_CONFIG``) gives the built-in policy and no problems.
     """
+    if path == "":
+        return None, [ConfigError("empty policy file name", token="")]
     explicit = path is not None or bool(os.environ.get(ENV_VAR))
     path = path or os.environ.get(ENV_VAR) or DEFAULT_PATH
     try:
