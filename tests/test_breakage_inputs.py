@@ -451,3 +451,20 @@ def test_empty_policy_file_name_is_refused(capsys, tmp_path, monkeypatch):
 def test_plan_devid_is_plain_digits(capsys, devid):
     status, out, err = run_cli(capsys, "plan", "--qos", "rate=1mbit", "--devid", devid)
     assert status == 2 and "--devid" in err and len(err.strip().splitlines()) == 1
+
+
+def test_on_failure_warn_with_bad_input_removes_a_stale_entry_of_the_same_name(xs, tmp_path):
+    # A guest that had vifname web1 went without offline or udev cleanup; a new guest
+    # gets web1 and a typo in its qos entry. Before: "the vif stays unshaped" was
+    # logged, but nothing removed the old guest's leaf and map element, so the new
+    # guest's traffic was held to the old guest's limits (C06).
+    xs.seed_vif(3, 0, name="web1", vifname="web1")
+    xen = tmp_path / "xen"
+    xen.mkdir()
+    (xen / "web1.cfg").write_text("name = 'web1'\nqos = [ 'rate=10mbitt' ]\n")
+    (tmp_path / "vif-qos.conf").write_text(
+        f"[host]\non_failure = warn\ndomain_config_dirs = {xen}\n")
+    kernel = Kernel()
+    assert online(xs, kernel, tmp_path) == 0
+    assert kernel.applied == [] and kernel.removed == ["web1"]
+    assert xs.read("backend/vif/3/0/hotplug-status") == ""

@@ -470,12 +470,14 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
               budget_s: float = DEFAULT_HOTPLUG_TIMEOUT_S) -> int:
     policy = None
     applied_to: Optional[str] = None
+    known_vif: Optional[str] = None
     try:
         with deadline(budget_s, f"vif-qos {inv.command}"):
             policy = sv.load_policy(conf)
             log.set_debug(bool(getattr(policy.host, "debug", False)))
             facts = read_facts(sv.xenstore, inv)
             log.context = f"{inv.command} {facts.vif}"
+            known_vif = facts.vif
             log.debug(f"facts: domid={facts.domid} devid={facts.devid} "
                       f"name={facts.domain_name!r} bridge={facts.bridge} "
                       f"rate={facts.xen_rate!r} mac={facts.mac}")
@@ -494,14 +496,19 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
     except Exception as err:  # every failure: undo, report, and decide the status
         message = _one_line(err)
         status = err.exit_status if isinstance(err, VifQosError) else 1
+        host = getattr(policy, "host", None)
+        warn = host is not None and getattr(host, "on_failure", None) == ON_FAILURE_WARN
+        if applied_to is None and warn:
+            # "stays unshaped" must be true: an earlier guest's entry under the same
+            # name (no offline, no udev cleanup) would otherwise hold this one (C06).
+            applied_to = known_vif
         if applied_to is not None:
             try:
                 with deadline(UNDO_TIMEOUT_S, "undoing the partial shaping"):
                     sv.remove_vif(applied_to, host=getattr(policy, "host", None))
             except Exception as undo_err:
                 log.warning(f"undoing the partial shaping failed: {_one_line(undo_err)}")
-        host = getattr(policy, "host", None)
-        if host is not None and getattr(host, "on_failure", None) == ON_FAILURE_WARN:
+        if warn:
             log.warning(f"{message} (on_failure = warn: the vif stays unshaped)")
             return 0
         log.error(message)
