@@ -179,11 +179,12 @@ def _pool_minors(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
                 or e.classid >> 16 != major or e.pool in held.values()):
             continue
         leaf = tcadapter.get_class(ipr, link.index, e.classid)
-        if leaf is not None and leaf.parent >> 16 == major:
+        if (leaf is not None and leaf.parent >> 16 == major
+                and POOL_MINOR_BASE <= leaf.parent & 0xFFFF < host.classid_min):
             held.setdefault(leaf.parent & 0xFFFF, e.pool)
     minors = {name: minor for minor, name in held.items()}
     out: Dict[str, int] = {}
-    for i, pool in enumerate(uplink.pools):
+    for pool in uplink.pools:
         if pool.name in minors:
             out[pool.name] = minors[pool.name]
     for i, pool in enumerate(uplink.pools):
