@@ -264,3 +264,26 @@ time.sleep(0.3)
 for _ in range(5):
     s.sendto(b"x" * 8000, ("10.99.0.2", 9999)); time.sleep(0.1)
 """
+
+
+def test_after_nft_flush_ruleset_a_cleanup_sweep_keeps_live_guests_tbfs(netns):
+    """``systemctl restart nftables`` runs ``flush ruleset`` and takes our table
+    with it. A ``vif-qos cleanup`` sweep then saw every live guest's TBF and leaf
+    as a leftover of a killed apply and stripped them all, inbound shaping
+    included. Without the table nothing tells a leftover from a live guest's
+    shaping: the sweep keeps them."""
+    d = make_dom0(netns, with_inet=False)
+    a, b, c = (add_vif(netns, d, n) for n in (1, 2, 3))
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(a))
+        A.apply_vif(vif_plan(b))
+    sh("nft", "flush", "ruleset", ns=d.dom0)
+    with inside(d.dom0):
+        assert A.cleanup_orphans() == []
+        assert A.status()["vifs"] == []
+    assert root_qdisc(d.dom0, a)["kind"] == root_qdisc(d.dom0, b)["kind"] == "tbf"
+    assert {"7a51:100", "7a51:101"} <= set(htb_classes(d.dom0, UPLINK))
+    with inside(d.dom0):  # the next online still works, around the unrecorded leaves
+        assert A.apply_vif(vif_plan(c)).classid == 0x7A510102
+        assert [v["vif"] for v in A.status()["vifs"]] == [c]
+        assert A.remove_vif(c) is True

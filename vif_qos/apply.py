@@ -479,7 +479,9 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
       root qdisc when it has no default class (killed while building the tree:
       it would drop all of the uplink's traffic) and no entry uses that uplink,
       returned as ``"htb 7a51:0 on peth0 (incomplete tree)"``. A complete
-      shared tree stays.
+      shared tree stays. When our nftables table is absent (``nft flush
+      ruleset``, as ``systemctl restart nftables`` does), unrecorded leaves and
+      TBFs are kept: they may be live guests' shaping (logged as a warning).
     """
     host = host or HostSettings()
     gone: List[str] = []
@@ -493,6 +495,11 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
                     _remove_locked(ipr, vif, host, state, nft)
                     state = nftadapter.read_table(ctx=nft)
                     gone.append(vif)
+            if not state.exists:
+                log.warning("vif-qos: table bridge %s is absent (nft flush ruleset?): "
+                            "leaf classes and tbfs without an entry are kept, they may "
+                            "be live guests' shaping; bring those guests online again",
+                            nftadapter.TABLE)
             gone += _remove_leftovers(ipr, host, state)
         finally:
             ipr.close()
@@ -520,6 +527,8 @@ def _remove_leftovers(ipr, host: HostSettings, state: nftadapter.TableState) -> 
                 if tcadapter.del_root_qdisc(ipr, q.index, handle, what):
                     removed.append(what)
                 continue
+            if not state.exists:  # no record at all: nothing tells a leftover
+                continue
             for c in classes:
                 minor = c.classid & 0xFFFF
                 if (c.level == 0 and host.classid_min <= minor <= host.classid_max
@@ -527,7 +536,7 @@ def _remove_leftovers(ipr, host: HostSettings, state: nftadapter.TableState) -> 
                     what = f"leaf {tcadapter.handle_str(c.classid)} on {link.name}"
                     if tcadapter.del_class(ipr, q.index, c.classid, what):
                         removed.append(what)
-        elif q.kind == "tbf" and link.name not in shaped_in:
+        elif q.kind == "tbf" and state.exists and link.name not in shaped_in:
             what = f"tbf {tcadapter.handle_str(handle)} on {link.name}"
             if tcadapter.del_root_qdisc(ipr, q.index, handle, what):
                 removed.append(what)
