@@ -287,3 +287,19 @@ def test_after_nft_flush_ruleset_a_cleanup_sweep_keeps_live_guests_tbfs(netns):
         assert A.apply_vif(vif_plan(c)).classid == 0x7A510102
         assert [v["vif"] for v in A.status()["vifs"]] == [c]
         assert A.remove_vif(c) is True
+
+
+def test_auto_uplink_ignores_other_renamed_guests_not_shaped_yet(netns):
+    """Many guests with ``vifname`` started at once (host boot): vif-bridge has put
+    all their vifs on the bridge before any is shaped, so neither the name nor
+    our table tells them from the uplink and every online was refused. Netback
+    gives every vif the MAC fe:ff:ff:ff:ff:ff (drivers/net/xen-netback/
+    interface.c); an uplink never has it."""
+    d = make_dom0(netns, with_inet=False)
+    names = ["web1e0", "db2e0", "mail3e0"]
+    for n, name in enumerate(names, 1):
+        add_vif(netns, d, n, name=name)
+        sh("ip", "link", "set", name, "address", "fe:ff:ff:ff:ff:ff", ns=d.dom0)
+    with inside(d.dom0):
+        assert A.apply_vif(vif_plan("db2e0", uplink=uplink_plan(device=None))).uplink \
+            == UPLINK

@@ -46,6 +46,9 @@ GUEST_PORT_PREFIXES = ("vif", "tap")
 #: Name suffix of an HVM guest's emulated NIC tap, also after a ``vifname``
 #: rename (``<vifname>-emu``, tools/hotplug/Linux/vif-common.sh).
 GUEST_PORT_SUFFIX = "-emu"
+#: The MAC netback gives every vif netdev, renamed or not ("the numerically
+#: largest non-broadcast address", drivers/net/xen-netback/interface.c).
+NETBACK_VIF_MAC = "fe:ff:ff:ff:ff:ff"
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,10 @@ def _resolve_uplink(ipr, uplink: UplinkPlan, state: nftadapter.TableState,
     For ``auto`` the uplink another vif of the same bridge already uses is
     taken when it still is a port of that bridge (one netlink lookup instead
     of a dump of every link: a busy bridge has a thousand vif ports).
-    Guest ports are ``vif*``/``tap*``/``*-emu`` names, ``vif`` itself (already
-    on the bridge when Xen's vif-bridge runs the hook, under its ``vifname``
-    when it was renamed) and every vif our table records.
+    Guest ports are ``vif*``/``tap*``/``*-emu`` names, netdevs with netback's
+    MAC ``fe:ff:ff:ff:ff:ff`` (a ``vifname`` rename keeps it), ``vif`` itself
+    (already on the bridge when Xen's vif-bridge runs the hook) and every vif
+    our table records.
     """
     if uplink.device:
         link = tcadapter.get_link(ipr, uplink.device)
@@ -151,12 +155,14 @@ def _resolve_uplink(ipr, uplink: UplinkPlan, state: nftadapter.TableState,
     ports = [p for p in tcadapter.bridge_ports(ipr, bridge.index)
              if not p.name.startswith(GUEST_PORT_PREFIXES)
              and not p.name.endswith(GUEST_PORT_SUFFIX)
+             and p.address != NETBACK_VIF_MAC
              and p.name != vif and p.name not in state.entries]
     if len(ports) != 1:
         names = ", ".join(sorted(p.name for p in ports)) or "none"
         raise KernelError(
             f"bridge {uplink.bridge}: uplink auto needs exactly one port that is "
-            f"not a guest port (vif*, tap*, *-emu, a shaped vif), found {len(ports)} ({names}); set the "
+            f"not a guest port (vif*, tap*, *-emu, MAC {NETBACK_VIF_MAC}, a shaped "
+            f"vif), found {len(ports)} ({names}); set the "
             "uplink device in /etc/xen/vif-qos.conf")
     return ports[0]
 

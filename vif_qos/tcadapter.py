@@ -264,13 +264,15 @@ def _request(ipr, msg, msg_type: int, flags: int, what: str):
 @dataclass(frozen=True)
 class LinkInfo:
     """One netdev: ``index``, ``name``, ``master`` (ifindex of its bridge or 0),
-    ``mtu_bytes`` (IFLA_MTU, 0 when the kernel did not say)."""
+    ``mtu_bytes`` (IFLA_MTU, 0 when the kernel did not say), ``address`` (its
+    MAC, lower case, or None)."""
 
     index: int
     name: str
     master: int
     kind: Optional[str] = None
     mtu_bytes: int = 0
+    address: Optional[str] = None
 
 
 def _link_info(msg) -> LinkInfo:
@@ -280,7 +282,8 @@ def _link_info(msg) -> LinkInfo:
         kind = linkinfo.get_attr("IFLA_INFO_KIND")
     return LinkInfo(index=msg["index"], name=msg.get_attr("IFLA_IFNAME"),
                     master=msg.get_attr("IFLA_MASTER") or 0, kind=kind,
-                    mtu_bytes=msg.get_attr("IFLA_MTU") or 0)
+                    mtu_bytes=msg.get_attr("IFLA_MTU") or 0,
+                    address=str(msg.get_attr("IFLA_ADDRESS") or "").lower() or None)
 
 
 def get_link(ipr, name: str) -> Optional[LinkInfo]:
