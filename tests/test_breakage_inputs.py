@@ -468,3 +468,26 @@ def test_on_failure_warn_with_bad_input_removes_a_stale_entry_of_the_same_name(x
     assert online(xs, kernel, tmp_path) == 0
     assert kernel.applied == [] and kernel.removed == ["web1"]
     assert xs.read("backend/vif/3/0/hotplug-status") == ""
+
+
+@pytest.mark.parametrize("entry", ["mac:00:16:3e:*", "mac:00-16-3e-00-00-01", "mac:00:16:3e:0:0:1",
+                                   "uuid:5c0b*", "uuid:not-a-uuid"])
+def test_mac_and_uuid_entries_must_be_exact_values(tmp_path, entry):
+    # mac: and uuid: entries match exactly (vif-qos.conf.example); a glob or a typo
+    # there silently matched nothing and check-config said OK.
+    path = tmp_path / "vif-qos.conf"
+    path.write_text(f"[domains]\n  [[{entry}]]\n  rate = 1mbit\n")
+    policy, problems = policymod.check_policy(str(path))
+    assert policy is None and [p.source for p in problems] == [f"{path}:2"]
+
+
+def test_exact_mac_and_uuid_entries_match(tmp_path):
+    from vif_qos.model import VifFacts
+    path = tmp_path / "vif-qos.conf"
+    path.write_text("[domains]\n  [[mac:00:16:3E:12:34:56]]\n  rate = 1mbit\n"
+                    "  [[uuid:5C0B5F64-5717-4562-B3FC-2C963F66AFA6]]\n  rate = 2mbit\n")
+    policy, problems = policymod.check_policy(str(path))
+    assert problems == []
+    facts = VifFacts(vif="vif3.0", devid=0, mac="00:16:3e:12:34:56",
+                     domain_uuid="5c0b5f64-5717-4562-b3fc-2c963f66afa6")
+    assert len(policy.matching_entries(facts)) == 2

@@ -49,6 +49,14 @@ EXAMPLE_PATH = os.path.join(os.path.dirname(__file__), "vif-qos.conf.example")
 
 MATCH_KINDS = ("name", "uuid", "mac", "vif")
 
+#: uuid: and mac: entries compare exactly (any case), so their pattern must be one.
+_EXACT_PATTERNS = {
+    "uuid": (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                        re.IGNORECASE), "a uuid like 5c0b5f64-5717-4562-b3fc-2c963f66afa6"),
+    "mac": (re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}", re.IGNORECASE),
+            "a MAC like 00:16:3e:12:34:56"),
+}
+
 
 @dataclass(frozen=True)
 class BridgeSettings:
@@ -543,6 +551,12 @@ def _build(cfg, problems: _Problems) -> Policy:
             problems.add("[domains]: entry name must be a domain name glob or "
                          "name:, uuid:, mac:, vif: followed by a pattern", name,
                          "domains", name)
+            continue
+        exact = _EXACT_PATTERNS.get(kind)
+        if exact is not None and not exact[0].fullmatch(pattern):
+            # matched exactly, not as a glob: anything else would never match
+            problems.add(f"[domains]: {kind}: entries match exactly, want {exact[1]}",
+                         name, "domains", name)
             continue
         entry_spec = _spec_from_section(cfg["domains"][name], problems, "domains", name)
         policy.domains.append(DomainEntry(kind, pattern, entry_spec,
