@@ -491,3 +491,13 @@ def test_exact_mac_and_uuid_entries_match(tmp_path):
     facts = VifFacts(vif="vif3.0", devid=0, mac="00:16:3e:12:34:56",
                      domain_uuid="5c0b5f64-5717-4562-b3fc-2c963f66afa6")
     assert len(policy.matching_entries(facts)) == 2
+
+
+@pytest.mark.parametrize("bridge", ["xen br0", "abcdefghijklmnopq", "br/0"])
+def test_bridge_section_must_be_a_netdev_name(tmp_path, bridge):
+    # A [[...]] under [bridges] no bridge can be called silently applied to nothing.
+    path = tmp_path / "vif-qos.conf"
+    path.write_text(f"[bridges]\n  [['{bridge}']]\n  uplink = peth0\n")
+    policy, problems = policymod.check_policy(str(path))
+    assert policy is None and [p.source for p in problems] == [f"{path}:2"]
+    assert problems[0].token == bridge

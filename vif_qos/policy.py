@@ -503,6 +503,9 @@ def _build(cfg, problems: _Problems) -> Policy:
         bridges["default_rate"], bridges["default_ceil"], bsrc)
     for name in bridges.sections:
         sub = bridges[name]
+        if ifname_problem(name) is not None:
+            problems.add(f"[bridges]: not a bridge name ({ifname_problem(name)})", name,
+                         "bridges", name)
         check_uplink(sub["uplink"], "bridges", name, "uplink")
         d = policy.bridge_defaults
         sources = dict(d.sources)
