@@ -268,10 +268,11 @@ for _ in range(5):
 
 def test_after_nft_flush_ruleset_a_cleanup_sweep_keeps_live_guests_tbfs(netns):
     """``systemctl restart nftables`` runs ``flush ruleset`` and takes our table
-    with it. A ``vif-qos cleanup`` sweep then saw every live guest's TBF and leaf
-    as a leftover of a killed apply and stripped them all, inbound shaping
-    included. Without the table nothing tells a leftover from a live guest's
-    shaping: the sweep keeps them."""
+    with it. A ``vif-qos cleanup`` sweep then saw every live guest's TBF as a
+    leftover of a killed apply and stripped them all: the guests lost their
+    inbound shaping too. Without the table nothing tells a leftover TBF from a
+    live guest's: the sweep keeps them (the leaves, which nothing classifies
+    into any more, go)."""
     d = make_dom0(netns, with_inet=False)
     a, b, c = (add_vif(netns, d, n) for n in (1, 2, 3))
     with inside(d.dom0):
@@ -279,13 +280,13 @@ def test_after_nft_flush_ruleset_a_cleanup_sweep_keeps_live_guests_tbfs(netns):
         A.apply_vif(vif_plan(b))
     sh("nft", "flush", "ruleset", ns=d.dom0)
     with inside(d.dom0):
-        assert A.cleanup_orphans() == []
+        assert sorted(A.cleanup_orphans()) == ["leaf 7a51:100 on peth0",
+                                               "leaf 7a51:101 on peth0"]
         assert A.status()["vifs"] == []
     assert root_qdisc(d.dom0, a)["kind"] == root_qdisc(d.dom0, b)["kind"] == "tbf"
-    assert {"7a51:100", "7a51:101"} <= set(htb_classes(d.dom0, UPLINK))
-    with inside(d.dom0):  # the next online still works, around the unrecorded leaves
-        assert A.apply_vif(vif_plan(c)).classid == 0x7A510102
-        assert [v["vif"] for v in A.status()["vifs"]] == [c]
+    with inside(d.dom0):  # the next online still works
+        assert A.apply_vif(vif_plan(c)).classid == 0x7A510100
+        assert [v["vif"] for v in A.status()["vifs"]] == [a, b, c]
         assert A.remove_vif(c) is True
 
 
@@ -303,3 +304,44 @@ def test_auto_uplink_ignores_other_renamed_guests_not_shaped_yet(netns):
     with inside(d.dom0):
         assert A.apply_vif(vif_plan("db2e0", uplink=uplink_plan(device=None))).uplink \
             == UPLINK
+
+
+def test_after_nft_flush_ruleset_the_next_online_records_live_tbfs_again(netns):
+    """After ``flush ruleset`` the next online made a fresh table holding only its
+    own vif; udev's full sweep (run whenever any guest's backend goes) then
+    took every other live guest's TBF for a killed apply's leftover. The online
+    that recreates the table records the vifs still carrying our TBF again
+    (inbound only: which leaf was whose is lost)."""
+    d = make_dom0(netns, with_inet=False)
+    a, b, c = (add_vif(netns, d, n) for n in (1, 2, 3))
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(a))
+        A.apply_vif(vif_plan(b, out_rate=None))
+    sh("nft", "flush", "ruleset", ns=d.dom0)
+    with inside(d.dom0):
+        A.apply_vif(vif_plan(c))
+        assert sorted(A.cleanup_orphans()) == ["leaf 7a51:100 on peth0"]
+        assert A.cleanup_orphans() == []
+        assert [(x.vif, x.inbound, x.classid) for x in A.list_applied()] == [
+            (a, True, None), (b, True, None), (c, True, 0x7A510101)]
+    assert root_qdisc(d.dom0, a)["kind"] == root_qdisc(d.dom0, b)["kind"] == "tbf"
+    with inside(d.dom0):  # offline of a recorded-again vif takes its TBF away
+        assert A.remove_vif(a) is True
+    assert root_qdisc(d.dom0, a).get("kind") != "tbf"
+
+
+@pytest.mark.parametrize("step,nth", [("set_htb_class", 3), ("replace_tbf", 1)])
+def test_first_apply_killed_then_netdev_gone_then_cleanup_leaves_only_the_tree(
+        netns, tmp_path, step, nth):
+    d = make_dom0(netns, with_inet=False)
+    vif = add_vif(netns, d, 1)
+    env = dict(os.environ, VIF_QOS_RUN_DIR=str(tmp_path / "run"))
+    proc = subprocess.run(["ip", "netns", "exec", d.dom0, sys.executable, "-c", KILL_AFTER,
+                           HERE, step, str(nth), vif], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    sh("ip", "link", "del", vif, ns=d.dom0)  # libxl fails the device: netdev gone
+    with inside(d.dom0):
+        assert A.cleanup_orphans() == ["leaf 7a51:100 on peth0"]
+    assert sorted(htb_classes(d.dom0, UPLINK)) == ["7a51:1", "7a51:2"]
+    assert "vif_qos" not in sh("nft", "list", "ruleset", ns=d.dom0).stdout

@@ -362,6 +362,9 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
                                  inbound=plan.inbound is not None,
                                  pool=plan.outbound.pool if plan.outbound else None)
         cmds = [] if state.exists else nftadapter.create_table_cmds()
+        if not state.exists:
+            for lost in _tbf_vifs_without_table(ipr, host, plan.vif):
+                cmds += nftadapter.add_entry_cmds(lost, host.mark_mask)
         cmds += nftadapter.add_entry_cmds(entry, host.mark_mask)
         nftadapter.run(cmds, f"nftables entry of {plan.vif} (table bridge "
                              f"{nftadapter.TABLE}, chain {entry.chain})", nft)
@@ -370,6 +373,30 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
         raise
     log.debug("vif-qos: %s: applied %s", plan.vif, entry.comment())
     return _applied(entry)
+
+
+def _tbf_vifs_without_table(ipr, host: HostSettings, vif: str) -> List[nftadapter.Entry]:
+    """Inbound-only entries for the netdevs (other than ``vif``) that carry our
+    TBF while our table is absent: it was deleted under live guests (``nft flush
+    ruleset``, as ``systemctl restart nftables`` does). Recorded again, a later
+    cleanup sweep keeps their TBF and an offline removes it; which HTB leaf was
+    whose is lost (those leaves are swept, and the guests' outbound stays
+    unclassified until they come online again: logged)."""
+    handle = host.qdisc_major << 16
+    lost = []
+    for q in tcadapter.dump_qdiscs(ipr):
+        if q.parent != tcadapter.TC_H_ROOT or q.handle != handle or q.kind != "tbf":
+            continue
+        link = tcadapter.get_link_by_index(ipr, q.index)
+        if link is not None and link.name != vif:
+            lost.append(nftadapter.Entry(vif=link.name, inbound=True))
+    if lost:
+        log.warning("vif-qos: table bridge %s was absent while %d vif(s) carry "
+                    "vif-qos's tbf (nft flush ruleset?): their inbound shaping is "
+                    "recorded again, their outbound is not classified until they "
+                    "come online again: %s", nftadapter.TABLE, len(lost),
+                    ", ".join(sorted(e.vif for e in lost)))
+    return lost
 
 
 def _apply_tbf(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
@@ -486,8 +513,9 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
       it would drop all of the uplink's traffic) and no entry uses that uplink,
       returned as ``"htb 7a51:0 on peth0 (incomplete tree)"``. A complete
       shared tree stays. When our nftables table is absent (``nft flush
-      ruleset``, as ``systemctl restart nftables`` does), unrecorded leaves and
-      TBFs are kept: they may be live guests' shaping (logged as a warning).
+      ruleset``, as ``systemctl restart nftables`` does), TBFs are kept: they
+      may be live guests' inbound shaping (logged as a warning); unrecorded
+      leaves go (without the table nothing is classified into them).
     """
     host = host or HostSettings()
     gone: List[str] = []
@@ -503,8 +531,8 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
                     gone.append(vif)
             if not state.exists:
                 log.warning("vif-qos: table bridge %s is absent (nft flush ruleset?): "
-                            "leaf classes and tbfs without an entry are kept, they may "
-                            "be live guests' shaping; bring those guests online again",
+                            "tbfs of vif-qos on netdevs are kept, they may be live "
+                            "guests' inbound shaping; bring those guests online again",
                             nftadapter.TABLE)
             gone += _remove_leftovers(ipr, host, state)
         finally:
@@ -532,8 +560,6 @@ def _remove_leftovers(ipr, host: HostSettings, state: nftadapter.TableState) -> 
                 what = f"htb {tcadapter.handle_str(handle)} on {link.name} (incomplete tree)"
                 if tcadapter.del_root_qdisc(ipr, q.index, handle, what):
                     removed.append(what)
-                continue
-            if not state.exists:  # no record at all: nothing tells a leftover
                 continue
             for c in classes:
                 minor = c.classid & 0xFFFF
