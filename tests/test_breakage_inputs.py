@@ -501,3 +501,13 @@ def test_bridge_section_must_be_a_netdev_name(tmp_path, bridge):
     policy, problems = policymod.check_policy(str(path))
     assert policy is None and [p.source for p in problems] == [f"{path}:2"]
     assert problems[0].token == bridge
+
+
+@pytest.mark.parametrize("dirs", ["xen/auto", "/etc/xen, auto", "''"])
+def test_domain_config_dirs_must_be_absolute(tmp_path, dirs):
+    # A relative directory is looked up from the caller's working directory: one
+    # thing for check-config in the admin's shell, another for the hotplug run.
+    path = tmp_path / "vif-qos.conf"
+    path.write_text(f"[host]\ndomain_config_dirs = {dirs}\n")
+    policy, problems = policymod.check_policy(str(path))
+    assert policy is None and [p.source for p in problems] == [f"{path}:2"]

@@ -478,6 +478,11 @@ def _build(cfg, problems: _Problems) -> Policy:
                                classid_max=host["classid_max"],
                                on_failure=host["on_failure"], debug=host["debug"])
     policy.domain_config_dirs = [str(d) for d in host["domain_config_dirs"]]
+    for directory in policy.domain_config_dirs:
+        if not os.path.isabs(directory):
+            problems.add("[host] domain_config_dirs: not an absolute path (a hotplug run "
+                         "does not start in your working directory)", directory,
+                         "host", "domain_config_dirs")
     policy.xen_rate_inbound = host["xen_rate_inbound"]
     policy.xen_rate_outbound = host["xen_rate_outbound"]
     policy.mtu_bytes = host["mtu"]
