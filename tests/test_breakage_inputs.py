@@ -511,3 +511,12 @@ def test_domain_config_dirs_must_be_absolute(tmp_path, dirs):
     path.write_text(f"[host]\ndomain_config_dirs = {dirs}\n")
     policy, problems = policymod.check_policy(str(path))
     assert policy is None and [p.source for p in problems] == [f"{path}:2"]
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300", "nan", "-1", "abc"])
+def test_odd_xenstore_timeout_falls_back_to_the_default(value):
+    # Before: inf or 1e300 reached subprocess's timeout: OverflowError on every
+    # xenstore call, so every online failed with "internal error".
+    from vif_qos.hotplug import DEFAULT_XENSTORE_TIMEOUT_S, default_services
+    services = default_services({"VIF_QOS_XENSTORE_TIMEOUT": value})
+    assert services.xenstore.timeout_s == DEFAULT_XENSTORE_TIMEOUT_S

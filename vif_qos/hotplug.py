@@ -382,10 +382,11 @@ def default_services(env: Mapping[str, str]) -> Services:
         timeout_s = float(env.get("VIF_QOS_XENSTORE_TIMEOUT", DEFAULT_XENSTORE_TIMEOUT_S))
     except ValueError:
         timeout_s = DEFAULT_XENSTORE_TIMEOUT_S
+    if not (math.isfinite(timeout_s) and 0 < timeout_s <= 3600):
+        timeout_s = DEFAULT_XENSTORE_TIMEOUT_S  # inf/1e300 overflow subprocess's timeout
     return Services(load_policy=load_policy, plan_for_facts=plan_for_facts,
                     apply_vif=apply_vif, remove_vif=remove_vif,
-                    xenstore=Xenstore(timeout_s=timeout_s if timeout_s > 0 else
-                                      DEFAULT_XENSTORE_TIMEOUT_S, env=dict(env)))
+                    xenstore=Xenstore(timeout_s=timeout_s, env=dict(env)))
 
 
 def _one_line(err: BaseException) -> str:
