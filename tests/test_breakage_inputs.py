@@ -520,3 +520,21 @@ def test_odd_xenstore_timeout_falls_back_to_the_default(value):
     from vif_qos.hotplug import DEFAULT_XENSTORE_TIMEOUT_S, default_services
     services = default_services({"VIF_QOS_XENSTORE_TIMEOUT": value})
     assert services.xenstore.timeout_s == DEFAULT_XENSTORE_TIMEOUT_S
+
+
+@pytest.mark.parametrize("text, line", [
+    ("[bridges]\nrate = 8bit\n", 2),
+    ("[bridges]\n  [[xenbr0]]\n  default_rate = 1kbit\n", 3),
+    ("[pools]\n  [[p]]\n  rate = 10mbit\n  member_rate = 2kbit\n", 4),
+    ("[pools]\n  [[p]]\n  rate = 16bit\n", 3),
+])
+def test_class_rates_too_slow_for_one_frame_are_refused(tmp_path, text, line):
+    # The rule vif rates already follow (resolve.check_rate_floor): one full frame
+    # must pass within the 4.29 s a bucket can hold. Before: [bridges] rate = 8bit
+    # passed check-config and plan gave 1-byte/s HTB classes with 1514-byte buckets
+    # (1514 s of traffic), and a vif's rate was "corrected" down to it.
+    path = tmp_path / "vif-qos.conf"
+    path.write_text(text)
+    policy, problems = policymod.check_policy(str(path))
+    assert policy is None and [p.source for p in problems] == [f"{path}:{line}"]
+    assert "too slow" in problems[0].message

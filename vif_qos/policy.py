@@ -488,7 +488,21 @@ def _build(cfg, problems: _Problems) -> Policy:
     policy.mtu_bytes = host["mtu"]
     policy.max_burst_time_us = min(host["max_burst_time"], KERNEL_MAX_BUCKET_US)
 
+    frame = policy.frame_bytes
+
+    def check_floor(section, *keys: str) -> None:
+        """The rule of resolve's check_rate_floor, for the shared classes' rates."""
+        for key in ("rate", "default_rate", "default_ceil", "ceil", "member_rate",
+                    "member_ceil"):
+            rate = section.get(key)
+            if isinstance(rate, int) and frame * 8 * 1_000_000 > rate * KERNEL_MAX_BUCKET_US:
+                problems.add(f"{_section_label(keys)} {key}: too slow: one full frame "
+                             f"({frame} bytes) takes {frame * 8 / rate:.4g} s at this rate, "
+                             f"beyond the 4.29 s the kernel can keep in a bucket",
+                             units.format_rate(rate), *keys, key)
+
     bridges = cfg["bridges"]
+    check_floor(bridges, "bridges")
     uplink = bridges["uplink"]
 
     def check_uplink(value, *keys: str) -> None:
@@ -508,6 +522,7 @@ def _build(cfg, problems: _Problems) -> Policy:
         bridges["default_rate"], bridges["default_ceil"], bsrc)
     for name in bridges.sections:
         sub = bridges[name]
+        check_floor(sub, "bridges", name)
         if ifname_problem(name) is not None:
             problems.add(f"[bridges]: not a bridge name ({ifname_problem(name)})", name,
                          "bridges", name)
@@ -541,6 +556,7 @@ def _build(cfg, problems: _Problems) -> Policy:
                 if pool.get(key) is not None}
         if pool.get("rate") is None:
             continue  # reported as missing
+        check_floor(pool, "pools", name)
         if pool["ceil"] is not None and pool["ceil"] < pool["rate"]:
             problems.add(f"[pools][[{name}]] ceil: below the pool's rate "
                          f"({units.format_rate(pool['rate'])})",
