@@ -538,3 +538,39 @@ def test_class_rates_too_slow_for_one_frame_are_refused(tmp_path, text, line):
     policy, problems = policymod.check_policy(str(path))
     assert policy is None and [p.source for p in problems] == [f"{path}:{line}"]
     assert "too slow" in problems[0].message
+
+
+# -- the netdev name rule against the real kernel ------------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_NAME_CHARS = st.sampled_from(list("abcXYZ019.-_:/ \t@#") + ["\u00e9", "\u00e0", "\u00a0",
+                                                              "\u20ac", "\U0001f600"])
+
+
+def test_netdev_name_rule_is_the_kernels(netns):
+    """ifname_problem() says yes exactly when the kernel creates a bridge of that
+    name (dev_valid_name), inside a namespace made for the test."""
+    from nsutil import inside
+    from vif_qos import tcadapter
+    ns = netns.make("ifname")
+    with inside(ns):
+        ipr = tcadapter.open_ipr()
+        try:
+            @settings(max_examples=150, deadline=None, derandomize=True,
+                      suppress_health_check=list(HealthCheck))
+            @given(st.one_of(st.text(_NAME_CHARS, min_size=1, max_size=18),
+                             st.sampled_from([".", "..", "a" * 15, "a" * 16, "\u00e9" * 7,
+                                              "\u00e9" * 8])))
+            def check(name):
+                try:
+                    ipr.link("add", ifname=name, kind="bridge")
+                    created = True
+                except Exception:
+                    created = False
+                if created:
+                    ipr.link("del", ifname=name)
+                assert created == (ifname_problem(name) is None), (name, created)
+            check()
+        finally:
+            ipr.close()
