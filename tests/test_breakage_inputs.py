@@ -574,3 +574,51 @@ def test_netdev_name_rule_is_the_kernels(netns):
             check()
         finally:
             ipr.close()
+
+
+# -- structured junk through policy + resolver --------------------------------------------
+
+_SECTIONS = ["[host]", "[bridges]", "[defaults]", "[pools]", "[domains]", "  [[xenbr0]]",
+             "  [[p]]", "  [[web*]]", "  [[vif:vif3.*]]", "    [[[x]]]", "[bogus]"]
+_KEYS = ["mark_mask", "classid_min", "classid_max", "on_failure", "mtu", "max_burst_time",
+         "uplink", "rate", "default_rate", "default_ceil", "ceil", "member_rate",
+         "member_ceil", "rate_in", "rate_out", "burst", "latency", "limit", "peak",
+         "minburst", "cburst", "quantum", "pool", "bogus"]
+_VALUES = ["0", "1", "-1", "0x10", "0x0f000000", "0x3", "0xffffffff", "9000", "1mbit",
+           "100gbit", "1tbit", "2tbit", "8bit", "abc", "", "none", "p", "zz", "warn", "1s",
+           "5s", "50ms", "1514", "1gb", "4gb", "10Mb/s@50ms", "1B/s", "'a, b'", "a, b",
+           "auto", "peth0", "1.5", "eth 0"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.one_of(st.sampled_from(_SECTIONS),
+                          st.builds("{} = {}".format, st.sampled_from(_KEYS),
+                                    st.sampled_from(_VALUES))), max_size=12),
+       st.one_of(st.none(), st.sampled_from(["62500,50000", "1,1", "4294967295,0",
+                                             "125000000000,1000000"])))
+def test_any_policy_gives_config_errors_or_a_sane_plan(lines, xen_rate):
+    from vif_qos import resolve
+    from vif_qos.model import VifFacts
+    policy, problems = policymod.check_policy_text("\n".join(lines) + "\n", "fuzz.conf")
+    assert all(isinstance(p, ConfigError) and "\n" not in p.one_line() for p in problems)
+    if policy is None:
+        assert problems
+        return
+    facts = VifFacts(vif="vif3.0", devid=0, domain_name="web1", xen_rate=xen_rate,
+                     xen_rate_source="xenstore:backend/vif/3/0/rate")
+    try:
+        plan = resolve.plan_vif(facts, policy)
+    except InputError:
+        return
+    if plan.inbound is not None:
+        i = plan.inbound
+        assert 0 < i.rate_bits_per_s and i.rate_bits_per_s % 8 == 0
+        assert 0 < i.burst_bytes <= 2 ** 32 - 1 and 0 < i.limit_bytes <= 2 ** 32 - 1
+        assert i.peak_bits_per_s is None or i.peak_bits_per_s > i.rate_bits_per_s
+    if plan.outbound is not None:
+        o = plan.outbound
+        assert 0 < o.rate_bits_per_s <= o.ceil_bits_per_s
+        assert 0 < o.burst_bytes <= 2 ** 32 - 1 and 0 < o.cburst_bytes <= 2 ** 32 - 1
+        for cls in (plan.uplink.root, plan.uplink.default) + plan.uplink.pools:
+            assert 0 < cls.rate_bits_per_s <= cls.ceil_bits_per_s
+            assert cls.burst_bytes > 0 and cls.quantum_bytes > 0
