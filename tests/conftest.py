@@ -37,8 +37,18 @@ def private_run_dir():
         return
     path = tempfile.mkdtemp(prefix="vif-qos-test-run-")
     os.environ["VIF_QOS_RUN_DIR"] = path
+    # Hotplug runs inside tests log to a file of the session, never to the host's
+    # /var/log/xen/xen-hotplug.log or syslog (tests that check those set their own).
+    saved = {key: os.environ.get(key) for key in ("VIF_QOS_HOTPLUG_LOG", "VIF_QOS_SYSLOG")}
+    os.environ.setdefault("VIF_QOS_HOTPLUG_LOG", os.path.join(path, "xen-hotplug.log"))
+    os.environ.setdefault("VIF_QOS_SYSLOG", "0")
     try:
         yield path
     finally:
         del os.environ["VIF_QOS_RUN_DIR"]
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         shutil.rmtree(path, ignore_errors=True)
