@@ -154,14 +154,30 @@ def parse_comment(comment: str) -> Optional[Entry]:
     fields = dict(_WORD.findall(comment[len(COMMENT_PREFIX):]))
     if "vif" not in fields:
         return None
-    classid = None
-    if "classid" in fields:
-        major, _, minor = fields["classid"].partition(":")
-        classid = (int(major, 16) << 16) | int(minor or "0", 16)
     return Entry(vif=fields["vif"], bridge=fields.get("bridge"),
-                 uplink=fields.get("uplink"), classid=classid,
-                 mark=int(fields["mark"], 16) if "mark" in fields else None,
+                 uplink=fields.get("uplink"), classid=_classid(fields.get("classid")),
+                 mark=_hex(fields.get("mark"), 0xFFFFFFFF),
                  inbound=fields.get("inbound") == "1", pool=fields.get("pool"))
+
+
+def _hex(text: Optional[str], top: int) -> Optional[int]:
+    """A hex field of a comment, or None when absent or not what we write (a comment
+    edited by hand must not stop removal of the vif's element and chain)."""
+    try:
+        value = int(text, 16) if text else None
+    except ValueError:
+        return None
+    return value if value is not None and 0 <= value <= top else None
+
+
+def _classid(text: Optional[str]) -> Optional[int]:
+    if not text:
+        return None
+    major, _, minor = text.partition(":")
+    major_i, minor_i = _hex(major, 0xFFFF), _hex(minor or "0", 0xFFFF)
+    if major_i is None or minor_i is None:
+        return None
+    return (major_i << 16) | minor_i
 
 
 @dataclass
