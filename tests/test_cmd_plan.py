@@ -174,3 +174,38 @@ def test_plan_xenbus_path_must_be_a_vif_backend_path(conf, capsys):
     assert cli.main(["plan", "--xenbus-path", "backend/vbd/7/51712"]) == 2
     err = capsys.readouterr().err
     assert "'backend/vbd/7/51712'" in err and "\n" not in err.strip()
+
+
+def test_plan_domain_reads_the_vif_line_like_xl_would_write_it(conf, capsys):
+    """rate=, bridge=, mac= and vifname= of the devid's vif entry, with file:line."""
+    path, xen = conf
+    (xen / "web1.cfg").write_text(
+        'name = "web1"\n'
+        "vif = [ 'mac=00:16:3e:00:00:01,bridge=xenbr0,rate=10Mb/s',\n"
+        "        'bridge=xenbr1,vifname=web1b' ]\n")
+    assert cli.main(["plan", "--json", "--domain", "web1"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["outbound"]["rate_bits_per_s"] == 10_000_000
+    assert plan["sources"]["inbound.rate_bits_per_s"] == f"{xen / 'web1.cfg'}:2 (vif rate=)"
+    assert cli.main(["plan", "--json", "--domain", "web1", "--devid", "1"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["vif"], plan["bridge"], plan["inbound"]) == ("web1b", "xenbr1", None)
+    # Options on the command line win over the file.
+    assert cli.main(["plan", "--json", "--domain", "web1", "--xen-rate", "2MB/s",
+                     "--bridge", "xenbr2"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["bridge"] == "xenbr2" and plan["inbound"]["rate_bits_per_s"] == 16_000_000
+
+
+def test_plan_domain_without_a_file_says_so(conf, capsys):
+    assert cli.main(["plan", "--json", "--domain", "nosuch"]) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert any("no domain config file with name = 'nosuch'" in n for n in notes)
+
+
+def test_plan_domain_bad_rate_on_the_vif_line_names_file_and_line(conf, capsys):
+    path, xen = conf
+    (xen / "bad.cfg").write_text('name = "bad"\nvif = [ \'rate=10MB\' ]\n')
+    assert cli.main(["plan", "--domain", "bad"]) == 2
+    err = capsys.readouterr().err
+    assert f"{xen / 'bad.cfg'}:2 (vif rate=)" in err and "'10MB'" in err

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from typing import List, Optional
+from dataclasses import replace
+from typing import Dict, List, Optional, Tuple
 
 from . import units, xenrate
 from .errors import InputError
@@ -37,8 +38,9 @@ def configure(parser: argparse.ArgumentParser, name: str = "plan") -> None:
                         help="the vif's devid (index into vif = [...] and qos = [...]); default 0")
     parser.add_argument("--vif", metavar="NAME",
                         help="the vif's netdev name (default vifX.DEVID); matches [[vif:...]]")
-    parser.add_argument("--bridge", metavar="NAME", default="xenbr0",
-                        help="the bridge the vif joins (default xenbr0)")
+    parser.add_argument("--bridge", metavar="NAME",
+                        help="the bridge the vif joins (default: the domain config file's "
+                             "vif line, else xenbr0)")
     parser.add_argument("--mac", metavar="MAC", help="the vif's MAC; matches [[mac:...]]")
     parser.add_argument("--uuid", metavar="UUID", help="the domain's uuid; matches [[uuid:...]]")
     parser.add_argument("--xen-rate", metavar="RATE",
@@ -66,13 +68,59 @@ def facts_from_args(args: argparse.Namespace) -> VifFacts:
         raise InputError("devid must be 0 or more", token=str(args.devid), source="--devid")
     if args.vif is not None:
         check_ifname(args.vif, "--vif", "vif")
-    check_ifname(args.bridge, "--bridge", "bridge")
+    if args.bridge is not None:
+        check_ifname(args.bridge, "--bridge", "bridge")
     xen_rate = None
     if args.xen_rate is not None:
         xen_rate = xenrate.parse_xl_rate(args.xen_rate, "--xen-rate")
-    return VifFacts(vif=args.vif or f"vifX.{args.devid}", devid=args.devid, bridge=args.bridge,
+    return VifFacts(vif=args.vif or f"vifX.{args.devid}", devid=args.devid,
+                    bridge=args.bridge or "xenbr0",
                     domain_name=args.domain, domain_uuid=args.uuid, mac=args.mac,
                     xen_rate=xen_rate, xen_rate_source="--xen-rate")
+
+
+#: vifspec keys ``plan --domain`` takes from the domain config file's vif line, as
+#: libxl would write them to the backend directory (xl's ``rate=``, ``bridge=``,
+#: ``mac=``, ``vifname=``).
+VIF_LINE_KEYS = ("rate", "bridge", "mac", "vifname")
+
+
+def facts_with_vif_line(args: argparse.Namespace, facts: VifFacts, policy) -> Tuple[VifFacts, List[str]]:
+    """``facts`` completed from the domain config file's ``vif = [...]`` entry for the
+    devid, for a guest that is not running yet: what xl would write to the backend
+    directory (``rate=`` converted as xl does, ``bridge=``, ``mac=``, ``vifname=``).
+    Options given on the command line win. Returns notes for the plan.
+
+    :raises ConfigError: the file is not xl syntax or its vif line is malformed.
+    """
+    from . import xlcfg
+
+    config, _others = xlcfg.find_domain_config(args.domain, policy.domain_config_dirs)
+    if config is None:
+        return facts, [f"no domain config file with name = {args.domain!r} in "
+                       f"{', '.join(policy.domain_config_dirs)}: its vif line and qos "
+                       f"entry were not read"]
+    entries = config.get_string_list("vif") or []
+    if args.devid >= len(entries):
+        return facts, [f"{config.source}: vif = [...] has no entry for devid {args.devid}"]
+    atom = entries[args.devid]
+    where = config.where(atom.line)
+    spec: Dict[str, str] = {}
+    for item in atom.text.split(","):
+        key, eq, value = item.strip().partition("=")
+        if eq and key.strip() in VIF_LINE_KEYS:
+            spec[key.strip()] = value.strip()
+    changes: Dict[str, object] = {}
+    if "rate" in spec and args.xen_rate is None:
+        changes["xen_rate"] = xenrate.parse_xl_rate(spec["rate"], f"{where} (vif rate=)")
+        changes["xen_rate_source"] = f"{where} (vif rate=)"
+    if "bridge" in spec and args.bridge is None:
+        changes["bridge"] = check_ifname(spec["bridge"], f"{where} (vif bridge=)", "bridge")
+    if "mac" in spec and args.mac is None:
+        changes["mac"] = spec["mac"]
+    if "vifname" in spec and args.vif is None:
+        changes["vif"] = check_ifname(spec["vifname"], f"{where} (vif vifname=)", "vifname")
+    return replace(facts, **changes), []
 
 
 def facts_from_xenstore(args: argparse.Namespace) -> VifFacts:
@@ -101,10 +149,15 @@ def run(args: argparse.Namespace) -> int:
 
     policy = policymod.load_policy(args.config)
     facts = facts_from_xenstore(args) if args.xenbus_path else facts_from_args(args)
+    notes: List[str] = []
+    if args.domain and not args.xenbus_path:
+        facts, notes = facts_with_vif_line(args, facts, policy)
     if args.qos is not None:
         plan = resolve.plan_vif(facts, policy, (args.qos, "--qos"))
     else:
         plan = resolve.plan_for_facts(facts, policy)
+    if notes:
+        plan = replace(plan, notes=tuple(notes) + plan.notes)
     if args.json:
         print(json.dumps(plan.to_json(), sort_keys=False))
     else:
