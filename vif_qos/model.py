@@ -83,8 +83,9 @@ class UplinkPlan:
 
     HTB handles: the root qdisc is ``qdisc_major:0``; the root class is
     ``qdisc_major:1``, the default class ``qdisc_major:2``; pool classes take minors
-    ``0x10 + index`` in the order of ``pools``; vif leaves take minors from
-    ``[classid_min, classid_max]`` (allocated by the kernel side).
+    from ``0x10`` (the lowest free one; a pool keeps the class its members sit
+    under); vif leaves take minors from ``[classid_min, classid_max]`` (both
+    allocated by the kernel side).
     """
 
     bridge: str

@@ -74,7 +74,7 @@ class BridgeSettings:
 
 @dataclass(frozen=True)
 class PoolSettings:
-    """A pool: HTB class minor ``0x10 + index`` on every uplink; member defaults."""
+    """A pool: an HTB class on every uplink (minor from 0x10, allocated by the kernel side); member defaults."""
 
     name: str
     index: int
