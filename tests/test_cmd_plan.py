@@ -167,7 +167,10 @@ def test_plan_reads_the_facts_from_xenstore_like_the_hotplug_run(conf, tmp_path,
         # sets inbound: the seed's 1mbit.
         assert plan["inbound"]["rate_bits_per_s"] == 1_000_000
         assert cli.main(["plan", "--json", "--tap", "--xenbus-path", "backend/vif/7/0"]) == 0
-        assert json.loads(capsys.readouterr().out)["vif"] == "baldr0-emu"
+        tap = json.loads(capsys.readouterr().out)
+        assert tap["vif"] == "baldr0-emu"
+        # Named like the PV vif's, although vif-common.sh makes the tap's path absolute.
+        assert tap["sources"]["outbound.rate_bits_per_s"] == "xenstore:backend/vif/7/0/rate"
 
 
 def test_plan_xenbus_path_must_be_a_vif_backend_path(conf, capsys):
@@ -209,3 +212,13 @@ def test_plan_domain_bad_rate_on_the_vif_line_names_file_and_line(conf, capsys):
     assert cli.main(["plan", "--domain", "bad"]) == 2
     err = capsys.readouterr().err
     assert f"{xen / 'bad.cfg'}:2 (vif rate=)" in err and "'10MB'" in err
+
+
+def test_check_config_reports_two_files_claiming_one_domain(conf, capsys):
+    path, xen = conf
+    (xen / "zz-baldr-copy.cfg").write_text('name = "baldr"\nqos = [ \'rate=1mbit\' ]\n')
+    assert cli.main(["check-config", str(path)]) == 2
+    captured = capsys.readouterr()
+    err = captured.out + captured.err
+    assert f"{xen / 'zz-baldr-copy.cfg'}:1: domain name already used by" in err
+    assert "'baldr'" in err

@@ -27,6 +27,7 @@ def check_domain_configs(policy) -> Tuple[int, List[InputError]]:
 
     problems: List[InputError] = []
     checked = 0
+    first_file_of: dict = {}
     for path in xlcfg.candidate_files(policy.domain_config_dirs):
         if not xlcfg._quick_names(path):
             continue
@@ -34,9 +35,19 @@ def check_domain_configs(policy) -> Tuple[int, List[InputError]]:
         try:
             config = xlcfg.load_xl_config(path)
             entries = config.get_string_list("qos") or []
+            name = config.get_string("name")
         except ConfigError as err:
             problems.append(err)
             continue
+        if name is not None:
+            if name.text in first_file_of:
+                # vif-qos reads the first file only (directory order, then name).
+                problems.append(ConfigError(
+                    f"domain name already used by {first_file_of[name.text]}, whose qos "
+                    f"entries are the ones read", token=name.text,
+                    source=config.where(name.line)))
+            else:
+                first_file_of[name.text] = path
         for atom in entries:
             where = config.where(atom.line)
             try:

@@ -290,6 +290,9 @@ def read_facts(xs, inv: Invocation) -> VifFacts:
     from .xenstore import XenstoreMissing
 
     backend = inv.xenbus_path.rstrip("/")
+    # Sources are named as libxl names the vif (relative to dom0's directory), also
+    # for the HVM tap, whose XENBUS_PATH vif-common.sh makes absolute.
+    label = re.sub(r"^/local/domain/0/", "", backend)
     try:
         present = set(xs.list(backend))
     except XenstoreMissing:
@@ -306,7 +309,7 @@ def read_facts(xs, inv: Invocation) -> VifFacts:
     frontend_id = backend_value("frontend-id")
     if frontend_id is not None and frontend_id.strip() != str(inv.domid):
         raise InputError(f"backend frontend-id does not match XENBUS_PATH's domid {inv.domid}",
-                         token=frontend_id, source=f"xenstore:{backend}/frontend-id")
+                         token=frontend_id, source=f"xenstore:{label}/frontend-id")
     vm_path = values.get(f"{dom}/vm")
     uuid = None
     if vm_path and vm_path.startswith("/vm/") and "/" not in vm_path[4:]:
@@ -317,14 +320,14 @@ def read_facts(xs, inv: Invocation) -> VifFacts:
     bridge, bridge_source = next(
         (value, where) for value, where in (
             (inv.bridge_arg, "argv bridge="),
-            (backend_value("bridge"), f"xenstore:{backend}/bridge"),
+            (backend_value("bridge"), f"xenstore:{label}/bridge"),
             (inv.bridge_env, "environment bridge"), ("xenbr0", "built-in default"))
         if value)
     check_ifname(bridge, bridge_source, "bridge")
     vifname = backend_value("vifname")
     vif = final_dev_name(inv, vifname)
     if vifname and not inv.hook_dev:
-        check_ifname(vif, f"xenstore:{backend}/vifname", "vifname")
+        check_ifname(vif, f"xenstore:{label}/vifname", "vifname")
     rate = backend_value("rate")
     return VifFacts(
         vif=vif,
@@ -335,7 +338,7 @@ def read_facts(xs, inv: Invocation) -> VifFacts:
         domain_uuid=uuid,
         mac=backend_value("mac"),
         xen_rate=rate,
-        xen_rate_source=f"xenstore:{backend}/rate",
+        xen_rate_source=f"xenstore:{label}/rate",
     )
 
 
