@@ -52,3 +52,15 @@ def private_run_dir():
             else:
                 os.environ[key] = value
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def quiet_logs(tmp_path, monkeypatch):
+    """Hotplug runs of this test log to its own file (returned), not syslog; no debug,
+    and no policy file named by the environment."""
+    log = tmp_path / "xen-hotplug.log"
+    monkeypatch.setenv("VIF_QOS_HOTPLUG_LOG", str(log))
+    monkeypatch.setenv("VIF_QOS_SYSLOG", "0")
+    monkeypatch.delenv("VIF_QOS_DEBUG", raising=False)
+    monkeypatch.delenv("VIF_QOS_CONFIG", raising=False)
+    return log

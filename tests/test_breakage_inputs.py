@@ -25,14 +25,8 @@ from vif_qos.xenstore import Xenstore
 from vif_qos.xsdouble import XenstoreDouble
 
 
-@pytest.fixture(autouse=True)
-def quiet_logs(tmp_path, monkeypatch):
-    log = tmp_path / "xen-hotplug.log"
-    monkeypatch.setenv("VIF_QOS_HOTPLUG_LOG", str(log))
-    monkeypatch.setenv("VIF_QOS_SYSLOG", "0")
-    monkeypatch.delenv("VIF_QOS_DEBUG", raising=False)
-    monkeypatch.delenv(policymod.ENV_VAR, raising=False)
-    return log
+# Every test: hotplug logs go to a file of its own (conftest.quiet_logs).
+pytestmark = pytest.mark.usefixtures("quiet_logs")
 
 
 def run_cli(capsys, *argv):

@@ -33,13 +33,8 @@ def xs():
         yield double
 
 
-@pytest.fixture(autouse=True)
-def quiet_logs(tmp_path, monkeypatch):
-    log = tmp_path / "xen-hotplug.log"
-    monkeypatch.setenv("VIF_QOS_HOTPLUG_LOG", str(log))
-    monkeypatch.setenv("VIF_QOS_SYSLOG", "0")
-    monkeypatch.delenv("VIF_QOS_DEBUG", raising=False)
-    return log
+# Every test: hotplug logs go to a file of its own (conftest.quiet_logs).
+pytestmark = pytest.mark.usefixtures("quiet_logs")
 
 
 # -- parsing -----------------------------------------------------------------------
