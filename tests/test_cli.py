@@ -27,3 +27,16 @@ def test_console_entry_point_runs_as_module():
     out = subprocess.run([sys.executable, "-m", "vif_qos", "--version"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == cli.__version__
+
+
+def test_a_reader_that_goes_away_ends_quietly_with_141():
+    """``vif-qos plan | head -1``: no traceback, no 'internal error', status 141."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.run([sys.executable, "-m", "vif_qos", "plan", "--qos", "rate=1mbit"],
+                          stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(write_end)
+    assert proc.returncode == 141
+    assert proc.stderr == ""

@@ -59,7 +59,23 @@ def _usage() -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run one command; return its exit status (also used as the console script)."""
+    """Run one command; return its exit status (also used as the console script).
+
+    A reader that goes away (``vif-qos plan | head -1``) ends the command quietly
+    with status 141, as a shell reports a process killed by SIGPIPE.
+    """
+    try:
+        status = _main(argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -86,6 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"vif-qos {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
     except Exception as err:  # an unexpected bug: one line, traceback on request
         if os.environ.get("VIF_QOS_DEBUG"):
             raise
