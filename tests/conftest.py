@@ -64,3 +64,19 @@ def quiet_logs(tmp_path, monkeypatch):
     monkeypatch.delenv("VIF_QOS_DEBUG", raising=False)
     monkeypatch.delenv("VIF_QOS_CONFIG", raising=False)
     return log
+
+
+XENSTORE_TOOLS = ("xenstore-read", "xenstore-write", "xenstore-rm", "xenstore-ls",
+                  "xenstore-list", "xenstore-exists", "xenstore-watch", "xenstore-chmod")
+
+
+@pytest.fixture
+def xs():
+    """A running xenstored double (the real xenstore tools reach it via ``xs.env()``)."""
+    from vif_qos.xsdouble import XenstoreDouble
+
+    missing = [t for t in XENSTORE_TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"xenstore-utils is not installed (missing {missing}); see ./dev")
+    with XenstoreDouble() as double:
+        yield double

@@ -9,7 +9,6 @@ here touches the kernel: names are refused before netlink sees them.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 
@@ -22,7 +21,6 @@ from vif_qos.hotplug import Services, hotplug_main, parse_invocation, xenbus_ids
 from vif_qos.ifname import check_ifname, ifname_problem
 from vif_qos.model import VifPlan
 from vif_qos.xenstore import Xenstore
-from vif_qos.xsdouble import XenstoreDouble
 
 
 # Every test: hotplug logs go to a file of its own (conftest.quiet_logs).
@@ -50,14 +48,6 @@ def test_invalid_netdev_names_refused(name):
                                   "é" * 7, "web-1_e0"])
 def test_valid_netdev_names_pass(name):
     assert check_ifname(name, "--vif") == name
-
-
-@pytest.fixture
-def xs():
-    if shutil.which("xenstore-read") is None:
-        pytest.fail("xenstore-utils is not installed; see ./dev")
-    with XenstoreDouble() as double:
-        yield double
 
 
 PV_ENV = {"vif": "vif3.0", "XENBUS_PATH": "backend/vif/3/0", "XENBUS_TYPE": "vif",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from dataclasses import dataclass, field
 from typing import List
 
@@ -22,15 +21,6 @@ from vif_qos.hotplug import (Invocation, Services, final_dev_name, hotplug_main,
                              parse_invocation, read_facts, tap_ids, xenbus_ids)
 from vif_qos.model import HostSettings, VifPlan
 from vif_qos.xenstore import Xenstore
-from vif_qos.xsdouble import XenstoreDouble
-
-
-@pytest.fixture
-def xs():
-    if shutil.which("xenstore-read") is None:
-        pytest.fail("xenstore-utils is not installed; see ./dev")
-    with XenstoreDouble() as double:
-        yield double
 
 
 # Every test: hotplug logs go to a file of its own (conftest.quiet_logs).

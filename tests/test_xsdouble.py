@@ -9,7 +9,6 @@ behaviour (tools/xenstored/core.c, xs_wire.h).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -22,17 +21,7 @@ import pytest
 from vif_qos import xsdouble
 from vif_qos.xsdouble import XenstoreDouble, XsErr
 
-TOOLS = ("xenstore-read", "xenstore-write", "xenstore-rm", "xenstore-ls",
-         "xenstore-list", "xenstore-exists", "xenstore-watch", "xenstore-chmod")
 
-
-@pytest.fixture
-def xs():
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        pytest.fail(f"xenstore-utils is not installed (missing {missing}); see ./dev")
-    with XenstoreDouble() as double:
-        yield double
 
 
 def tool(xs, *args, check=True, timeout=10):

@@ -226,8 +226,8 @@ def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
             f"uplink {dev}: its root qdisc is {root.kind} "
             f"{tcadapter.handle_str(root.handle)}, not vif-qos's htb "
             f"{tcadapter.handle_str(major)}; vif-qos does not replace a qdisc it "
-            f"did not create (remove it with 'tc qdisc del dev {dev} root' if it "
-            "is unwanted)")
+            f"did not create (if it is unwanted, remove it with: tc qdisc del dev {dev} "
+            "root)")
     created = root is None or root.handle == 0
     if created:
         tcadapter.add_htb_qdisc(ipr, link.index, major, DEFAULT_MINOR,

@@ -1,4 +1,4 @@
-"""tc through pyroute2: HTB qdisc and classes, TBF, links, dumps.
+"""Traffic control (tc) through pyroute2: HTB qdisc and classes, TBF, links, dumps.
 
 This module is the only place that speaks rtnetlink. It builds its own ``tcmsg``
 attribute layouts for HTB and TBF instead of going through ``IPRoute.tc()``,
