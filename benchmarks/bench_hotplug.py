@@ -8,7 +8,7 @@ Run as root from the checkout::
 Prints, per configuration, the median and max wall time of one ``online`` run
 (unshare + ip netns exec + vif-bridge [+ hook + vif-qos]), and the wall time of
 N ``online`` runs started at once. Everything runs in namespaces and a private
-mount namespace (vif_qos/simdom0.py) and is deleted afterwards.
+mount namespace (vif_qos/sim/dom0.py) and is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from vif_qos.simdom0 import HOOK_DIR_REL, Dom0
+from vif_qos.sim.dom0 import HOOK_DIR_REL, Dom0
 
 POLICY = """\
 [bridges]

@@ -17,9 +17,9 @@ What it measures (see benchmarks/README.rst):
    above what the path carries (10 Gbit/s), so what changes is the per-packet cost
    of classification, not the shaping.
 
-Each for two recipes, each in its own simulated dom0 (vif_qos.simnet):
+Each for two recipes, each in its own simulated dom0 (vif_qos.sim.net):
 
-* ``vif-qos``: ``vif_qos.apply.apply_vif`` / ``remove_vif`` in this process
+* ``vif-qos``: ``vif_qos.kernel.apply.apply_vif`` / ``remove_vif`` in this process
   (pyroute2 + nftables JSON; one verdict-map lookup on iifname per frame).
 * ``seed``: the seed's recipe at the nearest this kernel allows, as the admin's
   shell script would run it: ``tc qdisc replace ... tbf`` on the vif, ``tc class add``
@@ -58,7 +58,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from vif_qos.model import (ClassPlan, HostSettings, InboundPlan,  # noqa: E402
                            OutboundPlan, UplinkPlan, VifPlan)
-from vif_qos.simnet import INBOUND, OUTBOUND, SimHost, ip_batch, run  # noqa: E402
+from vif_qos.sim.net import INBOUND, OUTBOUND, SimHost, ip_batch, run  # noqa: E402
 
 MBIT = 10 ** 6
 GBIT = 10 ** 9
@@ -100,7 +100,7 @@ class VifQosRecipe:
     what = "apply_vif/remove_vif in-process (pyroute2 + nft JSON, vmap on iifname)"
 
     def __init__(self, host: SimHost):
-        from vif_qos import apply
+        from vif_qos.kernel import apply
         self.host = host
         self._apply = apply
 
@@ -243,8 +243,8 @@ def fmt_ms(values: List[float]) -> str:
 
 
 def import_cost_ms() -> Optional[float]:
-    """Wall time of a fresh interpreter importing vif_qos.apply (a hotplug run pays it)."""
-    code = "import vif_qos.apply"
+    """Wall time of a fresh interpreter importing vif_qos.kernel.apply (a hotplug run pays it)."""
+    code = "import vif_qos.kernel.apply"
     best = None
     for _ in range(3):
         t0 = time.perf_counter()
@@ -310,7 +310,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"  {r['recipe']:8} = {r['what']}")
     cost = import_cost_ms() if "vif-qos" in recipes else None
     if cost is not None:
-        print(f"  (a hotplug process also pays the import of vif_qos.apply: {cost:.0f} ms "
+        print(f"  (a hotplug process also pays the import of vif_qos.kernel.apply: {cost:.0f} ms "
               "here, once per run)")
     width = 24
     print("\nper-vif time, ms (median / p90 of %d vifs)" % args.probe)

@@ -5,7 +5,7 @@ hotplug run is), repeated, and the median printed::
 
     .venv/bin/python benchmarks/bench_model.py [--runs N] [--config FILE]
 
-Default policy: the shipped example (vif_qos/vif-qos.conf.example); the domain
+Default policy: the shipped example (vif_qos/config/vif-qos.conf.example); the domain
 config lookup scans the example's domain_config_dirs (/etc/xen/auto, /etc/xen).
 """
 
@@ -21,12 +21,14 @@ import sys
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from vif_qos import policy, resolve
+from vif_qos.config import policy
+from vif_qos.core import resolve
+from vif_qos.config import planning
 from vif_qos.model import VifFacts
 t1 = time.perf_counter()
 p = policy.load_policy(sys.argv[1])
 t2 = time.perf_counter()
-plan = resolve.plan_for_facts(VifFacts("vif3.0", 0, domain_name="baldr",
+plan = planning.plan_for_facts(VifFacts("vif3.0", 0, domain_name="baldr",
                                        xen_rate="62500,50000"), p)
 t3 = time.perf_counter()
 for i in range(200):
@@ -44,7 +46,7 @@ def main() -> int:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--config", default=os.path.join(here, "vif_qos", "vif-qos.conf.example"))
+    parser.add_argument("--config", default=os.path.join(here, "vif_qos", "config", "vif-qos.conf.example"))
     args = parser.parse_args()
     samples = []
     for _ in range(args.runs):

@@ -73,7 +73,7 @@ XENSTORE_TOOLS = ("xenstore-read", "xenstore-write", "xenstore-rm", "xenstore-ls
 @pytest.fixture
 def xs():
     """A running xenstored double (the real xenstore tools reach it via ``xs.env()``)."""
-    from vif_qos.xsdouble import XenstoreDouble
+    from vif_qos.sim.xsdouble import XenstoreDouble
 
     missing = [t for t in XENSTORE_TOOLS if shutil.which(t) is None]
     if missing:

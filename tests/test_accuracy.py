@@ -1,7 +1,7 @@
 """Shaping accuracy, measured: iperf3 TCP through a simulated dom0 (issue 3).
 
-Guests are shaped through ``vif_qos.apply.apply_vif`` with the plans the resolver
-derives (``vif_qos.resolve.plan_vif``: burst, limit, quantum as vif-qos computes
+Guests are shaped through ``vif_qos.kernel.apply.apply_vif`` with the plans the resolver
+derives (``vif_qos.core.resolve.plan_vif``: burst, limit, quantum as vif-qos computes
 them) from a small host policy and a domain ``qos`` spec, at 1, 10 and 100 Mbit/s, inbound (TBF on the vif) and outbound (HTB leaf on
 the uplink, classified by the nftables bridge table), over IPv4 and IPv6. Asserted:
 
@@ -28,9 +28,9 @@ from __future__ import annotations
 import pytest
 
 from vif_qos.model import VifFacts, VifPlan
-from vif_qos.policy import check_policy_text
-from vif_qos.resolve import plan_vif
-from vif_qos.simnet import INBOUND, OUTBOUND, Flow, SimHost
+from vif_qos.config.policy import check_policy_text
+from vif_qos.core.resolve import plan_vif
+from vif_qos.sim.net import INBOUND, OUTBOUND, Flow, SimHost
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 
@@ -64,14 +64,14 @@ POLICY_TEXT = """
 
 def vif_plan(vif: str, qos: str) -> VifPlan:
     """The resolver's plan for ``vif`` given a domain ``qos`` spec: the burst,
-    limit and quantum under test are the ones vif-qos derives (vif_qos/resolve.py)."""
+    limit and quantum under test are the ones vif-qos derives (vif_qos/core/resolve.py)."""
     policy, problems = check_policy_text(POLICY_TEXT, "test_accuracy policy")
     assert not problems and policy is not None, problems
     return plan_vif(VifFacts(vif=vif, devid=0), policy, (qos, "test_accuracy qos"))
 
 
 def apply_plan(host: SimHost, plan: VifPlan) -> None:
-    from vif_qos.apply import apply_vif
+    from vif_qos.kernel.apply import apply_vif
     with host.in_dom0():
         apply_vif(plan)
 

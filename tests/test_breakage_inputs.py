@@ -14,13 +14,15 @@ import subprocess
 
 import pytest
 
-from vif_qos import cli, policy as policymod, xlcfg
-from vif_qos.cmd_install import HOOK_PATH, WRAPPER_PATH, install
+from vif_qos import cli
+from vif_qos.config import policy as policymod
+from vif_qos.config import xlcfg
+from vif_qos.cli.install import HOOK_PATH, WRAPPER_PATH, install
 from vif_qos.errors import ConfigError, InputError
-from vif_qos.hotplug import Services, hotplug_main, parse_invocation, xenbus_ids
-from vif_qos.ifname import check_ifname, ifname_problem
+from vif_qos.xen.hotplug import Services, hotplug_main, parse_invocation, xenbus_ids
+from vif_qos.core.ifname import check_ifname, ifname_problem
 from vif_qos.model import VifPlan
-from vif_qos.xenstore import Xenstore
+from vif_qos.xen.xenstore import Xenstore
 
 
 # Every test: hotplug logs go to a file of its own (conftest.quiet_logs).
@@ -63,7 +65,8 @@ class Kernel:
         self.removed = []
 
     def services(self, xs):
-        from vif_qos import resolve
+        from vif_qos.core import resolve
+        from vif_qos.config import planning
 
         def apply_vif(plan: VifPlan):
             self.applied.append(plan)
@@ -71,7 +74,7 @@ class Kernel:
         def remove_vif(vif, host=None):
             self.removed.append(vif)
             return True
-        return Services(policymod.load_policy, resolve.plan_for_facts, apply_vif,
+        return Services(policymod.load_policy, planning.plan_for_facts, apply_vif,
                         remove_vif, Xenstore(env=dict(os.environ, **xs.env())))
 
 
@@ -175,12 +178,12 @@ def test_cleanup_refuses_a_name_no_netdev_can_have(capsys, monkeypatch):
     import sys
     import types
     calls = []
-    module = types.ModuleType("vif_qos.apply")
+    module = types.ModuleType("vif_qos.kernel.apply")
     module.remove_vif = lambda vif, host=None: calls.append(vif) or True
     module.cleanup_orphans = lambda host=None: calls.append("*") or []
-    monkeypatch.setitem(sys.modules, "vif_qos.apply", module)
-    import vif_qos
-    monkeypatch.setattr(vif_qos, "apply", module, raising=False)
+    monkeypatch.setitem(sys.modules, "vif_qos.kernel.apply", module)
+    import vif_qos.kernel
+    monkeypatch.setattr(vif_qos.kernel, "apply", module, raising=False)
     for bad in ("abcdefghijklmnopqrstu", "a\x00b"):
         status, out, err = run_cli(capsys, "cleanup", "--vif", bad)
         assert status == 2 and "--vif" in err and len(err.strip().splitlines()) == 1
@@ -339,7 +342,7 @@ def test_non_utf8_bytes_inside_a_qos_string_name_the_line(tmp_path):
     path.write_bytes(b'name = "web"\nqos = [ \'rate=2\xffmbit\' ]\n')
     config = xlcfg.load_xl_config(str(path))
     text, where = xlcfg.qos_entry(config, 0)
-    from vif_qos import spec
+    from vif_qos.core import spec
     with pytest.raises(InputError) as err:
         spec.parse_spec(text, where)
     assert err.value.source == f"{path}:2"
@@ -361,7 +364,7 @@ def test_corrupt_install_manifest_is_ignored_not_followed(tmp_path, capsys, mani
     # Before: a list or a number where the manifest has a dict raised TypeError
     # ("internal error", exit 1) in install and uninstall, and a path with '..'
     # made uninstall remove a marked file outside --root.
-    from vif_qos.cmd_install import MANIFEST_PATH
+    from vif_qos.cli.install import MANIFEST_PATH
     root = tmp_path / "root"
     root.mkdir()
     outside = tmp_path / "outside"
@@ -501,7 +504,7 @@ def test_domain_config_dirs_must_be_absolute(tmp_path, dirs):
 def test_odd_xenstore_timeout_falls_back_to_the_default(value):
     # Before: inf or 1e300 reached subprocess's timeout: OverflowError on every
     # xenstore call, so every online failed with "internal error".
-    from vif_qos.hotplug import DEFAULT_XENSTORE_TIMEOUT_S, default_services
+    from vif_qos.xen.hotplug import DEFAULT_XENSTORE_TIMEOUT_S, default_services
     services = default_services({"VIF_QOS_XENSTORE_TIMEOUT": value})
     assert services.xenstore.timeout_s == DEFAULT_XENSTORE_TIMEOUT_S
 
@@ -536,7 +539,7 @@ def test_netdev_name_rule_is_the_kernels(netns):
     """ifname_problem() says yes exactly when the kernel creates a bridge of that
     name (dev_valid_name), inside a namespace made for the test."""
     from nsutil import inside
-    from vif_qos import tcadapter
+    from vif_qos.kernel import tc as tcadapter
     ns = netns.make("ifname")
     with inside(ns):
         ipr = tcadapter.open_ipr()
@@ -581,7 +584,7 @@ _VALUES = ["0", "1", "-1", "0x10", "0x0f000000", "0x3", "0xffffffff", "9000", "1
        st.one_of(st.none(), st.sampled_from(["62500,50000", "1,1", "4294967295,0",
                                              "125000000000,1000000"])))
 def test_any_policy_gives_config_errors_or_a_sane_plan(lines, xen_rate):
-    from vif_qos import resolve
+    from vif_qos.core import resolve
     from vif_qos.model import VifFacts
     policy, problems = policymod.check_policy_text("\n".join(lines) + "\n", "fuzz.conf")
     assert all(isinstance(p, ConfigError) and "\n" not in p.one_line() for p in problems)

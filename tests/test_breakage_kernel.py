@@ -14,7 +14,7 @@ from kerneltopo import UPLINK, add_vif, cls, make_dom0, uplink_plan, vif_plan
 from nsutil import inside, sh
 from test_kernel_apply import htb_classes, root_qdisc
 
-from vif_qos import apply as A
+from vif_qos.kernel import apply as A
 
 pytestmark = pytest.mark.kernel
 
@@ -53,7 +53,8 @@ KILL_AFTER = r'''
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
 from kerneltopo import vif_plan
-from vif_qos import apply as A, tcadapter
+from vif_qos.kernel import apply as A
+from vif_qos.kernel import tc as tcadapter
 real = getattr(tcadapter, sys.argv[2])
 calls = []
 def step(*args, **kw):
@@ -161,7 +162,8 @@ def test_udev_cleanup_of_a_name_racing_the_new_guests_online_keeps_the_new_shapi
     import threading
     import time
 
-    from vif_qos import alloc, cmd_cleanup
+    from vif_qos.kernel import alloc
+    from vif_qos.cli import cleanup as cmd_cleanup
 
     d = make_dom0(netns, with_inet=False)
     old = add_vif(netns, d, 1, name="web1e0")
@@ -189,13 +191,13 @@ def test_udev_cleanup_of_a_name_racing_the_new_guests_online_keeps_the_new_shapi
 
 
 def test_what_apply_logs_reaches_the_hotplug_log_as_warning_and_info(tmp_path):
-    """A foreign qdisc replaced on the vif, a stale entry replaced (C06): vif_qos.apply
+    """A foreign qdisc replaced on the vif, a stale entry replaced (C06): vif_qos.kernel.apply
     logs them through Python's logging, which a hotplug run never configured, so
     they reached neither syslog nor the hotplug log's format (the warning went
     bare to stderr, the info nowhere)."""
     import re
 
-    from vif_qos.simdom0 import Dom0
+    from vif_qos.sim.dom0 import Dom0
 
     policy = ("[bridges]\nuplink = peth0\n[domains]\n    [[web*]]\n    rate_in = 2mbit\n"
               "    rate_out = 1mbit\n")

@@ -12,18 +12,18 @@ import types
 import pytest
 
 from vif_qos import cli
-from vif_qos.cmd_cleanup import netdev_exists
+from vif_qos.cli.cleanup import netdev_exists
 
 
 @pytest.fixture
 def fake_apply(monkeypatch, tmp_path):
     calls = []
-    module = types.ModuleType("vif_qos.apply")
+    module = types.ModuleType("vif_qos.kernel.apply")
     module.remove_vif = lambda vif, host=None: calls.append(("remove", vif, host)) or True
     module.cleanup_orphans = lambda host=None: calls.append(("orphans", host)) or ["vif9.0"]
-    monkeypatch.setitem(sys.modules, "vif_qos.apply", module)
-    import vif_qos
-    monkeypatch.setattr(vif_qos, "apply", module, raising=False)
+    monkeypatch.setitem(sys.modules, "vif_qos.kernel.apply", module)
+    import vif_qos.kernel
+    monkeypatch.setattr(vif_qos.kernel, "apply", module, raising=False)
     monkeypatch.setenv("VIF_QOS_HOTPLUG_LOG", str(tmp_path / "log"))
     monkeypatch.setenv("VIF_QOS_SYSLOG", "0")
     policy = tmp_path / "vif-qos.conf"

@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from vif_qos import cli, policy as policymod
+from vif_qos import cli
+from vif_qos.config import policy as policymod
 
 
 @pytest.fixture
@@ -151,7 +152,7 @@ def test_plan_as_a_real_process(conf):
 def test_plan_reads_the_facts_from_xenstore_like_the_hotplug_run(conf, tmp_path, monkeypatch,
                                                                    capsys):
     """--xenbus-path: the real xenstore-read against the double; dom0-owned keys only."""
-    from vif_qos.xsdouble import XenstoreDouble
+    from vif_qos.sim.xsdouble import XenstoreDouble
 
     with XenstoreDouble(str(tmp_path / "xs.sock")).start() as xs:
         xs.seed_vif(7, 0, name="baldr", rate="62500,50000", vifname="baldr0")  # 10Mb/s

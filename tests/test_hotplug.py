@@ -16,11 +16,11 @@ from typing import List
 import pytest
 
 from vif_qos.errors import ConfigError, InputError, KernelError, XenstoreError
-from vif_qos.hotlog import HotplugLog
-from vif_qos.hotplug import (Invocation, Services, final_dev_name, hotplug_main,
+from vif_qos.xen.hotlog import HotplugLog
+from vif_qos.xen.hotplug import (Invocation, Services, final_dev_name, hotplug_main,
                              parse_invocation, read_facts, tap_ids, xenbus_ids)
 from vif_qos.model import HostSettings, VifPlan
-from vif_qos.xenstore import Xenstore
+from vif_qos.xen.xenstore import Xenstore
 
 
 # Every test: hotplug logs go to a file of its own (conftest.quiet_logs).

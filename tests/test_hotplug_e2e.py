@@ -17,10 +17,10 @@ import time
 import pytest
 
 from dom0harness import WRAPPER, Dom0
-from vif_qos.hotplug import parse_invocation, read_facts
-from vif_qos.policy import load_policy
-from vif_qos.resolve import plan_for_facts
-from vif_qos.xenstore import Xenstore
+from vif_qos.xen.hotplug import parse_invocation, read_facts
+from vif_qos.config.policy import load_policy
+from vif_qos.config.planning import plan_for_facts
+from vif_qos.xen.xenstore import Xenstore
 
 pytestmark = pytest.mark.kernel
 

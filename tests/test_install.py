@@ -13,8 +13,9 @@ import subprocess
 
 import pytest
 
-from vif_qos import cli, cmd_install
-from vif_qos.cmd_install import (HOOK_PATH, MANIFEST_PATH, POLICY_PATH, UDEV_HOTPLUG_PATH,
+from vif_qos import cli
+from vif_qos.cli import install as cmd_install
+from vif_qos.cli.install import (HOOK_PATH, MANIFEST_PATH, POLICY_PATH, UDEV_HOTPLUG_PATH,
                                  UDEV_PATH, WRAPPER_PATH, install, uninstall)
 
 FAKE_BIN = "/opt/vq/bin/vif-qos"

@@ -15,8 +15,8 @@ from kerneltopo import UPLINK, add_vif, make_dom0, vif_plan
 from nsutil import inside, sh
 from test_kernel_apply import htb_classes
 
-from vif_qos import alloc
-from vif_qos import apply as A
+from vif_qos.kernel import alloc
+from vif_qos.kernel import apply as A
 from vif_qos.errors import KernelError
 
 
@@ -56,7 +56,7 @@ def test_lock_is_reentrant_in_one_thread():
 
 def test_lock_excludes_another_process(run_dir):
     child = ("import os, time; os.environ['VIF_QOS_RUN_DIR'] = %r\n"
-             "from vif_qos import alloc\n"
+             "from vif_qos.kernel import alloc\n"
              "t = time.monotonic()\n"
              "with alloc.host_lock(): print(time.monotonic() - t)\n") % str(run_dir)
     with alloc.host_lock():
@@ -105,7 +105,7 @@ def test_a_leftover_leaf_without_entry_is_allocated_around(netns, caplog):
 
 
 def test_narrow_pyroute2_import_keeps_the_full_package_usable():
-    code = ("from vif_qos import tcadapter\n"
+    code = ("from vif_qos.kernel import tc as tcadapter\n"
             "tcadapter.open_ipr().close()\n"
             "import sys\n"
             "assert 'pyroute2.ndb.main' not in sys.modules\n"

@@ -9,7 +9,7 @@ import pytest
 from kerneltopo import BRIDGE, UPLINK, add_vif, make_dom0, uplink_plan, vif_plan
 from nsutil import inside, nft_json, sh, tc_json
 
-from vif_qos import apply as A
+from vif_qos.kernel import apply as A
 from vif_qos.errors import KernelError
 
 pytestmark = pytest.mark.kernel

@@ -15,7 +15,7 @@ from kerneltopo import BRIDGE, UPLINK, make_dom0, vif_plan
 from nsutil import inside, sh
 from test_kernel_apply import htb_classes
 
-from vif_qos import apply as A
+from vif_qos.kernel import apply as A
 
 pytestmark = pytest.mark.kernel
 
@@ -121,7 +121,7 @@ CHILD = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from kerneltopo import vif_plan
-from vif_qos.apply import apply_vif
+from vif_qos.kernel.apply import apply_vif
 vif, rate = sys.argv[2], int(sys.argv[3])
 a = apply_vif(vif_plan(vif, out_rate=rate, in_rate=rate))
 print(a.classid, a.mark)

@@ -11,8 +11,9 @@ import pytest
 from kerneltopo import UPLINK, add_vif, cls, make_dom0, uplink_plan, vif_plan
 from nsutil import inside, sh
 
-from vif_qos import apply as A
-from vif_qos import nftadapter, tcadapter
+from vif_qos.kernel import apply as A
+from vif_qos.kernel import nft as nftadapter
+from vif_qos.kernel import tc as tcadapter
 from vif_qos.errors import KernelError
 
 pytestmark = pytest.mark.kernel

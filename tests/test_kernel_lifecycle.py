@@ -12,7 +12,7 @@ from kerneltopo import UPLINK, add_vif, make_dom0, uplink_plan, vif_plan
 from nsutil import inside, nft_json, sh
 from test_kernel_apply import htb_classes, root_qdisc
 
-from vif_qos import apply as A
+from vif_qos.kernel import apply as A
 from vif_qos.errors import KernelError
 
 pytestmark = pytest.mark.kernel

@@ -13,7 +13,7 @@ from kerneltopo import UPLINK, add_vif, make_dom0, vif_plan
 from nsutil import inside, sh
 from test_kernel_traffic import ping
 
-from vif_qos import apply as A
+from vif_qos.kernel import apply as A
 from vif_qos.cli import main
 
 pytestmark = pytest.mark.kernel

@@ -13,8 +13,8 @@ from kerneltopo import UPLINK, add_vif, cls, make_dom0, uplink_plan, vif_plan
 from nsutil import inside, sh
 from test_kernel_apply import htb_classes, root_qdisc
 
-from vif_qos import apply as A
-from vif_qos import tcadapter
+from vif_qos.kernel import apply as A
+from vif_qos.kernel import tc as tcadapter
 from vif_qos.errors import EnvironmentProblem
 from vif_qos.model import HostSettings
 

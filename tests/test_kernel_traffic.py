@@ -15,7 +15,7 @@ import pytest
 from kerneltopo import UPLINK, add_vif, make_dom0, vif_plan
 from nsutil import inside, nft_json, sh, tc_json
 
-from vif_qos import apply as A
+from vif_qos.kernel import apply as A
 from vif_qos.model import HostSettings
 
 pytestmark = pytest.mark.kernel

@@ -13,8 +13,8 @@ import subprocess
 import pytest
 
 from nsutil import sh, unique
-from vif_qos import policy as policymod
-from vif_qos import resolve
+from vif_qos.config import policy as policymod
+from vif_qos.core import resolve
 from vif_qos.model import VifFacts
 
 pytestmark = pytest.mark.kernel

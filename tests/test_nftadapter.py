@@ -3,8 +3,8 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from vif_qos import nftadapter
-from vif_qos.nftadapter import COMMENT_PREFIX, parse_comment
+from vif_qos.kernel import nft as nftadapter
+from vif_qos.kernel.nft import COMMENT_PREFIX, parse_comment
 
 
 def test_comment_round_trip():

@@ -5,7 +5,7 @@ import textwrap
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from vif_qos import policy
+from vif_qos.config import policy
 from vif_qos.errors import ConfigError
 from vif_qos.model import HostSettings, VifFacts
 

@@ -6,8 +6,9 @@ import textwrap
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from vif_qos import policy as policymod
-from vif_qos import resolve
+from vif_qos.config import policy as policymod
+from vif_qos.core import resolve
+from vif_qos.config import planning
 from vif_qos.errors import ConfigError, InputError
 from vif_qos.model import MAX_RATE_BITS_PER_S, VifFacts
 
@@ -297,15 +298,15 @@ def test_plan_for_facts_reads_the_domain_config(tmp_path):
                                  "qos = [ 'rate=2mbit',\n        'rate_in=3mbit' ]\n")
     (etc / "zz-copy.cfg").write_text("name = \"web\"\n")   # sorts after web.cfg
     p, _ = load(tmp_path, f"[host]\ndomain_config_dirs = {etc}\n")
-    plan0 = resolve.plan_for_facts(facts(devid=0), p)
+    plan0 = planning.plan_for_facts(facts(devid=0), p)
     assert plan0.inbound.rate_bits_per_s == 2 * 10 ** 6
     assert plan0.sources["inbound.rate_bits_per_s"] == f"{etc}/web.cfg:3"
-    plan1 = resolve.plan_for_facts(facts(devid=1, vif="vif3.1"), p)
+    plan1 = planning.plan_for_facts(facts(devid=1, vif="vif3.1"), p)
     assert plan1.inbound.rate_bits_per_s == 3 * 10 ** 6 and plan1.outbound is None
     assert plan1.sources["inbound.rate_bits_per_s"] == f"{etc}/web.cfg:4"
     assert any(f"also named in {etc}/zz-copy.cfg: using {etc}/web.cfg" in n
                for n in plan1.notes)
-    plan2 = resolve.plan_for_facts(facts(devid=2, vif="vif3.2"), p)
+    plan2 = planning.plan_for_facts(facts(devid=2, vif="vif3.2"), p)
     assert plan2.inbound is None
 
 
@@ -313,12 +314,12 @@ def test_plan_for_facts_broken_domain_config(tmp_path):
     (tmp_path / "web.cfg").write_text("name = 'web'\nqos = 'rate=1mbit'\n")
     p, _ = load(tmp_path, f"[host]\ndomain_config_dirs = {tmp_path}\n")
     with pytest.raises(ConfigError) as info:
-        resolve.plan_for_facts(facts(), p)
+        planning.plan_for_facts(facts(), p)
     assert info.value.source == f"{tmp_path}/web.cfg:2"
 
 
 def test_plan_for_facts_without_domain_name_uses_xen_rate_only():
-    plan = resolve.plan_for_facts(facts(domain_name=None, xen_rate="100000,50000"), BUILTIN)
+    plan = planning.plan_for_facts(facts(domain_name=None, xen_rate="100000,50000"), BUILTIN)
     assert plan.inbound.rate_bits_per_s == 16 * 10 ** 6
 
 

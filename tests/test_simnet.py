@@ -1,4 +1,4 @@
-"""The simulated dom0 (vif_qos.simnet): topology, measurement, cleanup.
+"""The simulated dom0 (vif_qos.sim.net): topology, measurement, cleanup.
 
 Checked against the ip tool's JSON (an independent oracle); the measurement is
 checked on an unshaped path, where wire and goodput must agree with each other.
@@ -14,7 +14,7 @@ import pytest
 
 from nsutil import sh
 from vif_qos.errors import EnvironmentProblem
-from vif_qos.simnet import (INBOUND, NETBACK_VIF_MAC, OUTBOUND, Flow, SimHost,
+from vif_qos.sim.net import (INBOUND, NETBACK_VIF_MAC, OUTBOUND, Flow, SimHost,
                             in_netns)
 
 PREFIX = "vqt-sim-"

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from vif_qos.errors import InputError
-from vif_qos.simulate import GuestSpec, Row, builtin_guests, format_report
+from vif_qos.sim.simulate import GuestSpec, Row, builtin_guests, format_report
 
 
 def test_guest_spec_fields():

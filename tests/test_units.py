@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from vif_qos import units
+from vif_qos.core import units
 from vif_qos.errors import InputError
 from vif_qos.model import MAX_RATE_BITS_PER_S
 

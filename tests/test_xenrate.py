@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from vif_qos import xenrate
+from vif_qos.core import xenrate
 from vif_qos.errors import InputError
 
 

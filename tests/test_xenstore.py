@@ -13,9 +13,9 @@ import shutil
 import pytest
 
 from vif_qos.errors import EnvironmentProblem, XenstoreError
-from vif_qos.xenstore import (Xenstore, XenstoreMissing, XenstoreTimeout,
+from vif_qos.xen.xenstore import (Xenstore, XenstoreMissing, XenstoreTimeout,
                               XenstoreUnreachable, unescape)
-from vif_qos.xsdouble import XenstoreDouble
+from vif_qos.sim.xsdouble import XenstoreDouble
 
 
 def test_missing_key_is_xenstore_missing_naming_the_path(fp):

@@ -5,7 +5,7 @@ import os
 import pytest
 from hypothesis import given, strategies as st
 
-from vif_qos import xlcfg
+from vif_qos.config import xlcfg
 from vif_qos.errors import ConfigError
 
 WEB_CFG = """\

@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from vif_qos import xsdouble
-from vif_qos.xsdouble import XenstoreDouble, XsErr
+from vif_qos.sim import xsdouble
+from vif_qos.sim.xsdouble import XenstoreDouble, XsErr
 
 
 
@@ -201,7 +201,7 @@ def test_raw_protocol_messages(xs):
 
 def test_runs_as_a_process(tmp_path):
     sock = tmp_path / "xs.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "vif_qos.xsdouble", "--socket", str(sock),
+    proc = subprocess.Popen([sys.executable, "-m", "vif_qos.sim.xsdouble", "--socket", str(sock),
                              "--seed-vif", "3.0:name=web1,rate=250000,50000"],
                             stdout=subprocess.PIPE, text=True)
     try:

@@ -1,7 +1,7 @@
 """The resolved shaping plan: plain, immutable data shared by every layer.
 
-The pure core (:mod:`vif_qos.resolve`) produces these objects from the admin's
-inputs; the kernel side (:mod:`vif_qos.apply`) turns them into qdiscs, classes and
+The pure core (:mod:`vif_qos.core.resolve`) produces these objects from the admin's
+inputs; the kernel side (:mod:`vif_qos.kernel.apply`) turns them into qdiscs, classes and
 nftables objects; nothing here touches the kernel or xenstore.
 
 Units are in the field names and are always integers in base units:

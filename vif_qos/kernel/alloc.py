@@ -20,7 +20,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Optional
 
-from .errors import EnvironmentProblem, KernelError
+from vif_qos.errors import EnvironmentProblem, KernelError
 
 DEFAULT_RUN_DIR = "/run/vif-qos"
 

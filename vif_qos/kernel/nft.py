@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from .errors import EnvironmentProblem, KernelError
+from vif_qos.errors import EnvironmentProblem, KernelError
 
 FAMILY = "bridge"
 TABLE = "vif_qos"

@@ -20,7 +20,7 @@ What one vif gets (see README.rst, "What vif-qos puts in the kernel"):
   (``mark & ~mask | value``), with a counter; its rule comment records vif,
   bridge, uplink, classid, mark and whether a TBF was put on the vif.
 
-Everything runs under the host lock (:mod:`vif_qos.alloc`). On a failure the
+Everything runs under the host lock (:mod:`vif_qos.kernel.alloc`). On a failure the
 steps already done are undone in reverse order, the nftables part being one
 transaction, so nothing of the failed apply remains.
 """
@@ -31,9 +31,11 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import alloc, nftadapter, tcadapter
-from .errors import EnvironmentProblem, KernelError
-from .model import ClassPlan, HostSettings, InboundPlan, UplinkPlan, VifPlan
+from vif_qos.kernel import alloc
+from vif_qos.kernel import nft as nftadapter
+from vif_qos.kernel import tc as tcadapter
+from vif_qos.errors import EnvironmentProblem, KernelError
+from vif_qos.model import ClassPlan, HostSettings, InboundPlan, UplinkPlan, VifPlan
 
 log = logging.getLogger("vif_qos")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Tuple
 
-from .errors import ConfigError, InputError
+from vif_qos.errors import ConfigError, InputError
 
 
 def configure(parser: argparse.ArgumentParser, name: str = "check-config") -> None:
@@ -22,8 +22,8 @@ def configure(parser: argparse.ArgumentParser, name: str = "check-config") -> No
 
 def check_domain_configs(policy) -> Tuple[int, List[InputError]]:
     """(number of domain config files checked, problems) for ``policy``'s directories."""
-    from . import spec as specmod
-    from . import xlcfg
+    from vif_qos.core import spec as specmod
+    from vif_qos.config import xlcfg
 
     problems: List[InputError] = []
     checked = 0
@@ -64,7 +64,7 @@ def check_domain_configs(policy) -> Tuple[int, List[InputError]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import policy as policymod
+    from vif_qos.config import policy as policymod
 
     policy, problems = policymod.check_policy(args.file)
     checked = 0

@@ -36,8 +36,8 @@ A whole run has a time budget (``VIF_QOS_HOTPLUG_TIMEOUT``, default 30 s, inside
 libxl's 40 s): past it ``online``/``add`` fail with that reason, undone.
 
 Environment knobs: ``VIF_QOS_CONFIG`` (the policy file, default
-``/etc/xen/vif-qos.conf``, see :mod:`vif_qos.policy`), ``VIF_QOS_XENSTORE_TIMEOUT``
-(seconds per xenstore tool run, default 5), and those of :mod:`vif_qos.hotlog`.
+``/etc/xen/vif-qos.conf``, see :mod:`vif_qos.config.policy`), ``VIF_QOS_XENSTORE_TIMEOUT``
+(seconds per xenstore tool run, default 5), and those of :mod:`vif_qos.xen.hotlog`.
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import EnvironmentProblem, InputError, VifQosError, XenstoreError
-from .hotlog import HotplugLog
-from .ifname import check_ifname
-from .model import ON_FAILURE_WARN, VifFacts
+from vif_qos.errors import EnvironmentProblem, InputError, VifQosError, XenstoreError
+from vif_qos.xen.hotlog import HotplugLog
+from vif_qos.core.ifname import check_ifname
+from vif_qos.model import ON_FAILURE_WARN, VifFacts
 
 HOTPLUG_COMMANDS = ("online", "offline", "add", "remove")
 UP_COMMANDS = ("online", "add")
@@ -136,7 +136,7 @@ def deadline(seconds: float, what: str) -> Iterator[None]:
 
 
 class _LibraryLog(logging.Handler):
-    """Sends the library's log records (logger ``vif_qos``: :mod:`vif_qos.apply`
+    """Sends the library's log records (logger ``vif_qos``: :mod:`vif_qos.kernel.apply`
     says so when it replaces a foreign qdisc on the vif or a stale entry of an
     earlier guest) to a run's :class:`HotplugLog`, so they reach syslog and the
     hotplug log like the run's own lines."""
@@ -283,11 +283,11 @@ def final_dev_name(inv: Invocation, vifname: Optional[str]) -> str:
 def read_facts(xs, inv: Invocation) -> VifFacts:
     """Read the vif's facts from dom0-owned xenstore nodes only (see module doc).
 
-    :param xs: a :class:`vif_qos.xenstore.Xenstore`.
+    :param xs: a :class:`vif_qos.xen.xenstore.Xenstore`.
     :raises XenstoreError: the backend directory is missing or xenstored failed.
     :raises InputError: ``frontend-id`` contradicts ``XENBUS_PATH``.
     """
-    from .xenstore import XenstoreMissing
+    from vif_qos.xen.xenstore import XenstoreMissing
 
     backend = inv.xenbus_path.rstrip("/")
     # Sources are named as libxl names the vif (relative to dom0's directory), also
@@ -349,9 +349,9 @@ def read_facts(xs, inv: Invocation) -> VifFacts:
 class Services:
     """The policy, resolver and kernel entry points hotplug uses.
 
-    Defaults (:func:`default_services`) are ``vif_qos.policy.load_policy``,
-    ``vif_qos.resolve.plan_for_facts``, ``vif_qos.apply.apply_vif`` and
-    ``remove_vif``, and a :class:`vif_qos.xenstore.Xenstore`.
+    Defaults (:func:`default_services`) are ``vif_qos.config.policy.load_policy``,
+    ``vif_qos.config.planning.plan_for_facts``, ``vif_qos.kernel.apply.apply_vif`` and
+    ``remove_vif``, and a :class:`vif_qos.xen.xenstore.Xenstore`.
     """
 
     load_policy: Callable[..., Any]
@@ -363,22 +363,22 @@ class Services:
 
 def default_services(env: Mapping[str, str]) -> Services:
     """The real services, imported only now (a hotplug run pays for what it uses)."""
-    from .xenstore import Xenstore
+    from vif_qos.xen.xenstore import Xenstore
 
     def load_policy(path=None):
-        from .policy import load_policy as real
+        from vif_qos.config.policy import load_policy as real
         return real(path)
 
     def plan_for_facts(facts, policy):
-        from .resolve import plan_for_facts as real
+        from vif_qos.config.planning import plan_for_facts as real
         return real(facts, policy)
 
     def apply_vif(plan):
-        from .apply import apply_vif as real
+        from vif_qos.kernel.apply import apply_vif as real
         return real(plan)
 
     def remove_vif(vif, host=None):
-        from .apply import remove_vif as real
+        from vif_qos.kernel.apply import remove_vif as real
         return real(vif, host=host)
 
     try:

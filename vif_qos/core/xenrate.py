@@ -29,8 +29,8 @@ from __future__ import annotations
 import re
 from typing import Optional, Tuple
 
-from .errors import InputError
-from .model import MAX_RATE_BITS_PER_S
+from vif_qos.errors import InputError
+from vif_qos.model import MAX_RATE_BITS_PER_S
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1

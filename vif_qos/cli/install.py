@@ -34,7 +34,7 @@ import shutil
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from .errors import EnvironmentProblem, InputError
+from vif_qos.errors import EnvironmentProblem, InputError
 
 HOOK_PATH = "etc/xen/scripts/vif-post.d/00-vif-qos.hook"
 WRAPPER_PATH = "etc/xen/scripts/vif-qos"
@@ -94,8 +94,8 @@ def data_dir() -> str:
 
     :raises EnvironmentProblem: neither has them.
     """
-    here = os.path.dirname(os.path.abspath(__file__))
-    candidates = [os.path.dirname(here),
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    candidates = [os.path.dirname(package),
                   os.path.join(sys.prefix, "share", "vif-qos"),
                   "/usr/local/share/vif-qos", "/usr/share/vif-qos"]
     for base in candidates:
@@ -106,7 +106,8 @@ def data_dir() -> str:
 
 
 def example_policy_path() -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "vif-qos.conf.example")
+    from vif_qos.config.policy import EXAMPLE_PATH
+    return EXAMPLE_PATH
 
 
 def default_vif_qos_path() -> str:

@@ -33,8 +33,8 @@ import re
 from fractions import Fraction
 from typing import Dict, Optional
 
-from .errors import InputError
-from .model import MAX_RATE_BITS_PER_S
+from vif_qos.errors import InputError
+from vif_qos.model import MAX_RATE_BITS_PER_S
 
 #: Largest size or time value: the kernel's 32-bit fields (TCA_TBF_BURST, limit,
 #: tc_tbf_qopt.limit; tc's get_time returns an unsigned int of microseconds).

@@ -28,7 +28,7 @@ import os
 import subprocess
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import EnvironmentProblem, XenstoreError
+from vif_qos.errors import EnvironmentProblem, XenstoreError
 
 #: Default timeout for one tool run, in seconds (libxl's script timeout is 40 s).
 DEFAULT_TIMEOUT_S = 10.0

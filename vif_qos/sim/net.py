@@ -489,7 +489,7 @@ class SimHost:
 
     def in_dom0(self):
         """Context manager: this thread inside the dom0 namespace (see
-        :func:`in_netns`), e.g. around ``vif_qos.apply.apply_vif``."""
+        :func:`in_netns`), e.g. around ``vif_qos.kernel.apply.apply_vif``."""
         return in_netns(self.dom0)
 
     def link_names(self, ns: Optional[str] = None) -> List[str]:

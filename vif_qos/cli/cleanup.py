@@ -8,7 +8,7 @@ device is removed, because Xen does not guarantee an ``offline`` run
   exists again in this network namespace (a rebooted guest that kept its
   ``vifname`` and is already shaped anew: its new shaping is left alone).
 - no option: remove every vif-qos leaf, map element and qdisc whose netdev is gone
-  (:func:`vif_qos.apply.cleanup_orphans`).
+  (:func:`vif_qos.kernel.apply.cleanup_orphans`).
 
 Exit status 0 whenever the cleanup ran (what it removed is printed, one name a
 line); 1 when the kernel refused a removal.
@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 import socket
 
-from .hotlog import HotplugLog
-from .ifname import check_ifname
+from vif_qos.xen.hotlog import HotplugLog
+from vif_qos.core.ifname import check_ifname
 
 
 def configure(parser, name) -> None:
@@ -45,7 +45,7 @@ def netdev_exists(name: str) -> bool:
 
 def _host_settings(conf, log):
     try:
-        from .policy import load_policy
+        from vif_qos.config.policy import load_policy
         return load_policy(conf).host
     except Exception as err:  # a broken policy must not stop a cleanup
         text = err.one_line() if hasattr(err, "one_line") else f"{type(err).__name__}: {err}"
@@ -60,9 +60,9 @@ def run(args) -> int:
         check_ifname(args.vif, "--vif", "vif")
     conf = args.conf or os.environ.get("VIF_QOS_CONFIG") or None
     log = HotplugLog(context=f"cleanup {args.vif}" if args.vif else "cleanup")
-    from . import apply
+    from vif_qos.kernel import apply
 
-    from .hotplug import library_log_to
+    from vif_qos.xen.hotplug import library_log_to
     with library_log_to(log):
         return _run(args, conf, log, apply)
 
@@ -73,7 +73,7 @@ def _run(args, conf, log, apply) -> int:
         # Look for the netdev under the host lock: a new guest's online for the
         # same name (a reboot keeping its vifname) may hold it right now, and
         # its fresh shaping must not be taken for the old guest's leftovers.
-        from .alloc import host_lock
+        from vif_qos.kernel.alloc import host_lock
         with host_lock():
             if netdev_exists(args.vif):
                 log.debug(f"netdev {args.vif} exists: nothing to clean up")

@@ -6,7 +6,7 @@ makes is touched):
 1. builds a dom0 namespace with bridge ``xenbr0`` and a physical-uplink veth
    ``peth0`` to an "internet" namespace, and one namespace per guest joined by a
    veth whose dom0 end is named like netback's ``vif<domid>.<devid>`` (an HVM guest
-   also gets its ``-emu`` twin) — :class:`vif_qos.simdom0.Dom0`;
+   also gets its ``-emu`` twin) — :class:`vif_qos.sim.dom0.Dom0`;
 2. starts the xenstored double and seeds it with exactly what libxl writes for each
    guest (domain name, uuid, the vif's backend keys, ``rate`` where the guest has one),
    writes the domain config files (``qos = [...]``) and the policy file into a
@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .errors import EnvironmentProblem, InputError
+from vif_qos.errors import EnvironmentProblem, InputError
 
 #: A wire rate further than this from its configured rate fails the run.
 TOLERANCE = 0.05
@@ -290,7 +290,7 @@ class Simulation:
                 f"  remove:  for n in {names}; do ip netns del $n; done; rm -rf {self.tree}")
 
     def run(self) -> dict:
-        from .simdom0 import Dom0
+        from vif_qos.sim.dom0 import Dom0
 
         started = time.monotonic()
         before = _root_namespace_state()
@@ -347,7 +347,7 @@ class Simulation:
         return "\n".join(lines) + "\n"
 
     def _bring_up(self) -> List[dict]:
-        from .xenrate import parse_xl_rate
+        from vif_qos.core.xenrate import parse_xl_rate
 
         dom0 = self.dom0
         auto = os.path.join(dom0.tree, "etc", "xen", "auto")
@@ -428,7 +428,7 @@ class Simulation:
         return rows
 
     def _measure_all(self) -> List[Row]:
-        from .simnet import Flow
+        from vif_qos.sim.net import Flow
 
         host = self.dom0.host
         rows: List[Row] = []
@@ -450,7 +450,7 @@ class Simulation:
         return rows
 
     def _measure_pool(self) -> List[Row]:
-        from .simnet import Flow
+        from vif_qos.sim.net import Flow
 
         members = [self.guests[s.name] for s in self.specs if s.pool_run]
         pools = {self.plans[g.vif]["outbound"]["pool"] for g in members

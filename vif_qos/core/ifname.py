@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .errors import InputError
+from vif_qos.errors import InputError
 
 #: Longest netdev name in bytes: IFNAMSIZ (16, include/uapi/linux/if.h) minus the NUL.
 IFNAME_MAX_BYTES = 15

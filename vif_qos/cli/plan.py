@@ -15,10 +15,11 @@ import re
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
-from . import units, xenrate
-from .errors import InputError
-from .ifname import check_ifname
-from .model import VifFacts, VifPlan
+from vif_qos.core import units
+from vif_qos.core import xenrate
+from vif_qos.errors import InputError
+from vif_qos.core.ifname import check_ifname
+from vif_qos.model import VifFacts, VifPlan
 
 
 def devid(text: str) -> int:
@@ -93,7 +94,7 @@ def facts_with_vif_line(args: argparse.Namespace, facts: VifFacts, policy) -> Tu
 
     :raises ConfigError: the file is not xl syntax or its vif line is malformed.
     """
-    from . import xlcfg
+    from vif_qos.config import xlcfg
 
     config, _others = xlcfg.find_domain_config(args.domain, policy.domain_config_dirs)
     if config is None:
@@ -132,8 +133,8 @@ def facts_from_xenstore(args: argparse.Namespace) -> VifFacts:
     :raises InputError: the path is not a vif backend path.
     :raises XenstoreError: xenstored cannot be reached or a key cannot be read.
     """
-    from .hotplug import parse_invocation, read_facts, xenbus_ids
-    from .xenstore import Xenstore
+    from vif_qos.xen.hotplug import parse_invocation, read_facts, xenbus_ids
+    from vif_qos.xen.xenstore import Xenstore
 
     domid, devid = xenbus_ids(args.xenbus_path)
     env = {"XENBUS_PATH": args.xenbus_path, "vif": f"vif{domid}.{devid}",
@@ -144,8 +145,9 @@ def facts_from_xenstore(args: argparse.Namespace) -> VifFacts:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import policy as policymod
-    from . import resolve
+    from vif_qos.config import policy as policymod
+    from vif_qos.core import resolve
+    from vif_qos.config import planning
 
     policy = policymod.load_policy(args.config)
     facts = facts_from_xenstore(args) if args.xenbus_path else facts_from_args(args)
@@ -155,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if args.qos is not None:
         plan = resolve.plan_vif(facts, policy, (args.qos, "--qos"))
     else:
-        plan = resolve.plan_for_facts(facts, policy)
+        plan = planning.plan_for_facts(facts, policy)
     if notes:
         plan = replace(plan, notes=tuple(notes) + plan.notes)
     if args.json:

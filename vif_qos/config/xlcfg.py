@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from .errors import ConfigError
+from vif_qos.errors import ConfigError
 
 #: Files larger than this are not domain config files (skipped when searching).
 MAX_FILE_BYTES = 1 << 20
@@ -275,7 +275,7 @@ def load_xl_config(path: str) -> XlConfig:
         raise ConfigError("domain config file is larger than 1 MiB", source=path)
     # xl's lexer is 8-bit (libxlu_cfg_l.l: %option 8bit): bytes that are not UTF-8
     # (a Latin-1 comment) are fine for xl, so they are kept as surrogate escapes
-    # (as vif_qos.xenstore keeps xenstore values) and only a token that holds one
+    # (as vif_qos.xen.xenstore keeps xenstore values) and only a token that holds one
     # is refused, by whatever parses it.
     return parse_xl_config(data.decode("utf-8", "surrogateescape"), path)
 

@@ -6,7 +6,7 @@ Simulation code (house rule: ``vif_qos/sim*.py`` may run ``ip``; this also runs
 
 A :class:`Dom0` joins three things:
 
-- a :class:`vif_qos.simnet.SimHost` (bridge ``xenbr0``, uplink ``peth0``, guests'
+- a :class:`vif_qos.sim.net.SimHost` (bridge ``xenbr0``, uplink ``peth0``, guests'
   vif veths, all in namespaces it deletes);
 - the xenstored double, reached through ``XENSTORED_PATH``;
 - a private install tree: a copy of the host's ``/etc/xen`` (Debian's unmodified
@@ -33,10 +33,10 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from .cmd_install import install
-from .errors import EnvironmentProblem
-from .simnet import SimHost
-from .xsdouble import XenstoreDouble
+from vif_qos.cli.install import install
+from vif_qos.errors import EnvironmentProblem
+from vif_qos.sim.net import SimHost
+from vif_qos.sim.xsdouble import XenstoreDouble
 
 HOST_XEN_DIR = "/etc/xen"
 #: The hook directory, relative to the tree (vif-bridge's call_hooks looks here).
@@ -124,7 +124,7 @@ class Dom0:
     def base_env(self) -> Dict[str, str]:
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
                "VIF_QOS_SYSLOG": "0", "LANG": "C",
-               # vif-qos's host lock (vif_qos.alloc), per simulated dom0, not in /run.
+               # vif-qos's host lock (vif_qos.kernel.alloc), per simulated dom0, not in /run.
                "VIF_QOS_RUN_DIR": os.path.join(self.tree, "run")}
         env.update(self.xs.env())
         return env

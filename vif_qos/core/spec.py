@@ -11,7 +11,7 @@ settings and ``[domains]`` entries. Grammar::
             | minburst | ceil | cburst | quantum | pool
             | peakrate (= peak) | maxburst (= burst) | buffer (= burst)
 
-Values (units: :mod:`vif_qos.units`, tc's words and meanings):
+Values (units: :mod:`vif_qos.core.units`, tc's words and meanings):
 
 =========  ======================================  ===================================
 key        value                                   meaning
@@ -35,7 +35,7 @@ pool       pool name, or ``none``                  the leaf's parent pool class
 
 ``none`` on a rate key means "not shaped in that direction" and overrides lower
 layers. The xl form (``10Mb/s@50ms``, anything containing ``/s``) is read exactly
-as xl and netback would (:mod:`vif_qos.xenrate`). A key given twice in one spec
+as xl and netback would (:mod:`vif_qos.core.xenrate`). A key given twice in one spec
 (also through an alias), and ``latency`` together with ``limit``, are refused
 like tc refuses ``Double "rate" spec``.
 """
@@ -46,8 +46,9 @@ import re
 from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Tuple, Union
 
-from . import units, xenrate
-from .errors import InputError
+from vif_qos.core import units
+from vif_qos.core import xenrate
+from vif_qos.errors import InputError
 
 Value = Union[int, str, None]
 

@@ -53,14 +53,14 @@ written in the same place) raises :class:`~vif_qos.errors.InputError`.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
-from . import spec as specmod
-from . import units, xenrate, xlcfg
-from .errors import InputError
-from .model import ClassPlan, InboundPlan, OutboundPlan, UplinkPlan, VifFacts, VifPlan
-from .policy import BUILTIN, KERNEL_MAX_BUCKET_US, Policy
+from vif_qos.core import spec as specmod
+from vif_qos.core import units
+from vif_qos.core import xenrate
+from vif_qos.errors import InputError
+from vif_qos.model import ClassPlan, InboundPlan, OutboundPlan, UplinkPlan, VifFacts, VifPlan
+from vif_qos.core.settings import BUILTIN, KERNEL_MAX_BUCKET_US, Policy
 
 HZ = 100
 HTB_MTU_BYTES = 1600
@@ -473,27 +473,3 @@ def plan_vif(facts: VifFacts, policy: Policy,
     return VifPlan(vif=facts.vif, bridge=facts.bridge, inbound=inbound, outbound=outbound,
                    uplink=uplink, host=policy.host, sources=dict(resolver.sources),
                    notes=tuple(notes))
-
-
-def plan_for_facts(facts: VifFacts, policy: Policy) -> VifPlan:
-    """:func:`plan_vif` after reading the domain's ``qos = [...]`` entry.
-
-    The domain config file is the one in ``policy.domain_config_dirs`` whose
-    ``name = "..."`` is ``facts.domain_name`` (:func:`vif_qos.xlcfg.find_domain_config`).
-
-    :raises ConfigError: that file is not xl syntax or its ``qos`` is malformed.
-    :raises InputError: see :func:`plan_vif`.
-    """
-    domain_qos = None
-    extra: List[str] = []
-    if facts.domain_name:
-        config, others = xlcfg.find_domain_config(facts.domain_name, policy.domain_config_dirs)
-        if config is not None:
-            domain_qos = xlcfg.qos_entry(config, facts.devid)
-            if others:
-                extra.append(f"domain {facts.domain_name!r} is also named in "
-                             f"{', '.join(others)}: using {config.source}")
-    plan = plan_vif(facts, policy, domain_qos)
-    if extra:
-        plan = replace(plan, notes=tuple(extra) + plan.notes)
-    return plan

@@ -35,7 +35,7 @@ Use from Python (threads)::
         ...
         assert xs.read("backend/vif/3/0/hotplug-status") == "connected"
 
-or as a process: ``python -m vif_qos.xsdouble --socket /tmp/xs.sock [--seed-vif ...]``.
+or as a process: ``python -m vif_qos.sim.xsdouble --socket /tmp/xs.sock [--seed-vif ...]``.
 """
 
 from __future__ import annotations
@@ -738,9 +738,9 @@ class XenstoreDouble:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m vif_qos.xsdouble --socket PATH``: serve until SIGTERM/SIGINT."""
+    """``python -m vif_qos.sim.xsdouble --socket PATH``: serve until SIGTERM/SIGINT."""
     parser = argparse.ArgumentParser(
-        prog="python -m vif_qos.xsdouble",
+        prog="python -m vif_qos.sim.xsdouble",
         description="A xenstored test double on a unix socket (point XENSTORED_PATH at it).")
     parser.add_argument("--socket", required=True, help="unix socket path to listen on")
     parser.add_argument("--seed-vif", action="append", default=[], metavar="DOMID.DEVID[:KEY=VALUE,...]",

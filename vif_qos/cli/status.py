@@ -2,7 +2,7 @@
 
 Everything shown comes from the kernel (the nftables table ``bridge vif_qos``,
 the HTB classes on the uplinks, the root qdiscs of the vifs), never from a file:
-see :func:`vif_qos.apply.status` and README.rst ("What vif-qos puts in the kernel").
+see :func:`vif_qos.kernel.apply.status` and README.rst ("What vif-qos puts in the kernel").
 
 Text output: one line per vif, then one per uplink (sizes in bytes ``B``,
 packets ``p``, rates in bit/s; ``(gone)`` marks a vif whose netdev no longer
@@ -42,7 +42,7 @@ def _si(value, unit="") -> str:
 
 
 def render(data: dict) -> str:
-    """The text form of :func:`vif_qos.apply.status`'s object."""
+    """The text form of :func:`vif_qos.kernel.apply.status`'s object."""
     if not data["vifs"]:
         return "vif-qos: no vif is shaped (table bridge vif_qos is empty or absent)"
     header = ("VIF", "UPLINK", "CLASS", "OUT RATE/CEIL", "OUT SENT", "OUT DROP",
@@ -70,7 +70,7 @@ def render(data: dict) -> str:
 
 
 def run(args) -> int:
-    from .apply import status
+    from vif_qos.kernel.apply import status
     data = status()
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))

@@ -34,7 +34,7 @@ import types
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from .errors import EnvironmentProblem, KernelError
+from vif_qos.errors import EnvironmentProblem, KernelError
 
 #: ``TC_H_ROOT`` (include/uapi/linux/pkt_sched.h).
 TC_H_ROOT = 0xFFFFFFFF

@@ -1,7 +1,7 @@
 """The front door: ``vif-qos SUBCOMMAND ...``.
 
-Each subcommand lives in its own module ``vif_qos.cmd_<name>`` that provides
-``configure(parser)`` (add its arguments to an argparse parser) and
+Each subcommand lives in its own module ``vif_qos.cli.<name>`` that provides
+``configure(parser, name)`` (add its arguments to an argparse parser) and
 ``run(args) -> int``. Only the chosen module is imported, so a hotplug run does not
 pay for ``simulate``'s imports. The hotplug commands (``online``, ``offline``,
 ``add``, ``remove``) take Xen's ``key=value`` words rather than options.
@@ -19,22 +19,22 @@ import os
 import sys
 from typing import List, Optional
 
-from . import __version__
-from .errors import InputError, VifQosError
+from vif_qos import __version__
+from vif_qos.errors import InputError, VifQosError
 
 #: name -> (module, one-line help)
 COMMANDS = {
-    "plan": ("vif_qos.cmd_plan", "print the resolved shaping plan of a vif and where each value came from"),
-    "check-config": ("vif_qos.cmd_check_config", "validate the policy file and the domain config files it reads"),
-    "online": ("vif_qos.hotplug", "Xen hotplug: shape a PV vif (run by vif-bridge's hook or as script=)"),
-    "offline": ("vif_qos.hotplug", "Xen hotplug: remove a PV vif's shaping (best effort, exits 0)"),
-    "add": ("vif_qos.hotplug", "Xen hotplug: shape an HVM -emu tap"),
-    "remove": ("vif_qos.hotplug", "Xen hotplug: remove an HVM -emu tap's shaping (best effort, exits 0)"),
-    "cleanup": ("vif_qos.cmd_cleanup", "remove the shaping of vifs whose netdev is gone (run by udev)"),
-    "status": ("vif_qos.cmd_status", "show what vif-qos has applied, read back from the kernel"),
-    "install": ("vif_qos.cmd_install", "put the vif-bridge hook, the script= wrapper, udev rules and the policy file in place"),
-    "uninstall": ("vif_qos.cmd_install", "remove what install put in place"),
-    "simulate": ("vif_qos.simulate", "build a simulated dom0 in network namespaces, shape guests and measure them"),
+    "plan": ("vif_qos.cli.plan", "print the resolved shaping plan of a vif and where each value came from"),
+    "check-config": ("vif_qos.cli.check_config", "validate the policy file and the domain config files it reads"),
+    "online": ("vif_qos.xen.hotplug", "Xen hotplug: shape a PV vif (run by vif-bridge's hook or as script=)"),
+    "offline": ("vif_qos.xen.hotplug", "Xen hotplug: remove a PV vif's shaping (best effort, exits 0)"),
+    "add": ("vif_qos.xen.hotplug", "Xen hotplug: shape an HVM -emu tap"),
+    "remove": ("vif_qos.xen.hotplug", "Xen hotplug: remove an HVM -emu tap's shaping (best effort, exits 0)"),
+    "cleanup": ("vif_qos.cli.cleanup", "remove the shaping of vifs whose netdev is gone (run by udev)"),
+    "status": ("vif_qos.cli.status", "show what vif-qos has applied, read back from the kernel"),
+    "install": ("vif_qos.cli.install", "put the vif-bridge hook, the script= wrapper, udev rules and the policy file in place"),
+    "uninstall": ("vif_qos.cli.install", "remove what install put in place"),
+    "simulate": ("vif_qos.sim.simulate", "build a simulated dom0 in network namespaces, shape guests and measure them"),
 }
 
 HOTPLUG_COMMANDS = ("online", "offline", "add", "remove")

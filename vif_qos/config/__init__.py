@@ -1,0 +1,1 @@
+"""Reading the admin's files: the policy file and xl domain config files."""
