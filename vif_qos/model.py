@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Optional, Tuple
 
+from vif_qos.constants import DEFAULT_BRIDGE
+
 #: Largest rate vif-qos accepts anywhere: 1 Tbit/s. Larger values are refused.
 MAX_RATE_BITS_PER_S = 10 ** 12
 
@@ -161,7 +163,7 @@ class VifFacts:
 
     vif: str
     devid: int
-    bridge: str = "xenbr0"
+    bridge: str = DEFAULT_BRIDGE
     domid: Optional[int] = None
     domain_name: Optional[str] = None
     domain_uuid: Optional[str] = None

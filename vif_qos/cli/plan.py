@@ -15,6 +15,7 @@ import re
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
+from vif_qos.constants import DEFAULT_BRIDGE, DEFAULT_MINOR, ROOT_MINOR
 from vif_qos.core import units
 from vif_qos.core import xenrate
 from vif_qos.errors import InputError
@@ -41,7 +42,7 @@ def configure(parser: argparse.ArgumentParser, name: str = "plan") -> None:
                         help="the vif's netdev name (default vifX.DEVID); matches [[vif:...]]")
     parser.add_argument("--bridge", metavar="NAME",
                         help="the bridge the vif joins (default: the domain config file's "
-                             "vif line, else xenbr0)")
+                             f"vif line, else {DEFAULT_BRIDGE})")
     parser.add_argument("--mac", metavar="MAC", help="the vif's MAC; matches [[mac:...]]")
     parser.add_argument("--uuid", metavar="UUID", help="the domain's uuid; matches [[uuid:...]]")
     parser.add_argument("--xen-rate", metavar="RATE",
@@ -75,7 +76,7 @@ def facts_from_args(args: argparse.Namespace) -> VifFacts:
     if args.xen_rate is not None:
         xen_rate = xenrate.parse_xl_rate(args.xen_rate, "--xen-rate")
     return VifFacts(vif=args.vif or f"vifX.{args.devid}", devid=args.devid,
-                    bridge=args.bridge or "xenbr0",
+                    bridge=args.bridge or DEFAULT_BRIDGE,
                     domain_name=args.domain, domain_uuid=args.uuid, mac=args.mac,
                     xen_rate=xen_rate, xen_rate_source="--xen-rate")
 
@@ -208,9 +209,13 @@ def format_plan(plan: VifPlan, policy_name: str) -> str:
         device = u.device or "auto (the bridge's port that is not a vif/tap)"
         lines.append(f"uplink of {u.bridge}: {device}, HTB root qdisc {u.qdisc_major:x}:   "
                      f"<- {s.get('uplink.device', '?')}")
-        for label, minor, cls in [("root", 1, u.root), ("default", 2, u.default)] + \
-                [(f"pool {p.name}", 0x10 + n, p) for n, p in enumerate(u.pools)]:
-            lines.append(f"  {label:<14} class {u.qdisc_major:x}:{minor:x}  rate "
+        # The pools' minors are chosen by apply (kernel/apply.py: _pool_minors):
+        # POOL_MINOR_BASE + i when free, else the class its members already sit
+        # under or the lowest free one; a plan cannot know which.
+        for label, minor, cls in [("root", f"{ROOT_MINOR:x}", u.root),
+                                  ("default", f"{DEFAULT_MINOR:x}", u.default)] + \
+                [(f"pool {p.name}", "(minor chosen at apply)", p) for p in u.pools]:
+            lines.append(f"  {label:<14} class {u.qdisc_major:x}:{minor}  rate "
                          f"{units.format_rate(cls.rate_bits_per_s)} ceil "
                          f"{units.format_rate(cls.ceil_bits_per_s)} burst {cls.burst_bytes} "
                          f"cburst {cls.cburst_bytes} quantum {cls.quantum_bytes} bytes")

@@ -23,6 +23,7 @@ import re
 import stat
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from vif_qos.constants import DEFAULT_MINOR, POOL_MINOR_BASE, ROOT_MINOR
 from vif_qos.core import spec as specmod
 from vif_qos.core import units
 from vif_qos.errors import ConfigError, InputError
@@ -361,9 +362,10 @@ def _build(cfg, problems: _Problems) -> Policy:
     if host["classid_min"] > host["classid_max"]:
         problems.add("[host] classid_min: above classid_max", hex(host["classid_min"]),
                      "host", "classid_min")
-    if host["classid_min"] < 0x10 + n_pools:
+    if host["classid_min"] < POOL_MINOR_BASE + n_pools:
         problems.add(f"[host] classid_min: must lie above the pool classes "
-                     f"(0x10..{0x10 + n_pools - 1:#x}) and the root/default classes (1, 2)",
+                     f"({POOL_MINOR_BASE:#x}..{POOL_MINOR_BASE + n_pools - 1:#x}) and the "
+                     f"root/default classes ({ROOT_MINOR}, {DEFAULT_MINOR})",
                      hex(host["classid_min"]), "host", "classid_min")
     if host["max_burst_time"] > KERNEL_MAX_BUCKET_US:
         problems.add("[host] max_burst_time: above 4s (the kernel keeps TBF bucket "

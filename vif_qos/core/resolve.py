@@ -57,6 +57,7 @@ from typing import Dict, List, Optional, Tuple
 
 from vif_qos.core import spec as specmod
 from vif_qos.core import units
+from vif_qos.constants import ETH_HLEN_BYTES, U32_MAX
 from vif_qos.core import xenrate
 from vif_qos.errors import InputError
 from vif_qos.model import ClassPlan, InboundPlan, OutboundPlan, UplinkPlan, VifFacts, VifPlan
@@ -67,7 +68,6 @@ HTB_MTU_BYTES = 1600
 R2Q = 10
 QUANTUM_MAX_BYTES = 200_000
 DEFAULT_LATENCY_US = 50_000
-U32_MAX = 2 ** 32 - 1
 POOL_MEMBER_SHARE = 100
 
 #: Layer names, lowest precedence first.
@@ -196,7 +196,7 @@ class _Resolver:
                     f"peakrate without one (q_tbf.c \"mtu is required\"); using one full "
                     f"frame, {self.frame} bytes")
             minburst = self.bucket("inbound.minburst_bytes", minburst_item, self.frame,
-                                   f"one full frame (mtu {self.policy.mtu_bytes} + 14)",
+                                   f"one full frame (mtu {self.policy.mtu_bytes} + {ETH_HLEN_BYTES})",
                                    peak, units.format_rate(peak))
         elif minburst_item is not None:
             self.notes.append(f"inbound minburst {minburst_item.token} "

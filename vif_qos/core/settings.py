@@ -9,6 +9,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from vif_qos.constants import ETH_HLEN_BYTES, U32_MAX
 from vif_qos.core import spec as specmod
 from vif_qos.model import HostSettings, VifFacts
 
@@ -17,7 +18,7 @@ BUILTIN = "built-in default"
 
 #: The kernel keeps TBF bucket times in u32 nanoseconds when given as time
 #: (net/sched/sch_tbf.c: ``buffer = min_t(u64, PSCHED_TICKS2NS(qopt->buffer), ~0U)``).
-KERNEL_MAX_BUCKET_US = (2 ** 32 - 1) // 1000
+KERNEL_MAX_BUCKET_US = U32_MAX // 1000
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class Policy:
     @property
     def frame_bytes(self) -> int:
         """One full frame: MTU plus the 14-byte Ethernet header."""
-        return self.mtu_bytes + 14
+        return self.mtu_bytes + ETH_HLEN_BYTES
 
     def source(self, name: str) -> str:
         return self.sources.get(name, BUILTIN)

@@ -33,12 +33,12 @@ import re
 from fractions import Fraction
 from typing import Dict, Optional
 
+from vif_qos.constants import U32_MAX
 from vif_qos.errors import InputError
 from vif_qos.model import MAX_RATE_BITS_PER_S
 
-#: Largest size or time value: the kernel's 32-bit fields (TCA_TBF_BURST, limit,
-#: tc_tbf_qopt.limit; tc's get_time returns an unsigned int of microseconds).
-U32_MAX = 2 ** 32 - 1
+# Largest size or time value: U32_MAX, the kernel's 32-bit fields (TCA_TBF_BURST,
+# tc_tbf_qopt.limit; tc's get_time returns an unsigned int of microseconds).
 
 #: Rate words -> bits per second (tc/tc_util.c ``suffixes[]``).
 RATE_UNITS: Dict[str, int] = {

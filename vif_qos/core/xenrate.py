@@ -29,10 +29,10 @@ from __future__ import annotations
 import re
 from typing import Optional, Tuple
 
+from vif_qos.constants import U32_MAX
 from vif_qos.errors import InputError
 from vif_qos.model import MAX_RATE_BITS_PER_S
 
-UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
 
 #: xl's default replenishment interval (libxlu_vif.c: "Default to 50ms").
@@ -67,7 +67,7 @@ def _bytes_per_sec(rate: str, whole: str, source: Optional[str]) -> int:
         raise InputError("invalid rate (xl wants NUMBER[GMK]B/s or NUMBER[GMK]b/s, "
                          "B = bytes, b = bits, whole numbers only)", token=whole, source=source)
     value, end = _strtoull0(rate)
-    if value == 0 or value > UINT32_MAX:
+    if value == 0 or value > U32_MAX:
         raise InputError("rate overflow (xl refuses 0 and numbers above 4294967295 "
                          "before the multiplier)", token=whole, source=source)
     c = rate[end]
@@ -87,7 +87,7 @@ def _interval_usecs(interval: str, whole: str, source: Optional[str]) -> int:
         raise InputError("invalid replenishment interval (xl wants NUMBER followed by "
                          "ms, us or s; no suffix means seconds)", token=whole, source=source)
     value, end = _strtoull0(interval)
-    if value == 0 or value > UINT32_MAX:
+    if value == 0 or value > U32_MAX:
         raise InputError("replenishment interval overflow (must be 1us..4294967295us)",
                          token=whole, source=source)
     c = interval[end] if end < len(interval) else ""
@@ -95,7 +95,7 @@ def _interval_usecs(interval: str, whole: str, source: Optional[str]) -> int:
         value *= 1000 * 1000
     elif c == "m":
         value *= 1000
-    if value > UINT32_MAX:
+    if value > U32_MAX:
         raise InputError("replenishment interval overflow (must be 1us..4294967295us)",
                          token=whole, source=source)
     return value

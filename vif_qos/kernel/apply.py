@@ -31,6 +31,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
+from vif_qos.constants import DEFAULT_MINOR, ETH_HLEN_BYTES, POOL_MINOR_BASE, ROOT_MINOR
 from vif_qos.kernel import alloc
 from vif_qos.kernel import nft as nftadapter
 from vif_qos.kernel import tc as tcadapter
@@ -39,10 +40,6 @@ from vif_qos.model import ClassPlan, HostSettings, InboundPlan, UplinkPlan, VifP
 
 log = logging.getLogger("vif_qos")
 
-#: Minor of the HTB root class and the default class (model.UplinkPlan).
-ROOT_MINOR = 1
-DEFAULT_MINOR = 2
-POOL_MINOR_BASE = 0x10
 #: Name prefixes of guest ports on a bridge (Xen's vifX.Y and HVM tapX.Y[-emu]).
 GUEST_PORT_PREFIXES = ("vif", "tap")
 #: Name suffix of an HVM guest's emulated NIC tap, also after a ``vifname``
@@ -419,10 +416,6 @@ def _apply_tbf(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
         peak_bits_per_s=inbound.peak_bits_per_s,
         minburst_bytes=inbound.minburst_bytes, what=what)
     undo.push(what, lambda: tcadapter.del_root_qdisc(ipr, vif_link.index, handle, what))
-
-
-#: Ethernet header bytes on top of the MTU in a frame TBF measures.
-ETH_HLEN_BYTES = 14
 
 
 def _fit_frame(inbound: InboundPlan, vif_link: tcadapter.LinkInfo,

@@ -1,11 +1,10 @@
-"""Traffic control (tc) through pyroute2: HTB qdisc and classes, TBF, links, dumps.
+"""Traffic control (tc) for vif-qos: HTB qdisc and classes, TBF, links, dumps.
 
-This module is the only place that speaks rtnetlink. It builds its own ``tcmsg``
-attribute layouts for HTB and TBF instead of going through ``IPRoute.tc()``,
-because the stock pyroute2 plugins fall short on rates above 2**32-1 bytes/s
-(0.9.7 fails on a 40 Gbit/s TBF, 0.7.2 has no ``TCA_HTB_RATE64`` at all) and
-left ``cburst`` at 0 when none was given. Everything is still sent through
-pyroute2's ``IPRoute.nlm_request`` (no ``tc`` subprocess).
+The shaping objects in tc's terms (bits/s and bytes in, the kernel's bytes/s
+and psched ticks on the wire). Messages are built and read by
+:mod:`vif_qos.kernel.netlink` (our own HTB/TBF attribute layouts, because
+pyroute2's tc plugins fall short on 64-bit rates); links are read through
+pyroute2's ``IPRoute.link``/``get_links``. No ``tc`` subprocess.
 
 Kernel facts relied on (``net/sched/sch_htb.c``, ``sch_tbf.c``, ``sch_api.c``,
 ``include/net/pkt_sched.h``):
@@ -25,236 +24,22 @@ Kernel facts relied on (``net/sched/sch_htb.c``, ``sch_tbf.c``, ``sch_api.c``,
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import socket
-import struct
-import sys
-import types
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from vif_qos.constants import U32_MAX
 from vif_qos.errors import EnvironmentProblem, KernelError
+from vif_qos.kernel import netlink as nl
+from vif_qos.kernel.netlink import (  # noqa: F401 - apply.py uses these through tc
+    EEXIST, ENODEV, ENOENT, EINVAL, TC_H_ROOT, open_ipr)
 
-#: ``TC_H_ROOT`` (include/uapi/linux/pkt_sched.h).
-TC_H_ROOT = 0xFFFFFFFF
-#: ``TC_LINKLAYER_ETHERNET`` (include/uapi/linux/pkt_sched.h).
-TC_LINKLAYER_ETHERNET = 1
-#: Largest value of the 32-bit rate fields, in bytes/s.
-U32_MAX = 2 ** 32 - 1
 #: psched ticks per second: one tick is 64 ns (PSCHED_SHIFT = 6).
 TICKS_PER_S = 15_625_000
-
-RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC = 36, 37, 38
-RTM_NEWTCLASS, RTM_DELTCLASS, RTM_GETTCLASS = 40, 41, 42
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO = 1, 4, 8
-NLM_F_DUMP = 0x300
-NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
-
-FLAGS_ADD = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
-FLAGS_CHANGE = NLM_F_REQUEST | NLM_F_ACK
-FLAGS_REPLACE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
-FLAGS_DEL = NLM_F_REQUEST | NLM_F_ACK
-
-ENOENT, EEXIST, ENODEV, EINVAL = 2, 17, 19, 22
 
 
 def handle_str(handle: int) -> str:
     """``0x7a510100`` -> ``"7a51:100"`` (tc's notation, hexadecimal)."""
     return f"{handle >> 16:x}:{handle & 0xFFFF:x}"
-
-
-# --------------------------------------------------------------------------
-# Importing pyroute2 narrowly
-# --------------------------------------------------------------------------
-
-_MSG_CLASSES: Dict[str, type] = {}
-_COMPILED_FLAG = "_nlmsg_base__compiled_nla"
-
-
-def _import_pyroute2():
-    """Import only the parts of pyroute2 we use.
-
-    ``import pyroute2`` runs the package ``__init__``, which imports every
-    subsystem (about 120 ms here). When nobody imported pyroute2 yet, we put a
-    bare package module in ``sys.modules`` whose ``__getattr__`` runs the real
-    ``__init__`` on first use of a top-level name, so other code that does
-    ``from pyroute2 import X`` later still works; we import only
-    ``pyroute2.iproute.linux`` and ``pyroute2.netlink.rtnl.tcmsg``.
-    """
-    if "pyroute2" not in sys.modules:
-        spec = importlib.util.find_spec("pyroute2")
-        if spec is None:
-            raise EnvironmentProblem("pyroute2 is not installed (python3-pyroute2)")
-        stub = types.ModuleType("pyroute2")
-        stub.__path__ = list(spec.submodule_search_locations or [])
-        stub.__spec__ = spec
-        stub.__file__ = spec.origin
-        stub.__loader__ = spec.loader
-
-        def _full(name, _stub=stub, _spec=spec):
-            if name.startswith("__") and name not in ("__version__", "__all__"):
-                raise AttributeError(name)
-            try:  # a submodule: import just that one
-                if importlib.util.find_spec(f"pyroute2.{name}") is not None:
-                    return importlib.import_module(f"pyroute2.{name}")
-            except ImportError:
-                pass
-            del _stub.__getattr__
-            _spec.loader.exec_module(_stub)
-            return getattr(_stub, name)
-
-        stub.__getattr__ = _full
-        sys.modules["pyroute2"] = stub
-    linux = importlib.import_module("pyroute2.iproute.linux")
-    tcmod = importlib.import_module("pyroute2.netlink.rtnl.tcmsg")
-    netlink = importlib.import_module("pyroute2.netlink")
-    exc = importlib.import_module("pyroute2.netlink.exceptions")
-    return linux.IPRoute, tcmod.tcmsg, netlink.nla, exc.NetlinkError
-
-
-def open_ipr():
-    """An ``IPRoute`` socket in the calling thread's current network namespace."""
-    IPRoute, _tcmsg, _nla, _err = _import_pyroute2()
-    try:
-        return IPRoute(ext_ack=True)
-    except OSError as err:  # pragma: no cover - no netlink at all
-        raise EnvironmentProblem(f"cannot open rtnetlink: {err}") from err
-
-
-def netlink_error_class():
-    return _import_pyroute2()[3]
-
-
-def _msg_classes() -> Dict[str, type]:
-    """tcmsg subclasses carrying our own HTB and TBF option layouts."""
-    if _MSG_CLASSES:
-        return _MSG_CLASSES
-    _IPRoute, tcmsg, nla, _err = _import_pyroute2()
-
-    ratespec = (
-        ("cell_log", "B"), ("linklayer", "B"), ("overhead", "H"),
-        ("cell_align", "h"), ("mpu", "H"), ("rate", "I"),
-    )
-
-    def prefixed(prefix):
-        return tuple((f"{prefix}_{name}", fmt) for name, fmt in ratespec)
-
-    class htb_options(nla):
-        nla_map = (
-            ("TCA_HTB_UNSPEC", "none"),
-            ("TCA_HTB_PARMS", "htb_parms"),
-            ("TCA_HTB_INIT", "htb_glob"),
-            ("TCA_HTB_CTAB", "cdata"),
-            ("TCA_HTB_RTAB", "cdata"),
-            ("TCA_HTB_DIRECT_QLEN", "uint32"),
-            ("TCA_HTB_RATE64", "uint64"),
-            ("TCA_HTB_CEIL64", "uint64"),
-        )
-
-        class htb_glob(nla):
-            fields = (
-                ("version", "I"), ("rate2quantum", "I"), ("defcls", "I"),
-                ("debug", "I"), ("direct_pkts", "I"),
-            )
-
-        class htb_parms(nla):
-            fields = prefixed("rate") + prefixed("ceil") + (
-                ("buffer", "I"), ("cbuffer", "I"), ("quantum", "I"),
-                ("level", "I"), ("prio", "I"),
-            )
-
-    class tbf_options(nla):
-        nla_map = (
-            ("TCA_TBF_UNSPEC", "none"),
-            ("TCA_TBF_PARMS", "tbf_parms"),
-            ("TCA_TBF_RTAB", "cdata"),
-            ("TCA_TBF_PTAB", "cdata"),
-            ("TCA_TBF_RATE64", "uint64"),
-            ("TCA_TBF_PRATE64", "uint64"),
-            ("TCA_TBF_BURST", "uint32"),
-            ("TCA_TBF_PBURST", "uint32"),
-        )
-
-        class tbf_parms(nla):
-            fields = prefixed("rate") + prefixed("peak") + (
-                ("limit", "I"), ("buffer", "I"), ("mtu", "I"),
-            )
-
-    for cls in (htb_options, htb_options.htb_glob, htb_options.htb_parms,
-                tbf_options, tbf_options.tbf_parms):
-        setattr(cls, _COMPILED_FLAG, False)
-
-    def msg_class(name, options_class):
-        return type(name, (tcmsg,), {
-            "nla_map": (
-                ("TCA_UNSPEC", "none"),
-                ("TCA_KIND", "asciiz"),
-                ("TCA_OPTIONS", "our_options"),
-            ),
-            "our_options": options_class,
-            # pyroute2 keeps "this class's nla_map is compiled" and the compiled
-            # maps in class attributes (nlmsg_base.__compiled_nla, name-mangled):
-            # a subclass inherits them from tcmsg once tcmsg has decoded a
-            # message, and would then encode with tcmsg's maps (the stock
-            # plugins). Give our classes their own.
-            _COMPILED_FLAG: False,
-            "_nlmsg_base__t_nla_map": None,
-            "_nlmsg_base__r_nla_map": None,
-        })
-
-    _MSG_CLASSES["htb"] = msg_class("vif_qos_htb_msg", htb_options)
-    _MSG_CLASSES["tbf"] = msg_class("vif_qos_tbf_msg", tbf_options)
-    _MSG_CLASSES["plain"] = msg_class("vif_qos_plain_msg", htb_options)
-    return _MSG_CLASSES
-
-
-# --------------------------------------------------------------------------
-# Errors
-# --------------------------------------------------------------------------
-
-def _errno(err) -> Optional[int]:
-    code = getattr(err, "code", None)
-    if code is None and isinstance(err, OSError):
-        code = err.errno
-    return code
-
-
-def kernel_error(what: str, err: Exception) -> KernelError:
-    """A KernelError naming the object and the kernel's message."""
-    code = _errno(err)
-    text = " ".join(str(getattr(err, "args", [None, None])[-1] or err).split())
-    if code:
-        import os
-        text = f"{os.strerror(code)} (errno {code})" + (
-            f": {text}" if text and os.strerror(code) not in text else "")
-    error = KernelError(f"{what}: the kernel refused: {text}")
-    error.errno = code
-    return error
-
-
-def _nlm(ipr, msg, msg_type: int, flags: int):
-    """``IPRoute.nlm_request`` as a tuple, on pyroute2 0.7 and 0.9.
-
-    pyroute2 0.9.7's synchronous ``nlm_request`` looks up
-    ``status['nlm_generator']``, which its ``IPRoute`` never sets (KeyError);
-    we set it to False (return a tuple) first.
-    """
-    if hasattr(ipr, "asyncore"):
-        try:
-            ipr.status["nlm_generator"]
-        except KeyError:
-            ipr.status["nlm_generator"] = False
-    return tuple(ipr.nlm_request(msg, msg_type=msg_type, msg_flags=flags))
-
-
-def _request(ipr, msg, msg_type: int, flags: int, what: str):
-    try:
-        return _nlm(ipr, msg, msg_type, flags)
-    except Exception as err:
-        if _errno(err) is None:
-            raise
-        raise kernel_error(what, err) from err
 
 
 # --------------------------------------------------------------------------
@@ -287,35 +72,32 @@ def _link_info(msg) -> LinkInfo:
 
 
 def get_link(ipr, name: str) -> Optional[LinkInfo]:
-    """The netdev called ``name``, or None when there is none (netlink only)."""
-    try:
-        msgs = ipr.link("get", ifname=name)
-    except Exception as err:
-        if _errno(err) in (ENODEV, ENOENT):
-            return None
-        if _errno(err) is None:
-            raise
-        raise kernel_error(f"link {name}", err) from err
-    for msg in msgs:
-        return _link_info(msg)
-    return None
+    """The netdev called ``name``, or None when there is none.
+
+    :raises KernelError: any other netlink error, naming the link.
+    """
+    msgs = nl.call(f"link {name}", lambda: ipr.link("get", ifname=name),
+                   {ENODEV: (), ENOENT: ()})
+    return next((_link_info(msg) for msg in msgs), None)
 
 
 def get_link_by_index(ipr, index: int) -> Optional[LinkInfo]:
-    try:
-        msgs = ipr.link("get", index=index)
-    except Exception as err:
-        if _errno(err) in (ENODEV, ENOENT):
-            return None
-        raise
-    for msg in msgs:
-        return _link_info(msg)
-    return None
+    """The netdev with ifindex ``index``, or None when there is none.
+
+    :raises KernelError: any other netlink error, naming the ifindex.
+    """
+    msgs = nl.call(f"link of ifindex {index}", lambda: ipr.link("get", index=index),
+                   {ENODEV: (), ENOENT: ()})
+    return next((_link_info(msg) for msg in msgs), None)
 
 
 def bridge_ports(ipr, bridge_index: int) -> List[LinkInfo]:
-    """The netdevs whose IFLA_MASTER is ``bridge_index``."""
-    return [_link_info(m) for m in ipr.get_links()
+    """The netdevs whose IFLA_MASTER is ``bridge_index``.
+
+    :raises KernelError: the link dump failed.
+    """
+    links = nl.call(f"ports of bridge ifindex {bridge_index}", ipr.get_links)
+    return [_link_info(m) for m in links
             if (m.get_attr("IFLA_MASTER") or 0) == bridge_index]
 
 
@@ -353,31 +135,9 @@ def ticks_to_size(ticks: int, rate_bytes_per_s: int) -> int:
     return int(ticks) * int(rate_bytes_per_s) // TICKS_PER_S
 
 
-def _ratespec(prefix: str, rate_bytes_per_s: int) -> dict:
-    return {
-        f"{prefix}_cell_log": 0, f"{prefix}_linklayer": TC_LINKLAYER_ETHERNET,
-        f"{prefix}_overhead": 0, f"{prefix}_cell_align": 0, f"{prefix}_mpu": 0,
-        f"{prefix}_rate": min(rate_bytes_per_s, U32_MAX),
-    }
-
-
 # --------------------------------------------------------------------------
 # Requests
 # --------------------------------------------------------------------------
-
-def _tcmsg(kind: str, index: int, handle: int, parent: int, options: Optional[dict]):
-    cls = _msg_classes()[kind if kind in ("htb", "tbf") else "plain"]
-    msg = cls()
-    msg["family"] = socket.AF_UNSPEC
-    msg["index"] = index
-    msg["handle"] = handle
-    msg["parent"] = parent
-    attrs = [["TCA_KIND", kind]] if kind else []
-    if options is not None:
-        attrs.append(["TCA_OPTIONS", options])
-    msg["attrs"] = attrs
-    return msg
-
 
 def add_htb_qdisc(ipr, index: int, handle: int, default_minor: int, what: str) -> None:
     """Add an HTB root qdisc ``handle`` (``major<<16``) with ``default default_minor``.
@@ -391,11 +151,12 @@ def add_htb_qdisc(ipr, index: int, handle: int, default_minor: int, what: str) -
     ``htb_enqueue`` queues it while ``direct_queue.qlen < direct_qlen``); with 0 it
     is dropped instead, so ``direct_packets_stat`` stays 0 (cases.md C05).
     """
-    opts = {"attrs": [["TCA_HTB_INIT", {
-        "version": 3, "rate2quantum": 10, "defcls": default_minor,
-        "debug": 0, "direct_pkts": 0}], ["TCA_HTB_DIRECT_QLEN", 0]]}
-    msg = _tcmsg("htb", index, handle, TC_H_ROOT, opts)
-    _request(ipr, msg, RTM_NEWQDISC, FLAGS_ADD, what)
+    options = nl.encode_attrs([
+        (nl.TCA_HTB_INIT, nl.HTB_GLOB.pack(version=3, rate2quantum=10,
+                                           defcls=default_minor)),
+        (nl.TCA_HTB_DIRECT_QLEN, nl.u32(0))])
+    nl.tc_request(ipr, nl.RTM_NEWQDISC, nl.FLAGS_ADD, index=index, handle=handle,
+                  parent=TC_H_ROOT, kind="htb", options=options, what=what)
 
 
 def set_htb_class(ipr, index: int, classid: int, parent: int, *,
@@ -415,19 +176,17 @@ def set_htb_class(ipr, index: int, classid: int, parent: int, *,
         buffer_ticks = size_to_ticks(burst_bytes, rate, what + " burst")
     if cbuffer_ticks is None:
         cbuffer_ticks = size_to_ticks(cburst_bytes, ceil, what + " cburst")
-    parms = {}
-    parms.update(_ratespec("rate", rate))
-    parms.update(_ratespec("ceil", ceil))
-    parms.update({"buffer": buffer_ticks, "cbuffer": cbuffer_ticks,
-                  "quantum": int(quantum_bytes), "level": 0, "prio": 0})
-    attrs = [["TCA_HTB_PARMS", parms]]
+    parms = nl.HTB_PARMS.pack(**nl.ratespec("rate", rate), **nl.ratespec("ceil", ceil),
+                              buffer=buffer_ticks, cbuffer=cbuffer_ticks,
+                              quantum=int(quantum_bytes))
+    attrs = [(nl.TCA_HTB_PARMS, parms)]
     if rate > U32_MAX:
-        attrs.append(["TCA_HTB_RATE64", rate])
+        attrs.append((nl.TCA_HTB_RATE64, nl.u64(rate)))
     if ceil > U32_MAX:
-        attrs.append(["TCA_HTB_CEIL64", ceil])
-    msg = _tcmsg("htb", index, classid, parent, {"attrs": attrs})
-    flags = FLAGS_ADD if mode == "add" else FLAGS_CHANGE
-    _request(ipr, msg, RTM_NEWTCLASS, flags, what)
+        attrs.append((nl.TCA_HTB_CEIL64, nl.u64(ceil)))
+    flags = nl.FLAGS_ADD if mode == "add" else nl.FLAGS_CHANGE
+    nl.tc_request(ipr, nl.RTM_NEWTCLASS, flags, index=index, handle=classid,
+                  parent=parent, kind="htb", options=nl.encode_attrs(attrs), what=what)
 
 
 def check_tbf(*, rate_bits_per_s: int, limit_bytes: int,
@@ -462,108 +221,68 @@ def replace_tbf(ipr, index: int, handle: int, *, rate_bits_per_s: int,
     check_tbf(rate_bits_per_s=rate_bits_per_s, limit_bytes=limit_bytes,
               peak_bits_per_s=peak_bits_per_s, minburst_bytes=minburst_bytes,
               what=what)
-    parms = {}
-    parms.update(_ratespec("rate", rate))
-    attrs = []
+    parms = nl.ratespec("rate", rate)
     if peak_bits_per_s:
         peak = rate_bytes(peak_bits_per_s, what + " peakrate")
-        parms.update(_ratespec("peak", peak))
+        parms.update(nl.ratespec("peak", peak))
         mtu_ticks = size_to_ticks(minburst_bytes or 0, peak, what + " minburst")
-    else:
+    else:  # no peak bucket: the peak ratespec stays all 0
         peak = 0
-        parms.update({"peak_cell_log": 0, "peak_linklayer": 0, "peak_overhead": 0,
-                      "peak_cell_align": 0, "peak_mpu": 0, "peak_rate": 0})
         mtu_ticks = 0
-    parms.update({"limit": int(limit_bytes),
-                  "buffer": size_to_ticks(burst_bytes, rate, what + " burst"),
-                  "mtu": mtu_ticks})
-    attrs.append(["TCA_TBF_PARMS", parms])
+    attrs = [(nl.TCA_TBF_PARMS, nl.TBF_PARMS.pack(
+        **parms, limit=int(limit_bytes), mtu=mtu_ticks,
+        buffer=size_to_ticks(burst_bytes, rate, what + " burst")))]
     if rate > U32_MAX:
-        attrs.append(["TCA_TBF_RATE64", rate])
+        attrs.append((nl.TCA_TBF_RATE64, nl.u64(rate)))
     if peak > U32_MAX:
-        attrs.append(["TCA_TBF_PRATE64", peak])
-    attrs.append(["TCA_TBF_BURST", int(burst_bytes)])
+        attrs.append((nl.TCA_TBF_PRATE64, nl.u64(peak)))
+    attrs.append((nl.TCA_TBF_BURST, nl.u32(burst_bytes)))
     if peak:
-        attrs.append(["TCA_TBF_PBURST", int(minburst_bytes or 0)])
-    msg = _tcmsg("tbf", index, handle, TC_H_ROOT, {"attrs": attrs})
-    _request(ipr, msg, RTM_NEWQDISC, FLAGS_REPLACE, what)
+        attrs.append((nl.TCA_TBF_PBURST, nl.u32(minburst_bytes or 0)))
+    nl.tc_request(ipr, nl.RTM_NEWQDISC, nl.FLAGS_REPLACE, index=index, handle=handle,
+                  parent=TC_H_ROOT, kind="tbf", options=nl.encode_attrs(attrs), what=what)
 
 
-def _delete(ipr, msg, msg_type: int, what: str) -> bool:
-    """Send one delete request; False when the object (or its netdev) is gone
-    already (ENOENT/ENODEV), so removal is idempotent. Other errors: KernelError."""
-    try:
-        _nlm(ipr, msg, msg_type, FLAGS_DEL)
-    except Exception as err:
-        if _errno(err) in (ENOENT, ENODEV):
-            return False
-        if _errno(err) is None:
-            raise
-        raise kernel_error(what, err) from err
-    return True
+#: A delete finding the object (or its netdev) gone already: removal is idempotent.
+_GONE_IS_FALSE = {code: False for code in nl.GONE}
 
 
 def del_class(ipr, index: int, classid: int, what: str) -> bool:
-    """Delete one class by exact classid; False when it (or the netdev) is gone."""
-    return _delete(ipr, _tcmsg("", index, classid, 0, None), RTM_DELTCLASS, what)
+    """Delete one class by exact classid; False when it (or the netdev) is gone.
+
+    :raises KernelError: any other refusal.
+    """
+    return nl.tc_request(ipr, nl.RTM_DELTCLASS, nl.FLAGS_DEL, index=index,
+                         handle=classid, what=what, tolerate=_GONE_IS_FALSE) is not False
 
 
 def del_root_qdisc(ipr, index: int, handle: int, what: str) -> bool:
-    """Delete the root qdisc ``handle`` of ``index``; False when already gone."""
-    return _delete(ipr, _tcmsg("", index, handle, TC_H_ROOT, None), RTM_DELQDISC, what)
+    """Delete the root qdisc ``handle`` of ``index``; False when already gone.
+
+    :raises KernelError: any other refusal.
+    """
+    return nl.tc_request(ipr, nl.RTM_DELQDISC, nl.FLAGS_DEL, index=index, handle=handle,
+                         parent=TC_H_ROOT, what=what, tolerate=_GONE_IS_FALSE) is not False
 
 
 # --------------------------------------------------------------------------
 # Reading back
 # --------------------------------------------------------------------------
 
-_RATESPEC = "BBHhHI"
-_HTB_OPT = struct.Struct("=" + _RATESPEC + _RATESPEC + "IIIII")
-_HTB_GLOB = struct.Struct("=IIIII")
-_TBF_QOPT = struct.Struct("=" + _RATESPEC + _RATESPEC + "III")
-
-
-def _nlas(data: bytes) -> Dict[int, bytes]:
-    """Parse a run of netlink attributes: type -> payload (last one wins)."""
-    out: Dict[int, bytes] = {}
-    pos = 0
-    while pos + 4 <= len(data):
-        length, atype = struct.unpack_from("=HH", data, pos)
-        if length < 4:
-            break
-        out[atype & 0x3FFF] = data[pos + 4:pos + length]
-        pos += (length + 3) & ~3
-    return out
-
-
-def _raw_attr(msg, name: str) -> Optional[bytes]:
-    nla_obj = msg.get_attr(name)
-    if nla_obj is None:
-        return None
-    data = nla_obj.data
-    return bytes(data[nla_obj.offset + 4:nla_obj.offset + nla_obj.length])
-
-
-def _u64(data: Optional[bytes]) -> Optional[int]:
-    return struct.unpack("=Q", data[:8])[0] if data else None
-
-
-def _stats(msg) -> Dict[str, int]:
-    raw = _raw_attr(msg, "TCA_STATS2")
+def _stats(msg: nl.Message) -> Dict[str, int]:
+    """bytes, packets, drops, overlimits from ``TCA_STATS2`` (0 when absent)."""
     out = {"bytes": 0, "packets": 0, "drops": 0, "overlimits": 0}
-    if not raw:
-        return out
-    attrs = _nlas(raw)
-    basic = attrs.get(1)
-    if basic and len(basic) >= 12:
-        out["bytes"], out["packets"] = struct.unpack_from("=QI", basic)
-    pkt64 = attrs.get(8)
-    if pkt64:
-        out["packets"] = _u64(pkt64)
-    queue = attrs.get(3)
-    if queue and len(queue) >= 20:
-        _qlen, _backlog, drops, _requeues, overlimits = struct.unpack_from("=IIIII", queue)
-        out["drops"], out["overlimits"] = drops, overlimits
+    stats = msg.nested(nl.TCA_STATS2)
+    basic = stats.get(nl.TCA_STATS_BASIC)
+    if basic and len(basic) >= nl.GNET_STATS_BASIC.size:
+        out.update(nl.GNET_STATS_BASIC.unpack(basic))
+    packets64 = nl.attr_u64(stats, nl.TCA_STATS_PKT64)
+    if packets64 is not None:
+        out["packets"] = packets64
+    queue = stats.get(nl.TCA_STATS_QUEUE)
+    if queue and len(queue) >= nl.GNET_STATS_QUEUE.size:
+        q = nl.GNET_STATS_QUEUE.unpack(queue)
+        out["drops"], out["overlimits"] = q["drops"], q["overlimits"]
     return out
 
 
@@ -615,40 +334,37 @@ class ClassInfo:
         return ticks_to_size(self.cbuffer_ticks, self.ceil_bytes_per_s)
 
 
-def _qdisc_info(msg) -> QdiscInfo:
-    kind = msg.get_attr("TCA_KIND") or ""
+def _qdisc_info(msg: nl.Message) -> QdiscInfo:
+    kind = msg.attr_str(nl.TCA_KIND) or ""
     extra = {}
-    raw = _raw_attr(msg, "TCA_OPTIONS")
-    attrs = _nlas(raw) if raw else {}
-    if kind == "htb" and 2 in attrs:
-        _v, _r2q, defcls, _dbg, direct = _HTB_GLOB.unpack_from(attrs[2])
-        extra = {"default_minor": defcls, "direct_packets": direct}
-    elif kind == "tbf" and 1 in attrs:
-        q = _TBF_QOPT.unpack_from(attrs[1])
-        rate, peak, limit, buffer, mtu = q[5], q[11], q[12], q[13], q[14]
-        rate = _u64(attrs.get(4)) or rate
-        peak = _u64(attrs.get(5)) or peak
+    attrs = msg.nested(nl.TCA_OPTIONS)
+    if kind == "htb" and nl.TCA_HTB_INIT in attrs:
+        glob = nl.HTB_GLOB.unpack(attrs[nl.TCA_HTB_INIT])
+        extra = {"default_minor": glob["defcls"], "direct_packets": glob["direct_pkts"]}
+    elif kind == "tbf" and nl.TCA_TBF_PARMS in attrs:
+        q = nl.TBF_PARMS.unpack(attrs[nl.TCA_TBF_PARMS])
+        rate = nl.attr_u64(attrs, nl.TCA_TBF_RATE64) or q["rate_rate"]
+        peak = nl.attr_u64(attrs, nl.TCA_TBF_PRATE64) or q["peak_rate"]
         extra = {"rate_bytes_per_s": rate, "peak_bytes_per_s": peak or None,
-                 "limit_bytes": limit, "buffer_ticks": buffer, "mtu_ticks": mtu}
+                 "limit_bytes": q["limit"], "buffer_ticks": q["buffer"],
+                 "mtu_ticks": q["mtu"]}
     st = _stats(msg)
-    return QdiscInfo(index=msg["index"], kind=kind, handle=msg["handle"],
-                     parent=msg["parent"], bytes=st["bytes"],
+    return QdiscInfo(index=msg.get("index"), kind=kind, handle=msg.get("handle"),
+                     parent=msg.get("parent"), bytes=st["bytes"],
                      packets=st["packets"], drops=st["drops"], **extra)
 
 
 def dump_qdiscs(ipr, index: Optional[int] = None) -> List[QdiscInfo]:
     """Every qdisc (of ``index`` when given; the kernel dumps all netdevs, we
-    filter), with its parameters and counters."""
-    msg = _tcmsg("", index or 0, 0, 0, None)
-    try:
-        reply = _nlm(ipr, msg, RTM_GETQDISC, NLM_F_REQUEST | NLM_F_DUMP)
-    except Exception as err:
-        if _errno(err) is None:
-            raise
-        raise kernel_error("qdisc dump", err) from err
+    filter), with its parameters and counters.
+
+    :raises KernelError: the dump failed.
+    """
+    reply = nl.tc_request(ipr, nl.RTM_GETQDISC, nl.FLAGS_DUMP, index=index or 0,
+                          what="qdisc dump")
     return [_qdisc_info(item) for item in reply
-            if item["header"]["type"] == RTM_NEWQDISC
-            and (index is None or item["index"] == index)]
+            if item.type == nl.RTM_NEWQDISC
+            and (index is None or item.get("index") == index)]
 
 
 def get_root_qdisc(ipr, index: int) -> Optional[QdiscInfo]:
@@ -657,44 +373,34 @@ def get_root_qdisc(ipr, index: int) -> Optional[QdiscInfo]:
     ``pfifo_fast``, ``fq_codel`` ...) has handle 0.
 
     One RTM_GETQDISC for ``parent TC_H_ROOT`` (not a dump of every netdev's
-    qdiscs). ``tc_get_qdisc`` answers through ``rtnetlink_send``, which
-    unicasts to the asker only with NLM_F_ECHO (net/sched/sch_api.c); NLM_F_ACK
-    makes the kernel end the exchange even when it has nothing to show.
+    qdiscs), with :data:`~vif_qos.kernel.netlink.FLAGS_GET_ONE`.
+
+    :raises KernelError: any refusal but "gone" or "nothing to show".
     """
-    msg = _tcmsg("", index, 0, TC_H_ROOT, None)
-    try:
-        reply = _nlm(ipr, msg, RTM_GETQDISC, NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO)
-    except Exception as err:
-        # EINVAL: qdisc_get_notify has nothing it may show (a built-in qdisc).
-        if _errno(err) in (ENOENT, ENODEV, EINVAL):
-            return None
-        if _errno(err) is None:
-            raise
-        raise kernel_error(f"root qdisc of ifindex {index}", err) from err
-    for item in reply:
-        if item["header"]["type"] == RTM_NEWQDISC and item["index"] == index:
-            return _qdisc_info(item)
-    return None
+    # EINVAL: qdisc_get_notify has nothing it may show (a built-in qdisc).
+    reply = nl.tc_request(ipr, nl.RTM_GETQDISC, nl.FLAGS_GET_ONE, index=index,
+                          parent=TC_H_ROOT, what=f"root qdisc of ifindex {index}",
+                          tolerate={ENOENT: (), ENODEV: (), EINVAL: ()})
+    return next((_qdisc_info(item) for item in reply
+                 if item.type == nl.RTM_NEWQDISC and item.get("index") == index), None)
 
 
-def _class_info(item, index: int) -> Optional[ClassInfo]:
-    if item["header"]["type"] != RTM_NEWTCLASS or item["index"] != index:
+def _class_info(item: nl.Message, index: int) -> Optional[ClassInfo]:
+    if item.type != nl.RTM_NEWTCLASS or item.get("index") != index:
         return None
-    if item.get_attr("TCA_KIND") != "htb":
+    if item.attr_str(nl.TCA_KIND) != "htb":
         return None
-    raw = _raw_attr(item, "TCA_OPTIONS")
-    attrs = _nlas(raw) if raw else {}
-    if 1 not in attrs:
+    attrs = item.nested(nl.TCA_OPTIONS)
+    if nl.TCA_HTB_PARMS not in attrs:
         return None
-    o = _HTB_OPT.unpack_from(attrs[1])
-    rate = _u64(attrs.get(6)) or o[5]
-    ceil = _u64(attrs.get(7)) or o[11]
+    o = nl.HTB_PARMS.unpack(attrs[nl.TCA_HTB_PARMS])
     st = _stats(item)
-    return ClassInfo(index=index, classid=item["handle"], parent=item["parent"],
-                     rate_bytes_per_s=rate, ceil_bytes_per_s=ceil,
-                     buffer_ticks=o[12], cbuffer_ticks=o[13], quantum_bytes=o[14],
-                     level=o[15], bytes=st["bytes"], packets=st["packets"],
-                     drops=st["drops"])
+    return ClassInfo(index=index, classid=item.get("handle"), parent=item.get("parent"),
+                     rate_bytes_per_s=nl.attr_u64(attrs, nl.TCA_HTB_RATE64) or o["rate_rate"],
+                     ceil_bytes_per_s=nl.attr_u64(attrs, nl.TCA_HTB_CEIL64) or o["ceil_rate"],
+                     buffer_ticks=o["buffer"], cbuffer_ticks=o["cbuffer"],
+                     quantum_bytes=o["quantum"], level=o["level"], bytes=st["bytes"],
+                     packets=st["packets"], drops=st["drops"])
 
 
 def get_class(ipr, index: int, classid: int) -> Optional[ClassInfo]:
@@ -702,39 +408,30 @@ def get_class(ipr, index: int, classid: int) -> Optional[ClassInfo]:
 
     A single RTM_GETTCLASS with NLM_F_ECHO (see :func:`get_root_qdisc`).
     """
-    msg = _tcmsg("", index, classid, 0, None)
-    try:
-        reply = _nlm(ipr, msg, RTM_GETTCLASS, NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO)
-    except Exception as err:
-        if _errno(err) in (ENOENT, ENODEV):
-            return None
-        if _errno(err) is None:
-            raise
-        raise kernel_error(f"class {handle_str(classid)} of ifindex {index}", err) from err
-    for item in reply:
-        info = _class_info(item, index)
-        if info is not None and info.classid == classid:
-            return info
-    return None
+    reply = nl.tc_request(ipr, nl.RTM_GETTCLASS, nl.FLAGS_GET_ONE, index=index,
+                          handle=classid,
+                          what=f"class {handle_str(classid)} of ifindex {index}",
+                          tolerate={ENOENT: (), ENODEV: ()})
+    infos = (_class_info(item, index) for item in reply)
+    return next((info for info in infos if info is not None and info.classid == classid),
+                None)
 
 
 def dump_classes(ipr, index: int) -> List[ClassInfo]:
     """Every HTB class of ``index`` with its parameters and counters."""
-    msg = _tcmsg("", index, 0, 0, None)
-    try:
-        reply = _nlm(ipr, msg, RTM_GETTCLASS, NLM_F_REQUEST | NLM_F_DUMP)
-    except Exception as err:
-        if _errno(err) in (ENOENT, ENODEV):
-            return []
-        if _errno(err) is None:
-            raise
-        raise kernel_error(f"classes of ifindex {index}", err) from err
-    out = []
-    for item in reply:
-        info = _class_info(item, index)
-        if info is not None:
-            out.append(info)
-    return out
+    reply = nl.tc_request(ipr, nl.RTM_GETTCLASS, nl.FLAGS_DUMP, index=index,
+                          what=f"classes of ifindex {index}",
+                          tolerate={ENOENT: (), ENODEV: ()})
+    infos = (_class_info(item, index) for item in reply)
+    return [info for info in infos if info is not None]
+
+
+_PROBE_HANDLE = 0x7A5F0000
+#: A probe's answers: an unknown kind (ENOENT; EOPNOTSUPP from a module that
+#: cannot load), a known one refusing the missing options (EINVAL; EEXIST when
+#: the root qdisc of lo is taken already).
+_PROBE_ANSWERS = {ENOENT: "missing", nl.EOPNOTSUPP: "missing",
+                  EINVAL: "known", EEXIST: "known"}
 
 
 def probe_qdisc_kinds(kinds) -> List[str]:
@@ -745,6 +442,8 @@ def probe_qdisc_kinds(kinds) -> List[str]:
     ``tbf_init`` refuse a missing TCA_OPTIONS), an unknown kind with ENOENT
     ("Specified qdisc kind is unknown", net/sched/sch_api.c). Nothing is created
     either way.
+
+    :raises KernelError: the kernel refused a probe for another reason.
     """
     missing = []
     ipr = open_ipr()
@@ -753,17 +452,14 @@ def probe_qdisc_kinds(kinds) -> List[str]:
         if lo is None:  # pragma: no cover
             raise EnvironmentProblem("no loopback netdev to probe qdisc kinds on")
         for kind in kinds:
-            msg = _tcmsg(kind, lo.index, 0x7A5F0000, TC_H_ROOT, None)
-            try:
-                _nlm(ipr, msg, RTM_NEWQDISC, FLAGS_ADD)
-            except Exception as err:
-                if _errno(err) in (ENOENT, 95):  # 95: EOPNOTSUPP
-                    missing.append(kind)
-                elif _errno(err) is None:
-                    raise
-                continue
-            # Created after all (a kind that accepts no options): take it away.
-            del_root_qdisc(ipr, lo.index, 0x7A5F0000, f"probe qdisc {kind}")
+            answer = nl.tc_request(ipr, nl.RTM_NEWQDISC, nl.FLAGS_ADD, index=lo.index,
+                                   handle=_PROBE_HANDLE, parent=TC_H_ROOT, kind=kind,
+                                   what=f"probe qdisc {kind}", tolerate=_PROBE_ANSWERS)
+            if answer == "missing":
+                missing.append(kind)
+            elif answer != "known":
+                # Created after all (a kind that accepts no options): take it away.
+                del_root_qdisc(ipr, lo.index, _PROBE_HANDLE, f"probe qdisc {kind}")
     finally:
         ipr.close()
     return missing

@@ -51,6 +51,8 @@ import threading
 import uuid as uuid_mod
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from vif_qos.constants import DEFAULT_BRIDGE
+
 # enum xsd_sockmsg_type (xs_wire.h); XS_DEBUG is called XS_CONTROL since Xen 4.9.
 XS_CONTROL = 0
 XS_DIRECTORY = 1
@@ -668,7 +670,7 @@ class XenstoreDouble:
         return uuid
 
     def seed_vif(self, domid: int, devid: int = 0, *, name: Optional[str] = None,
-                 uuid: Optional[str] = None, bridge: str = "xenbr0",
+                 uuid: Optional[str] = None, bridge: str = DEFAULT_BRIDGE,
                  mac: Optional[str] = None, script: str = "/etc/xen/scripts/vif-bridge",
                  nic_type: str = "vif", vifname: Optional[str] = None,
                  ip: Optional[str] = None, gatewaydev: Optional[str] = None,

@@ -52,6 +52,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from vif_qos.constants import DEFAULT_BRIDGE
 from vif_qos.errors import EnvironmentProblem, InputError, VifQosError, XenstoreError
 from vif_qos.xen.hotlog import HotplugLog
 from vif_qos.core.ifname import check_ifname
@@ -321,7 +322,7 @@ def read_facts(xs, inv: Invocation) -> VifFacts:
         (value, where) for value, where in (
             (inv.bridge_arg, "argv bridge="),
             (backend_value("bridge"), f"xenstore:{label}/bridge"),
-            (inv.bridge_env, "environment bridge"), ("xenbr0", "built-in default"))
+            (inv.bridge_env, "environment bridge"), (DEFAULT_BRIDGE, "built-in default"))
         if value)
     check_ifname(bridge, bridge_source, "bridge")
     vifname = backend_value("vifname")
