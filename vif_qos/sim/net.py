@@ -69,7 +69,6 @@ import math
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -79,6 +78,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from vif_qos.errors import EnvironmentProblem
+from vif_qos.kernel import netlink as nl
 
 #: Default namespace name prefix; every namespace made here starts with it.
 DEFAULT_PREFIX = "vqs-"
@@ -172,14 +172,11 @@ class LinkCounters:
 
     Reading is in-process (no subprocess), so each sample's ``time.monotonic()``
     timestamp is within a fraction of a millisecond of the kernel's counter read.
-    Uses a plain ``AF_NETLINK`` socket opened inside the namespace, parsing
-    ``IFLA_STATS64`` (``struct rtnl_link_stats64``, include/uapi/linux/if_link.h),
-    so it behaves the same with every pyroute2 version.
+    Uses a plain ``AF_NETLINK`` socket opened inside the namespace; the request and
+    the reply (``IFLA_STATS64``, ``struct rtnl_link_stats64``) go through
+    :mod:`vif_qos.kernel.netlink`'s encoder and decoder, so it behaves the same
+    with every pyroute2 version.
     """
-
-    _RTM_NEWLINK, _RTM_GETLINK, _NLMSG_ERROR = 16, 18, 2
-    _IFLA_IFNAME, _IFLA_OPERSTATE, _IFLA_STATS64 = 3, 16, 23
-    _IF_OPER_UP = 6
 
     def __init__(self, ns: str):
         self.ns = ns
@@ -193,33 +190,22 @@ class LinkCounters:
     def close(self) -> None:
         self._sock.close()
 
-    def _getlink(self, ifname: str) -> Tuple[float, Dict[int, bytes]]:
-        """(monotonic_s, {IFLA attribute type: payload}) of ``ifname``."""
-        name = ifname.encode() + b"\0"
-        attr = struct.pack("=HH", 4 + len(name), self._IFLA_IFNAME) + name
-        attr += b"\0" * (-len(attr) % 4)
+    def _getlink(self, ifname: str) -> Tuple[float, nl.Message]:
+        """(monotonic_s, the decoded RTM_NEWLINK reply) of ``ifname``."""
         with self._lock:
             self._seq += 1
-            body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0) + attr
-            msg = struct.pack("=IHHII", 16 + len(body), self._RTM_GETLINK, 1, self._seq, 0) + body
+            request = nl.encode_message(nl.RTM_GETLINK, nl.NLM_F_REQUEST, self._seq,
+                                        nl.IFINFOMSG.pack(family=socket.AF_UNSPEC),
+                                        [(nl.IFLA_IFNAME, nl.asciiz(ifname))])
             t_before = time.monotonic()
-            self._sock.send(msg)
+            self._sock.send(request)
             data = self._sock.recv(65536)
             t_after = time.monotonic()
-        length, mtype = struct.unpack_from("=IH", data, 0)
-        if mtype == self._NLMSG_ERROR:
-            errno = -struct.unpack_from("=i", data, 16)[0]
+        reply = nl.decode(data)
+        if reply.error:
             raise EnvironmentProblem(
-                f"simnet: no interface {ifname!r} in {self.ns}: {os.strerror(errno)}")
-        attrs: Dict[int, bytes] = {}
-        off = 16 + 16
-        while off + 4 <= length:
-            alen, atype = struct.unpack_from("=HH", data, off)
-            if alen < 4:
-                break
-            attrs[atype & 0x3FFF] = data[off + 4:off + alen]
-            off += (alen + 3) & ~3
-        return (t_before + t_after) / 2, attrs
+                f"simnet: no interface {ifname!r} in {self.ns}: {os.strerror(reply.error)}")
+        return (t_before + t_after) / 2, reply
 
     def read(self, ifname: str) -> Tuple[float, Dict[str, int]]:
         """``(monotonic_s, counters)`` for ``ifname``; counters has ``rx_packets``,
@@ -228,11 +214,11 @@ class LinkCounters:
 
         :raises EnvironmentProblem: no such interface in the namespace.
         """
-        t, attrs = self._getlink(ifname)
-        if self._IFLA_STATS64 not in attrs:
+        t, reply = self._getlink(ifname)
+        stats = reply.attrs.get(nl.IFLA_STATS64)
+        if not stats or len(stats) < nl.LINK_STATS64.size:
             raise EnvironmentProblem(f"simnet: no IFLA_STATS64 for {ifname!r} in {self.ns}")
-        rxp, txp, rxb, txb = struct.unpack_from("=QQQQ", attrs[self._IFLA_STATS64], 0)
-        return t, {"rx_packets": rxp, "tx_packets": txp, "rx_bytes": rxb, "tx_bytes": txb}
+        return t, nl.LINK_STATS64.unpack(stats)
 
     def is_up(self, ifname: str) -> bool:
         """True when ``ifname``'s operstate is UP (``IF_OPER_UP``, RFC 2863).
@@ -243,9 +229,9 @@ class LinkCounters:
         is rate-limited and runs late on a busy machine, so a just-created veth
         can drop the first packets for a second or more.
         """
-        _t, attrs = self._getlink(ifname)
-        state = attrs.get(self._IFLA_OPERSTATE)
-        return bool(state) and state[0] == self._IF_OPER_UP
+        _t, reply = self._getlink(ifname)
+        state = reply.attrs.get(nl.IFLA_OPERSTATE)
+        return bool(state) and state[0] == nl.IF_OPER_UP
 
 
 # --------------------------------------------------------------------------
