@@ -1,0 +1,108 @@
+"""vif_qos.kernel.netlink: the errno triage, the layouts and the reply decoder.
+
+The triage is checked with pyroute2's own NetlinkError (what its IPRoute raises);
+the decoder against the kernel's own replies inside a namespace made here.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from vif_qos.errors import KernelError
+from vif_qos.kernel import netlink as nl
+from vif_qos.kernel import tc as tcadapter
+from vif_qos.sim.net import in_netns, run
+
+
+def netlink_error(code: int, text: str = "kernel says no"):
+    from pyroute2.netlink.exceptions import NetlinkError
+    return NetlinkError(code, text)
+
+
+def failing(err):
+    def fn():
+        raise err
+    return fn
+
+
+def test_call_returns_the_value_given_for_a_tolerated_errno():
+    assert nl.call("class 7a51:100", failing(netlink_error(errno.ENOENT)),
+                   {errno.ENOENT: "gone"}) == "gone"
+
+
+def test_call_turns_any_other_errno_into_a_kernel_error_naming_the_object():
+    with pytest.raises(KernelError) as info:
+        nl.call("class 7a51:100 of ifindex 4", failing(netlink_error(errno.EPERM)),
+                {errno.ENOENT: None})
+    assert str(info.value).startswith("class 7a51:100 of ifindex 4: the kernel refused: ")
+    assert "errno 1" in str(info.value) and "kernel says no" in str(info.value)
+    assert info.value.errno == errno.EPERM
+
+
+def test_call_lets_an_error_without_errno_through_unchanged():
+    with pytest.raises(ZeroDivisionError):
+        nl.call("anything", lambda: 1 // 0, {errno.ENOENT: None})
+
+
+class RefusingIPRoute:
+    """An IPRoute whose link lookups fail as the kernel would with ``code``."""
+
+    def __init__(self, code: int):
+        self.code = code
+
+    def link(self, *args, **kwargs):
+        raise netlink_error(self.code)
+
+
+def test_get_link_by_index_names_the_ifindex_instead_of_a_raw_netlink_error():
+    with pytest.raises(KernelError, match=r"^link of ifindex 42: the kernel refused: "):
+        tcadapter.get_link_by_index(RefusingIPRoute(errno.EPERM), 42)
+    assert tcadapter.get_link_by_index(RefusingIPRoute(errno.ENODEV), 42) is None
+
+
+def test_layouts_pack_and_unpack_the_same_fields():
+    values = dict(nl.ratespec("rate", 5 * 10 ** 9), buffer=7, cbuffer=8, quantum=1514)
+    assert values["rate_rate"] == 2 ** 32 - 1  # the full rate goes in TCA_HTB_RATE64
+    back = nl.HTB_PARMS.unpack(nl.HTB_PARMS.pack(**values))
+    assert {k: back[k] for k in values} == values
+    assert nl.HTB_PARMS.size == 44 and nl.TBF_PARMS.size == 36  # sizeof in the kernel
+    with pytest.raises(TypeError):
+        nl.HTB_PARMS.pack(rate=1)
+
+
+def test_a_message_decodes_to_what_was_encoded():
+    data = nl.encode_message(nl.RTM_NEWQDISC, nl.FLAGS_ADD, 9,
+                             nl.TCMSG.pack(index=3, handle=0x7A510000, parent=nl.TC_H_ROOT),
+                             [(nl.TCA_KIND, nl.asciiz("tbf")),
+                              (nl.TCA_OPTIONS, nl.encode_attrs([(nl.TCA_TBF_BURST,
+                                                                 nl.u32(3000))]))])
+    msg = nl.decode(data)
+    assert (msg.type, msg.flags, msg.error) == (nl.RTM_NEWQDISC, nl.FLAGS_ADD, None)
+    assert (msg.get("index"), msg.get("handle"), msg.get("parent")) == (
+        3, 0x7A510000, nl.TC_H_ROOT)
+    assert msg.attr_str(nl.TCA_KIND) == "tbf"
+    assert msg.nested(nl.TCA_OPTIONS) == {nl.TCA_TBF_BURST: nl.u32(3000)}
+
+
+@pytest.mark.kernel
+def test_the_kernel_refusal_names_the_object_and_a_gone_object_is_tolerated(netns):
+    ns = netns.make("nl")
+    run("ip", "link", "add", "nl-dummy", "type", "veth", "peer", "name", "nl-peer", ns=ns)
+    with in_netns(ns):
+        ipr = tcadapter.open_ipr()
+        try:
+            link = tcadapter.get_link(ipr, "nl-dummy")
+            assert tcadapter.get_link_by_index(ipr, link.index) == link
+            assert tcadapter.get_link_by_index(ipr, 999_999) is None
+            assert tcadapter.del_class(ipr, link.index, 0x7A510100, "class 7a51:100") is False
+            with pytest.raises(KernelError, match=r"^class 7a51:100 of nl-dummy: "):
+                # no HTB qdisc to hang it under: the kernel refuses (ENOENT/EINVAL)
+                tcadapter.set_htb_class(ipr, link.index, 0x7A510100, 0x7A510001,
+                                        rate_bits_per_s=10 ** 6, ceil_bits_per_s=10 ** 6,
+                                        burst_bytes=1600, cburst_bytes=1600,
+                                        quantum_bytes=1514, mode="add",
+                                        what="class 7a51:100 of nl-dummy")
+        finally:
+            ipr.close()
