@@ -2,8 +2,10 @@
 
 Each test here reproduces a defect found by deliberately feeding vif-qos bad
 input: the rule is exit status 2 and one line naming the bad token and its
-source, never a traceback, a kernel error or a broken installed script. Nothing
-here touches the kernel: names are refused before netlink sees them.
+source, never a traceback, a kernel error or a broken installed script. The
+kernel side is a recording stand-in (names are refused before netlink sees them),
+except in the netdev name rule's check against the kernel, which makes bridges in
+a namespace of its own.
 """
 
 from __future__ import annotations
@@ -173,21 +175,21 @@ def test_plan_refuses_bad_names_and_devid(capsys, argv, token):
     assert len(err.strip().splitlines()) == 1 and token in err
 
 
-def test_cleanup_refuses_a_name_no_netdev_can_have(capsys, monkeypatch):
+def test_cleanup_refuses_a_name_no_netdev_can_have(capsys, xs):
     # Before: the name went to netlink and the kernel's ERANGE gave exit 1.
-    import sys
-    import types
-    calls = []
-    module = types.ModuleType("vif_qos.kernel.apply")
-    module.remove_vif = lambda vif, host=None: calls.append(vif) or True
-    module.cleanup_orphans = lambda host=None: calls.append("*") or []
-    monkeypatch.setitem(sys.modules, "vif_qos.kernel.apply", module)
-    import vif_qos.kernel
-    monkeypatch.setattr(vif_qos.kernel, "apply", module, raising=False)
+    import argparse
+    from vif_qos.cli import cleanup
+    kernel = Kernel()
+    services = kernel.services(xs)
+    services.cleanup_orphans = lambda host=None: kernel.removed.append("*") or []
     for bad in ("abcdefghijklmnopqrstu", "a\x00b"):
-        status, out, err = run_cli(capsys, "cleanup", "--vif", bad)
-        assert status == 2 and "--vif" in err and len(err.strip().splitlines()) == 1
-    assert calls == []
+        parser = argparse.ArgumentParser()
+        cleanup.configure(parser, "cleanup")
+        with pytest.raises(InputError) as err:
+            cleanup.run(parser.parse_args(["--vif", bad]), services=services)
+        assert err.value.exit_status == 2 and err.value.source == "--vif"
+        assert len(err.value.one_line().splitlines()) == 1
+    assert kernel.removed == []
 
 
 @pytest.mark.parametrize("argv, token", [

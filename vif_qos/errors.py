@@ -2,8 +2,11 @@
 
 Every error carries the bad token and where it came from, so that the one line
 printed (stderr, syslog, xenstore ``hotplug-error``) tells the admin what to fix.
-The front door (:mod:`vif_qos.cli`) is the only place that turns these into exit
-statuses and log lines; library code never calls ``sys.exit``.
+Two places turn these into exit statuses and messages, and library code never
+calls ``sys.exit``: the front door (:mod:`vif_qos.cli`) for the admin's commands
+(stderr), and :func:`vif_qos.xen.hotplug.hotplug_main` for Xen's hotplug commands
+(the hotplug log, syslog and xenstore ``hotplug-error``; ``offline``/``remove``
+and a policy's ``on_failure = warn`` exit 0).
 
 Exit statuses used by the command line:
 

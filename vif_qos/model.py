@@ -154,7 +154,8 @@ class VifFacts:
     """What the hotplug side learned about one vif, from dom0-owned sources only.
 
     Filled from the script's environment/argv and the backend xenstore directory
-    (never the guest's frontend directory: see ../shared/design.md §3), or from
+    (never the guest's frontend directory, which the guest owns and may write
+    anything in), or from
     ``vif-qos plan``'s options. ``xen_rate`` is the backend ``rate`` key exactly as
     libxl writes it, ``"<bytes_per_interval>,<interval_us>"``, or ``None`` when the
     vif has no ``rate=``; ``xen_rate_source`` says where it was read

@@ -1,13 +1,17 @@
 """The front door: ``vif-qos SUBCOMMAND ...``.
 
-Each subcommand lives in its own module ``vif_qos.cli.<name>`` that provides
-``configure(parser, name)`` (add its arguments to an argparse parser) and
-``run(args) -> int``. Only the chosen module is imported, so a hotplug run does not
-pay for ``simulate``'s imports. The hotplug commands (``online``, ``offline``,
-``add``, ``remove``) take Xen's ``key=value`` words rather than options.
+:data:`COMMANDS` names each subcommand's module: ``vif_qos.cli.<name>`` (``-``
+written ``_``) for the admin's commands, :mod:`vif_qos.xen.hotplug` for the hotplug
+commands, :mod:`vif_qos.sim.simulate` for ``simulate``. An admin's command module
+provides ``configure(parser, name)`` (add its arguments to an argparse parser) and
+``run(args) -> int``; the hotplug commands (``online``, ``offline``, ``add``,
+``remove``) take Xen's ``key=value`` words rather than options, through
+``hotplug_main(command, argv) -> int``. Only the chosen module is imported, so a
+hotplug run does not pay for ``simulate``'s imports.
 
-This is the one place where :class:`vif_qos.errors.VifQosError` becomes an exit
-status and a one-line message on stderr; set ``VIF_QOS_DEBUG=1`` to also get the
+For the admin's commands, this is where :class:`vif_qos.errors.VifQosError`
+becomes an exit status and a one-line message on stderr (the hotplug commands do
+their own, see :mod:`vif_qos.errors`); set ``VIF_QOS_DEBUG=1`` to also get the
 traceback of an unexpected error.
 """
 

@@ -1,8 +1,9 @@
 """``vif-qos cleanup [--vif NAME]``: remove the shaping of vifs whose netdev is gone.
 
 Run by udev (``udev/85-vif-qos.rules``) when a guest netdev or a netback backend
-device is removed, because Xen does not guarantee an ``offline`` run
-(../shared/design.md §1). Also safe to run by hand or from cron at any time.
+device is removed, because Xen does not guarantee an ``offline`` run (``xl destroy``
+with a backend that does not close in time, ``on_*=preserve``, a killed xl monitor
+or a dom0 crash skip it). Also safe to run by hand or from cron at any time.
 
 - ``--vif NAME``: remove what vif-qos applied for NAME, unless a netdev called NAME
   exists again in this network namespace (a rebooted guest that kept its
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Optional
 
 from vif_qos.xen.hotlog import HotplugLog
+from vif_qos.xen.hotplug import Services, default_services, library_log_to
 from vif_qos.core.ifname import check_ifname
 
 
@@ -43,32 +46,36 @@ def netdev_exists(name: str) -> bool:
         return False
 
 
-def _host_settings(conf, log):
+def _host_settings(conf, log, services: Services):
     try:
-        from vif_qos.config.policy import load_policy
-        return load_policy(conf).host
+        return services.load_policy(conf).host
     except Exception as err:  # a broken policy must not stop a cleanup
         text = err.one_line() if hasattr(err, "one_line") else f"{type(err).__name__}: {err}"
         log.warning(f"policy not loaded ({text}); cleaning up with built-in settings")
         return None
 
 
-def run(args) -> int:
+def run(args, services: Optional[Services] = None) -> int:
+    """Remove the shaping of ``args.vif`` (unless its netdev exists) or every
+    orphan; print each name removed.
+
+    :param services: the policy and kernel entry points (default the real ones,
+        :func:`vif_qos.xen.hotplug.default_services`).
+    :raises InputError: ``--vif`` is a name no netdev can have (exit 2).
+    """
     if args.vif is not None:
         # udev's %k is always valid; a hand-typed name no netdev can have is refused
         # here rather than by the kernel (ERANGE) or if_nametoindex (ValueError).
         check_ifname(args.vif, "--vif", "vif")
     conf = args.conf or os.environ.get("VIF_QOS_CONFIG") or None
     log = HotplugLog(context=f"cleanup {args.vif}" if args.vif else "cleanup")
-    from vif_qos.kernel import apply
-
-    from vif_qos.xen.hotplug import library_log_to
+    services = services or default_services(os.environ)
     with library_log_to(log):
-        return _run(args, conf, log, apply)
+        return _run(args, conf, log, services)
 
 
-def _run(args, conf, log, apply) -> int:
-    host = _host_settings(conf, log)
+def _run(args, conf, log, services: Services) -> int:
+    host = _host_settings(conf, log, services)
     if args.vif:
         # Look for the netdev under the host lock: a new guest's online for the
         # same name (a reboot keeping its vifname) may hold it right now, and
@@ -78,12 +85,12 @@ def _run(args, conf, log, apply) -> int:
             if netdev_exists(args.vif):
                 log.debug(f"netdev {args.vif} exists: nothing to clean up")
                 return 0
-            removed = apply.remove_vif(args.vif, host=host)
+            removed = services.remove_vif(args.vif, host=host)
         if removed:
             log.info("orphaned shaping removed")
             print(args.vif)
         return 0
-    removed = apply.cleanup_orphans(host=host)
+    removed = services.cleanup_orphans(host=host)
     for name in removed:
         log.info(f"orphaned shaping of {name} removed")
         print(name)

@@ -487,7 +487,7 @@ def _remove_locked(ipr, vif: str, host: HostSettings,
     return removed
 
 
-def list_applied(host: Optional[HostSettings] = None) -> List[Applied]:
+def list_applied() -> List[Applied]:
     """Every vif vif-qos holds, read from the kernel (the nftables table),
     with its nftables counter."""
     state = nftadapter.read_table(full=True)
@@ -589,7 +589,8 @@ def status() -> dict:
     (``classified`` packets/bytes from the vif), its HTB leaf on the uplink
     (rates in bits/s, sent bytes/packets, drops) and the vif's root qdisc (a TBF
     when inbound is shaped). Per uplink: our HTB root qdisc and its
-    ``direct_packets`` (C05: must stay 0). Takes no lock: a reader.
+    ``direct_packets`` (must stay 0: see :func:`~vif_qos.kernel.tc.add_htb_qdisc`).
+    Takes no lock: a reader.
     """
     state = nftadapter.read_table(full=True)
     vifs, uplinks = [], {}

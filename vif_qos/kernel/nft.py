@@ -313,10 +313,6 @@ def remove_entry_cmds(vif: str, state: TableState) -> List[dict]:
     return cmds
 
 
-def delete_table_cmds() -> List[dict]:
-    return [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}]
-
-
 def check_support() -> None:
     """Raise EnvironmentProblem when the kernel has no nftables bridge family.
 

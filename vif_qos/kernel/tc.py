@@ -149,7 +149,7 @@ def add_htb_qdisc(ipr, index: int, handle: int, default_minor: int, what: str) -
     frame that finds no class would be sent *direct*, unshaped
     (``net/sched/sch_htb.c: htb_classify`` returns ``HTB_DIRECT`` and
     ``htb_enqueue`` queues it while ``direct_queue.qlen < direct_qlen``); with 0 it
-    is dropped instead, so ``direct_packets_stat`` stays 0 (cases.md C05).
+    is dropped instead, so ``direct_packets_stat`` stays 0.
     """
     options = nl.encode_attrs([
         (nl.TCA_HTB_INIT, nl.HTB_GLOB.pack(version=3, rate2quantum=10,

@@ -185,7 +185,9 @@ class Progress:
 def configure(parser: argparse.ArgumentParser, name: str = "simulate") -> None:
     parser.add_argument("--config", metavar="FILE",
                         help="use this policy file instead of the built-in scenario's "
-                             "(its domain_config_dirs are replaced by the simulation's)")
+                             "(hotplug runs see the simulation's /etc/xen, where the "
+                             "guests' config files are in /etc/xen/auto: keep "
+                             "domain_config_dirs at its default or name those)")
     parser.add_argument("--guests", metavar="SPEC", nargs="+",
                         help="guests instead of the built-in scenario: "
                              "name[:hvm][:wrapper][:rate=XLRATE][:qos=SPEC][:vifname=NAME], "

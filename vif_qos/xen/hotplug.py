@@ -20,10 +20,11 @@ The conventions are those of ``tools/hotplug/Linux/vif-common.sh``:
   ``tap<domid>.<devid>``), and its backend is the PV twin's,
   ``/local/domain/0/backend/vif/<domid>/<devid>``: the tap is shaped like its twin.
 
-What is trusted (design.md §3): only dom0-owned nodes are read -- the backend
+What is trusted: only dom0-owned nodes are read -- the backend
 directory (``bridge``, ``rate``, ``mac``, ``vifname``, ``frontend-id``, ``type``),
 ``/local/domain/<domid>/name``, ``/local/domain/<domid>/vm`` and
-``/vm/<uuid>/name`` -- never the guest's ``device/vif/<devid>/`` directory.
+``/vm/<uuid>/name`` -- never the guest's ``device/vif/<devid>/`` directory (the
+guest owns it and can write anything there, a ``rate`` too).
 
 ``online``/``add`` resolve the plan and apply it. On failure they undo what was
 applied, write ``hotplug-error`` (the one line ``xl create`` shows) and
@@ -50,13 +51,20 @@ import signal
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple)
 
 from vif_qos.constants import DEFAULT_BRIDGE
 from vif_qos.errors import EnvironmentProblem, InputError, VifQosError, XenstoreError
 from vif_qos.xen.hotlog import HotplugLog
 from vif_qos.core.ifname import check_ifname
 from vif_qos.model import ON_FAILURE_WARN, VifFacts
+
+if TYPE_CHECKING:  # for the annotations only: a hotplug run imports these when used
+    from vif_qos.core.settings import Policy
+    from vif_qos.kernel.apply import Applied
+    from vif_qos.model import HostSettings, VifPlan
+    from vif_qos.xen.xenstore import Xenstore
 
 HOTPLUG_COMMANDS = ("online", "offline", "add", "remove")
 UP_COMMANDS = ("online", "add")
@@ -343,44 +351,58 @@ def read_facts(xs, inv: Invocation) -> VifFacts:
     )
 
 
-# -- the services hotplug calls (injectable for unit tests) -------------------------
+# -- the services hotplug and cleanup call (the one seam for tests) -----------------
+
+
+def _load_policy(path: Optional[str] = None) -> "Policy":
+    from vif_qos.config.policy import load_policy
+    return load_policy(path)
+
+
+def _plan_for_facts(facts: VifFacts, policy: "Policy") -> "VifPlan":
+    from vif_qos.config.planning import plan_for_facts
+    return plan_for_facts(facts, policy)
+
+
+def _apply_vif(plan: "VifPlan") -> "Applied":
+    from vif_qos.kernel.apply import apply_vif
+    return apply_vif(plan)
+
+
+def _remove_vif(vif: str, host: Optional["HostSettings"] = None) -> bool:
+    from vif_qos.kernel.apply import remove_vif
+    return remove_vif(vif, host=host)
+
+
+def _cleanup_orphans(host: Optional["HostSettings"] = None) -> List[str]:
+    from vif_qos.kernel.apply import cleanup_orphans
+    return cleanup_orphans(host=host)
 
 
 @dataclass
 class Services:
-    """The policy, resolver and kernel entry points hotplug uses.
+    """The policy, resolver, kernel and xenstore entry points that the hotplug
+    commands (:func:`hotplug_main`) and ``vif-qos cleanup`` call: the one place
+    tests put recording stand-ins (pass ``services=`` to the entry point).
 
-    Defaults (:func:`default_services`) are ``vif_qos.config.policy.load_policy``,
-    ``vif_qos.config.planning.plan_for_facts``, ``vif_qos.kernel.apply.apply_vif`` and
-    ``remove_vif``, and a :class:`vif_qos.xen.xenstore.Xenstore`.
+    The real ones (:func:`default_services`) import their module only when called,
+    so a hotplug run pays for what it uses: ``vif_qos.config.policy.load_policy``,
+    ``vif_qos.config.planning.plan_for_facts``, ``vif_qos.kernel.apply.apply_vif``,
+    ``remove_vif`` and ``cleanup_orphans``, and a :class:`~vif_qos.xen.xenstore.Xenstore`.
     """
 
-    load_policy: Callable[..., Any]
-    plan_for_facts: Callable[..., Any]
-    apply_vif: Callable[..., Any]
-    remove_vif: Callable[..., Any]
-    xenstore: Any
+    load_policy: Callable[[Optional[str]], "Policy"]
+    plan_for_facts: Callable[[VifFacts, "Policy"], "VifPlan"]
+    apply_vif: Callable[["VifPlan"], Any]
+    remove_vif: Callable[..., bool]  # (vif, host=None) -> removed anything
+    xenstore: "Xenstore"
+    cleanup_orphans: Callable[..., List[str]] = _cleanup_orphans  # (host=None) -> names
 
 
 def default_services(env: Mapping[str, str]) -> Services:
-    """The real services, imported only now (a hotplug run pays for what it uses)."""
+    """The real services; the xenstore client's timeout from
+    ``VIF_QOS_XENSTORE_TIMEOUT`` (seconds, 0 < t <= 3600, else the default)."""
     from vif_qos.xen.xenstore import Xenstore
-
-    def load_policy(path=None):
-        from vif_qos.config.policy import load_policy as real
-        return real(path)
-
-    def plan_for_facts(facts, policy):
-        from vif_qos.config.planning import plan_for_facts as real
-        return real(facts, policy)
-
-    def apply_vif(plan):
-        from vif_qos.kernel.apply import apply_vif as real
-        return real(plan)
-
-    def remove_vif(vif, host=None):
-        from vif_qos.kernel.apply import remove_vif as real
-        return real(vif, host=host)
 
     try:
         timeout_s = float(env.get("VIF_QOS_XENSTORE_TIMEOUT", DEFAULT_XENSTORE_TIMEOUT_S))
@@ -388,9 +410,10 @@ def default_services(env: Mapping[str, str]) -> Services:
         timeout_s = DEFAULT_XENSTORE_TIMEOUT_S
     if not (math.isfinite(timeout_s) and 0 < timeout_s <= 3600):
         timeout_s = DEFAULT_XENSTORE_TIMEOUT_S  # inf/1e300 overflow subprocess's timeout
-    return Services(load_policy=load_policy, plan_for_facts=plan_for_facts,
-                    apply_vif=apply_vif, remove_vif=remove_vif,
-                    xenstore=Xenstore(timeout_s=timeout_s, env=dict(env)))
+    return Services(load_policy=_load_policy, plan_for_facts=_plan_for_facts,
+                    apply_vif=_apply_vif, remove_vif=_remove_vif,
+                    xenstore=Xenstore(timeout_s=timeout_s, env=dict(env)),
+                    cleanup_orphans=_cleanup_orphans)
 
 
 def _one_line(err: BaseException) -> str:
@@ -505,7 +528,7 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
         warn = host is not None and getattr(host, "on_failure", None) == ON_FAILURE_WARN
         if applied_to is None and warn:
             # "stays unshaped" must be true: an earlier guest's entry under the same
-            # name (no offline, no udev cleanup) would otherwise hold this one (C06).
+            # name (no offline, no udev cleanup) would otherwise hold this one.
             applied_to = known_vif
         if applied_to is not None:
             try:
