@@ -93,6 +93,22 @@ def test_the_package_keeps_its_layers():
     assert violations() == []
 
 
+def violations_in(tmp_path, layer: str, source: str):
+    """The violations of a package ``vif_qos`` whose ``layer`` holds one module
+    ``bad.py`` with ``source``."""
+    root = tmp_path / "vif_qos"
+    (root / layer).mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / layer / "__init__.py").write_text("")
+    (root / layer / "bad.py").write_text(source)
+    global PACKAGE_DIR
+    saved, PACKAGE_DIR = PACKAGE_DIR, str(root)
+    try:
+        return violations(str(root))
+    finally:
+        PACKAGE_DIR = saved
+
+
 @pytest.mark.parametrize("layer, source", [
     ("core", "from vif_qos.config import policy\n"),
     ("core", "from vif_qos.kernel.apply import apply_vif\n"),
@@ -103,17 +119,7 @@ def test_the_package_keeps_its_layers():
     ("cli", "from vif_qos.sim import simulate\n"),
 ])
 def test_a_forbidden_import_is_caught(tmp_path, layer, source):
-    root = tmp_path / "vif_qos"
-    (root / layer).mkdir(parents=True)
-    (root / "__init__.py").write_text("")
-    (root / layer / "__init__.py").write_text("")
-    (root / layer / "bad.py").write_text(source)
-    global PACKAGE_DIR
-    saved, PACKAGE_DIR = PACKAGE_DIR, str(root)
-    try:
-        found = violations(str(root))
-    finally:
-        PACKAGE_DIR = saved
+    found = violations_in(tmp_path, layer, source)
     assert len(found) == 1 and found[0].startswith(f"{layer}/bad.py:"), found
 
 
@@ -123,12 +129,46 @@ def test_a_forbidden_import_is_caught(tmp_path, layer, source):
     ("sim", "from vif_qos.cli import install\n"),
 ])
 def test_an_allowed_import_passes(tmp_path, layer, source):
-    root = tmp_path / "vif_qos"
-    (root / layer).mkdir(parents=True)
-    (root / layer / "ok.py").write_text(source)
-    global PACKAGE_DIR
-    saved, PACKAGE_DIR = PACKAGE_DIR, str(root)
-    try:
-        assert violations(str(root)) == []
-    finally:
-        PACKAGE_DIR = saved
+    assert violations_in(tmp_path, layer, source) == []
+
+
+# -- the pure core does no I/O --------------------------------------------------------
+
+#: Modules and builtins through which code reads files, sockets or processes.
+IO_MODULES = {"os", "io", "pathlib", "shutil", "glob", "socket", "subprocess", "tempfile",
+              "fcntl", "configobj", "pyroute2", "nftables", "sqlite3", "urllib"}
+IO_BUILTINS = {"open", "input", "print"}
+
+
+def io_uses(path: str):
+    """``line: what`` for every I/O module imported or I/O builtin called in ``path``."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in IO_BUILTINS):
+            yield f"{node.lineno}: {node.func.id}()"
+        for name in names:
+            if name.split(".")[0] in IO_MODULES:
+                yield f"{node.lineno}: import {name}"
+
+
+def core_io(core_dir: str):
+    return [f"{os.path.basename(path)}:{use}" for path in sorted(
+        os.path.join(core_dir, n) for n in os.listdir(core_dir) if n.endswith(".py"))
+        for use in io_uses(path)]
+
+
+def test_core_reads_no_files_sockets_or_processes():
+    assert core_io(os.path.join(PACKAGE_DIR, "core")) == []
+
+
+@pytest.mark.parametrize("source", ["import os\n", "from pathlib import Path\n",
+                                    "def f(p):\n    return open(p).read()\n"])
+def test_io_in_core_is_caught(tmp_path, source):
+    (tmp_path / "bad.py").write_text(source)
+    assert len(core_io(str(tmp_path))) == 1
