@@ -28,6 +28,14 @@ def netns():
         registry.cleanup()
 
 
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    """A lock directory of this test's own (``VIF_QOS_RUN_DIR``), returned; kernel
+    test modules use it for every test (``pytest.mark.usefixtures("run_dir")``)."""
+    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
+    return tmp_path / "run"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_run_dir():
     """vif-qos's lock directory for this test session, removed afterwards, so tests

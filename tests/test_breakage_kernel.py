@@ -12,18 +12,13 @@ import pytest
 
 from kerneltopo import UPLINK, add_vif, cls, make_dom0, uplink_plan, vif_plan
 from nsutil import inside, sh
-from test_kernel_apply import htb_classes, root_qdisc
+from oracle import htb_classes, root_qdisc
 
 from vif_qos.kernel import apply as A
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-@pytest.fixture(autouse=True)
-def run_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
 
 
 def test_auto_uplink_ignores_the_renamed_vif_itself_and_hvm_taps(netns):

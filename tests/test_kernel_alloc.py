@@ -13,17 +13,13 @@ import pytest
 
 from kerneltopo import UPLINK, add_vif, make_dom0, vif_plan
 from nsutil import inside, sh
-from test_kernel_apply import htb_classes
+from oracle import htb_classes
 
 from vif_qos.kernel import alloc
 from vif_qos.kernel import apply as A
 from vif_qos.errors import KernelError
 
-
-@pytest.fixture(autouse=True)
-def run_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
-    return tmp_path / "run"
+pytestmark = pytest.mark.usefixtures("run_dir")
 
 
 def test_lock_excludes_threads_and_removes_its_file(run_dir):

@@ -2,46 +2,16 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from kerneltopo import BRIDGE, UPLINK, add_vif, make_dom0, uplink_plan, vif_plan
-from nsutil import inside, nft_json, sh, tc_json
+from oracle import htb_classes, root_qdisc
+from nsutil import inside, nft_json, sh
 
 from vif_qos.kernel import apply as A
 from vif_qos.errors import KernelError
 
-pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture(autouse=True)
-def run_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
-
-
-def htb_classes(ns: str, dev: str) -> dict:
-    """``tc class show`` parsed: classid -> {parent, rate, ceil, burst, cburst}.
-
-    (iproute2 6.1's ``tc -j class show`` prints text for HTB, so we parse text.)
-    """
-    out = sh("tc", "class", "show", "dev", dev, ns=ns).stdout
-    classes = {}
-    for line in out.splitlines():
-        m = re.match(r"class htb (\S+) (root|parent (\S+)) .*?rate (\S+) ceil (\S+) "
-                     r"burst (\S+) cburst (\S+)", line)
-        if m:
-            classes[m.group(1)] = {"parent": m.group(3), "rate": m.group(4),
-                                   "ceil": m.group(5), "burst": m.group(6),
-                                   "cburst": m.group(7)}
-    return classes
-
-
-def root_qdisc(ns: str, dev: str) -> dict:
-    for q in tc_json(ns, "qdisc", "show", "dev", dev):
-        if q.get("root"):
-            return q
-    return {}
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 
 
 def our_rules(ns: str) -> list:

@@ -13,19 +13,14 @@ import pytest
 
 from kerneltopo import BRIDGE, UPLINK, make_dom0, vif_plan
 from nsutil import inside, sh
-from test_kernel_apply import htb_classes
+from oracle import htb_classes
 
 from vif_qos.kernel import apply as A
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 
 N = 50
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-@pytest.fixture(autouse=True)
-def run_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
 
 
 def add_vifs(ns: str, domids) -> list:

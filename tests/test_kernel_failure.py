@@ -16,12 +16,7 @@ from vif_qos.kernel import nft as nftadapter
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.errors import KernelError
 
-pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture(autouse=True)
-def run_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 
 
 def snapshot(ns: str) -> str:

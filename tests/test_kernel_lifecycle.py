@@ -10,17 +10,12 @@ import pytest
 
 from kerneltopo import UPLINK, add_vif, make_dom0, uplink_plan, vif_plan
 from nsutil import inside, nft_json, sh
-from test_kernel_apply import htb_classes, root_qdisc
+from oracle import htb_classes, root_qdisc
 
 from vif_qos.kernel import apply as A
 from vif_qos.errors import KernelError
 
-pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture(autouse=True)
-def run_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 
 
 def table_objects(ns: str) -> dict:

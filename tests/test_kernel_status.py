@@ -11,17 +11,12 @@ import pytest
 
 from kerneltopo import UPLINK, add_vif, make_dom0, vif_plan
 from nsutil import inside, sh
-from test_kernel_traffic import ping
+from oracle import ping
 
 from vif_qos.kernel import apply as A
 from vif_qos.cli import main
 
-pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture(autouse=True)
-def run_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 
 
 def test_status_json_and_text_show_limits_and_moving_counters(netns, capsys):

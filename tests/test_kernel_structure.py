@@ -11,14 +11,14 @@ import pytest
 
 from kerneltopo import UPLINK, add_vif, cls, make_dom0, uplink_plan, vif_plan
 from nsutil import inside, sh
-from test_kernel_apply import htb_classes, root_qdisc
+from oracle import htb_classes, root_qdisc
 
 from vif_qos.kernel import apply as A
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.errors import EnvironmentProblem
 from vif_qos.model import HostSettings
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 
 G = 10 ** 9
 
@@ -29,11 +29,6 @@ BIG_RATES = [
     (40 * G, "40Gbit"),
     (100 * G, "100Gbit"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def run_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
 
 
 def assert_class_matches(found: tcadapter.ClassInfo, plan_cls, parent: int) -> None:

@@ -8,24 +8,19 @@ A test table (``bridge vqtest``) sets a foreign mark before vif-qos's chain
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
 
 from kerneltopo import UPLINK, add_vif, make_dom0, vif_plan
 from nsutil import inside, nft_json, sh, tc_json
+from oracle import ping
 
 from vif_qos.kernel import apply as A
 from vif_qos.model import HostSettings
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 
 MASK = 0x3F00
-
-
-@pytest.fixture(autouse=True)
-def run_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
 
 
 def counters(ns: str) -> dict:
@@ -52,23 +47,6 @@ def class_packets(ns: str, dev: str, classid: str) -> int:
     m = re.search(rf"class htb {classid} .*?\n\s*Sent (\d+) bytes (\d+) pkt", out)
     assert m, out
     return int(m.group(2))
-
-
-SENDER = """
-import socket, sys, time
-dest, count = sys.argv[1], int(sys.argv[2])
-family = socket.AF_INET6 if ":" in dest else socket.AF_INET
-s = socket.socket(family, socket.SOCK_DGRAM)
-for i in range(count):
-    s.sendto(b"vif-qos test %d" % i, (dest, 9))
-    time.sleep(0.05)
-"""
-
-
-def ping(ns: str, dest: str, count: int = 3) -> None:
-    """Send ``count`` UDP datagrams to ``dest`` port 9 from namespace ``ns``
-    (no ping binary needed; the first one makes the guest resolve ARP/NDP)."""
-    sh(sys.executable, "-c", SENDER, dest, str(count), ns=ns)
 
 
 def test_c04_c05_mark_mask_ipv6_arp_and_no_direct_packets(netns):
