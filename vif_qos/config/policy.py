@@ -28,6 +28,7 @@ from vif_qos.core import spec as specmod
 from vif_qos.core import units
 from vif_qos.errors import ConfigError, InputError
 from vif_qos.core.ifname import ifname_problem
+from vif_qos.core.resolve import rate_floor_problem
 from vif_qos.core.settings import (BUILTIN, KERNEL_MAX_BUCKET_US, BridgeSettings,
                                    DomainEntry, Policy, PoolSettings)
 from vif_qos.model import HostSettings
@@ -341,24 +342,30 @@ def _spec_from_section(section, problems: _Problems, *keys: str) -> Dict[str, sp
 
 
 def _build(cfg, problems: _Problems) -> Policy:
-    host = cfg["host"]
+    """The :class:`Policy` of a validated configobj ``cfg``; every problem found is
+    added to ``problems`` (the caller raises them together)."""
     policy = Policy(path=problems.path)
-    src = policy.sources
+    _build_host(cfg["host"], len(cfg["pools"]), problems, policy)
+    _build_bridges(cfg["bridges"], problems, policy)
+    policy.defaults = _spec_from_section(cfg["defaults"], problems, "defaults")
+    _build_pools(cfg["pools"], problems, policy)
+    _build_domains(cfg["domains"], problems, policy)
+    _check_pool_references(cfg["pools"].sections, problems, policy)
+    return policy
 
-    def note(name: str, *keys: str) -> None:
-        src[name] = problems.where(*keys) if _set_in_file(problems, *keys) else BUILTIN
 
+def _build_host(host, n_pools: int, problems: _Problems, policy: Policy) -> None:
     for key in ("mark_mask", "qdisc_major", "classid_min", "classid_max", "on_failure",
                 "debug", "domain_config_dirs", "xen_rate_inbound", "xen_rate_outbound",
                 "mtu", "max_burst_time"):
-        note(f"host.{key}", "host", key)
+        policy.sources[f"host.{key}"] = problems.where("host", key) \
+            if _set_in_file(problems, "host", key) else BUILTIN
 
     mask = host["mark_mask"]
     low = mask & -mask
     if ((mask // low) & ((mask // low) + 1)) != 0:
         problems.add("[host] mark_mask: must be one contiguous run of bits",
                      hex(mask), "host", "mark_mask")
-    n_pools = len(cfg["pools"])
     if host["classid_min"] > host["classid_max"]:
         problems.add("[host] classid_min: above classid_max", hex(host["classid_min"]),
                      "host", "classid_min")
@@ -386,30 +393,33 @@ def _build(cfg, problems: _Problems) -> Policy:
     policy.mtu_bytes = host["mtu"]
     policy.max_burst_time_us = min(host["max_burst_time"], KERNEL_MAX_BUCKET_US)
 
-    frame = policy.frame_bytes
 
-    def check_floor(section, *keys: str) -> None:
-        """The rule of resolve's check_rate_floor, for the shared classes' rates."""
-        for key in ("rate", "default_rate", "default_ceil", "ceil", "member_rate",
-                    "member_ceil"):
-            rate = section.get(key)
-            if isinstance(rate, int) and frame * 8 * 1_000_000 > rate * KERNEL_MAX_BUCKET_US:
-                problems.add(f"{_section_label(keys)} {key}: too slow: one full frame "
-                             f"({frame} bytes) takes {frame * 8 / rate:.4g} s at this rate, "
-                             f"beyond the 4.29 s the kernel can keep in a bucket",
-                             units.format_rate(rate), *keys, key)
-
-    bridges = cfg["bridges"]
-    check_floor(bridges, "bridges")
-    uplink = bridges["uplink"]
-
-    def check_uplink(value, *keys: str) -> None:
-        problem = None if value in (None, "auto") else ifname_problem(value)
+def _check_rate_floors(section, frame_bytes: int, problems: _Problems, *keys: str) -> None:
+    """The shared classes' rates of ``section`` against the vifs' rate floor
+    (:func:`vif_qos.core.resolve.rate_floor_problem`)."""
+    for key in ("rate", "default_rate", "default_ceil", "ceil", "member_rate",
+                "member_ceil"):
+        rate = section.get(key)
+        problem = rate_floor_problem(rate, frame_bytes) if isinstance(rate, int) else None
         if problem is not None:
-            problems.add(f"{_section_label(keys[:-1])} uplink: not a netdev name or "
-                         f"'auto' ({problem})", str(value), *keys)
+            problems.add(f"{_section_label(keys)} {key}: too slow: {problem}",
+                         units.format_rate(rate), *keys, key)
 
-    check_uplink(uplink, "bridges", "uplink")
+
+def _check_uplink(value, problems: _Problems, *keys: str) -> None:
+    problem = None if value in (None, "auto") else ifname_problem(value)
+    if problem is not None:
+        problems.add(f"{_section_label(keys[:-1])} uplink: not a netdev name or "
+                     f"'auto' ({problem})", str(value), *keys)
+
+
+def _build_bridges(bridges, problems: _Problems, policy: Policy) -> None:
+    """``[bridges]`` (the defaults of every bridge) and its ``[[name]]`` subsections."""
+    frame = policy.frame_bytes
+    src = policy.sources
+    _check_rate_floors(bridges, frame, problems, "bridges")
+    uplink = bridges["uplink"]
+    _check_uplink(uplink, problems, "bridges", "uplink")
     bsrc = {}
     for key in ("uplink", "rate", "default_rate", "default_ceil"):
         bsrc[key] = problems.where("bridges", key) if _set_in_file(problems, "bridges", key) \
@@ -420,11 +430,11 @@ def _build(cfg, problems: _Problems) -> Policy:
         bridges["default_rate"], bridges["default_ceil"], bsrc)
     for name in bridges.sections:
         sub = bridges[name]
-        check_floor(sub, "bridges", name)
+        _check_rate_floors(sub, frame, problems, "bridges", name)
         if ifname_problem(name) is not None:
             problems.add(f"[bridges]: not a bridge name ({ifname_problem(name)})", name,
                          "bridges", name)
-        check_uplink(sub["uplink"], "bridges", name, "uplink")
+        _check_uplink(sub["uplink"], problems, "bridges", name, "uplink")
         d = policy.bridge_defaults
         sources = dict(d.sources)
         for key in ("uplink", "rate", "default_rate", "default_ceil"):
@@ -439,10 +449,10 @@ def _build(cfg, problems: _Problems) -> Policy:
             sub["default_ceil"] if sub["default_ceil"] is not None else d.default_ceil_bits_per_s,
             sources)
 
-    policy.defaults = _spec_from_section(cfg["defaults"], problems, "defaults")
 
-    for index, name in enumerate(cfg["pools"].sections):
-        pool = cfg["pools"][name]
+def _build_pools(pools, problems: _Problems, policy: Policy) -> None:
+    for index, name in enumerate(pools.sections):
+        pool = pools[name]
         if not specmod._POOL_NAME.fullmatch(name):
             problems.add("[pools]: not a pool name (letters, digits, '_', '.', '-')", name,
                          "pools", name)
@@ -454,7 +464,7 @@ def _build(cfg, problems: _Problems) -> Policy:
                 if pool.get(key) is not None}
         if pool.get("rate") is None:
             continue  # reported as missing
-        check_floor(pool, "pools", name)
+        _check_rate_floors(pool, policy.frame_bytes, problems, "pools", name)
         if pool["ceil"] is not None and pool["ceil"] < pool["rate"]:
             problems.add(f"[pools][[{name}]] ceil: below the pool's rate "
                          f"({units.format_rate(pool['rate'])})",
@@ -463,7 +473,9 @@ def _build(cfg, problems: _Problems) -> Policy:
             name, index, pool["rate"], pool["ceil"], pool["member_rate"],
             pool["member_ceil"], problems.where("pools", name), psrc)
 
-    for name in cfg["domains"].sections:
+
+def _build_domains(domains, problems: _Problems, policy: Policy) -> None:
+    for name in domains.sections:
         kind, sep, pattern = name.partition(":")
         if not sep:
             kind, pattern = "name", name
@@ -480,18 +492,21 @@ def _build(cfg, problems: _Problems) -> Policy:
             problems.add(f"[domains]: {kind}: entries match exactly, want {exact[1]}",
                          name, "domains", name)
             continue
-        entry_spec = _spec_from_section(cfg["domains"][name], problems, "domains", name)
+        entry_spec = _spec_from_section(domains[name], problems, "domains", name)
         policy.domains.append(DomainEntry(kind, pattern, entry_spec,
                                           problems.where("domains", name)))
 
+
+def _check_pool_references(pool_names: List[str], problems: _Problems,
+                           policy: Policy) -> None:
+    """Every ``pool =`` of the defaults and the domain entries names a defined pool."""
     for layer in [policy.defaults] + [e.spec for e in policy.domains]:
         pool_item = layer.get("pool")
         if pool_item is not None and pool_item.value is not None \
-                and pool_item.value not in cfg["pools"].sections:
+                and pool_item.value not in pool_names:
             problems.add_error(ConfigError(
-                f"pool: unknown pool (defined: {', '.join(cfg['pools'].sections) or 'none'})",
+                f"pool: unknown pool (defined: {', '.join(pool_names) or 'none'})",
                 token=pool_item.token, source=pool_item.source))
-    return policy
 
 
 def load_policy(path: Optional[str] = None) -> Policy:
