@@ -149,7 +149,7 @@ class _Resolver:
             self.notes.append(
                 f"{name.split('.')[0]} {item.written_as} {item.token} ({item.source}) is "
                 f"below one full frame ({self.frame} bytes = mtu {self.policy.mtu_bytes} + "
-                f"14): the kernel warns and drops full-size frames; corrected to "
+                f"{ETH_HLEN_BYTES}): the kernel warns and drops full-size frames; corrected to "
                 f"{self.frame} bytes")
             self.sources[name] = f"corrected ({item.source}): at least one full frame"
             return self.frame
@@ -166,6 +166,8 @@ class _Resolver:
 
     # -- inbound ------------------------------------------------------------------
     def inbound(self) -> Optional[InboundPlan]:
+        """The TBF of the vif: rate and burst here, then the peak bucket
+        (:meth:`_inbound_peak`) and the queue (:meth:`_inbound_queue`)."""
         rate_item, rate_layer = self.get("rate_in")
         if rate_item is None or rate_item.value is None:
             for key in ("peak", "minburst", "limit"):
@@ -183,7 +185,15 @@ class _Resolver:
         burst_item, _ = self.get("burst")
         burst = self.bucket("inbound.burst_bytes", burst_item, rate // 8 // HZ,
                             f"max(rate/{HZ} (tc-tbf(8)), one frame {self.frame})", rate, word)
+        peak, minburst = self._inbound_peak(rate, rate_item, rate_layer)
+        limit, latency = self._inbound_queue(rate, burst, peak, minburst)
+        return InboundPlan(rate_bits_per_s=rate, burst_bytes=burst, latency_us=latency,
+                           limit_bytes=limit, peak_bits_per_s=peak, minburst_bytes=minburst)
 
+    def _inbound_peak(self, rate: int, rate_item: specmod.SpecValue,
+                      rate_layer: Tuple[int, int]) -> Tuple[Optional[int], Optional[int]]:
+        """(peak_bits_per_s, minburst_bytes), both None without a usable peak."""
+        word = units.format_rate(rate)
         peak_item, peak_layer = self.get("peak")
         peak: Optional[int] = None
         minburst: Optional[int] = None
@@ -215,7 +225,13 @@ class _Resolver:
         elif minburst_item is not None:
             self.notes.append(f"inbound minburst {minburst_item.token} "
                               f"({minburst_item.source}) has no effect without a peak: ignored")
+        return peak, minburst
 
+    def _inbound_queue(self, rate: int, burst: int, peak: Optional[int],
+                       minburst: Optional[int]) -> Tuple[int, int]:
+        """(limit_bytes, latency_us): the one given last, the other derived as
+        tc/q_tbf.c does."""
+        word = units.format_rate(rate)
         latency_item, latency_layer = self.get("latency")
         limit_item, limit_layer = self.get("limit")
         if limit_item is not None and (latency_item is None or limit_layer > latency_layer):
@@ -253,8 +269,7 @@ class _Resolver:
                                   f"corrected to {U32_MAX}")
                 limit = U32_MAX
                 self.sources["inbound.limit_bytes"] += ", capped at 2**32-1"
-        return InboundPlan(rate_bits_per_s=rate, burst_bytes=burst, latency_us=latency,
-                           limit_bytes=limit, peak_bits_per_s=peak, minburst_bytes=minburst)
+        return limit, latency
 
     # -- outbound -----------------------------------------------------------------
     def htb_buckets(self, prefix: str, rate: int, ceil: int,
