@@ -164,22 +164,39 @@ class _Resolver:
             return cap
         return value
 
+    def direction_rate(self, direction: str, rate_key: str, dependent_keys: Tuple[str, ...],
+                       quiet_layer: Optional[str] = None
+                       ) -> Optional[Tuple[int, specmod.SpecValue, Tuple[int, int]]]:
+        """``(rate_bits_per_s, its value, its layer rank)`` of ``direction``
+        (``"inbound"``/``"outbound"``), checked against the rate floor; None when it
+        is not shaped, with a note for each of ``dependent_keys`` given anyway
+        (except from the layer ``quiet_layer``).
+
+        :raises InputError: the rate is too slow (:func:`rate_floor_problem`).
+        """
+        rate_item, rate_layer = self.get(rate_key)
+        if rate_item is None or rate_item.value is None:
+            for key in dependent_keys:
+                item, layer = self.get(key)
+                if item is not None and LAYERS[layer[0]] != quiet_layer:
+                    self.notes.append(f"{direction} {item.written_as} {item.token} "
+                                      f"({item.source}) has no effect: {direction} is not "
+                                      f"shaped")
+            return None
+        rate = rate_item.value
+        assert isinstance(rate, int)
+        self.check_rate_floor(rate_item, f"{direction} rate")
+        self.sources[f"{direction}.rate_bits_per_s"] = rate_item.source
+        return rate, rate_item, rate_layer
+
     # -- inbound ------------------------------------------------------------------
     def inbound(self) -> Optional[InboundPlan]:
         """The TBF of the vif: rate and burst here, then the peak bucket
         (:meth:`_inbound_peak`) and the queue (:meth:`_inbound_queue`)."""
-        rate_item, rate_layer = self.get("rate_in")
-        if rate_item is None or rate_item.value is None:
-            for key in ("peak", "minburst", "limit"):
-                item, _ = self.get(key)
-                if item is not None:
-                    self.notes.append(f"inbound {item.written_as} {item.token} "
-                                      f"({item.source}) has no effect: inbound is not shaped")
+        shaped = self.direction_rate("inbound", "rate_in", ("peak", "minburst", "limit"))
+        if shaped is None:
             return None
-        rate = rate_item.value
-        assert isinstance(rate, int)
-        self.check_rate_floor(rate_item, "inbound rate")
-        self.sources["inbound.rate_bits_per_s"] = rate_item.source
+        rate, rate_item, rate_layer = shaped
         word = units.format_rate(rate)
 
         burst_item, _ = self.get("burst")
@@ -353,18 +370,12 @@ class _Resolver:
                           default=default, pools=tuple(pools))
 
     def outbound(self, pool_name: Optional[str], pool_source: str) -> Optional[OutboundPlan]:
-        rate_item, rate_layer = self.get("rate_out")
-        if rate_item is None or rate_item.value is None:
-            for key in ("ceil", "cburst", "quantum"):
-                item, layer = self.get(key)
-                if item is not None and LAYERS[layer[0]] != "pool":
-                    self.notes.append(f"outbound {item.written_as} {item.token} "
-                                      f"({item.source}) has no effect: outbound is not shaped")
+        # A pool's own ceil/cburst/quantum are its members' defaults, not the vif's.
+        shaped = self.direction_rate("outbound", "rate_out", ("ceil", "cburst", "quantum"),
+                                     quiet_layer="pool")
+        if shaped is None:
             return None
-        rate = rate_item.value
-        assert isinstance(rate, int)
-        self.check_rate_floor(rate_item, "outbound rate")
-        self.sources["outbound.rate_bits_per_s"] = rate_item.source
+        rate, rate_item, rate_layer = shaped
         self.sources["outbound.pool"] = pool_source
         bridge = self.policy.bridge(self.facts.bridge)
         if pool_name is not None:
