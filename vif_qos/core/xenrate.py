@@ -62,14 +62,23 @@ def _strtoull0(text: str) -> Tuple[int, int]:
     return min(value, UINT64_MAX + 1), end
 
 
-def _bytes_per_sec(rate: str, whole: str, source: Optional[str]) -> int:
-    if not _RATE_RE.fullmatch(rate):
-        raise InputError("invalid rate (xl wants NUMBER[GMK]B/s or NUMBER[GMK]b/s, "
-                         "B = bytes, b = bits, whole numbers only)", token=whole, source=source)
-    value, end = _strtoull0(rate)
+def _leading_u32(text: str, pattern: "re.Pattern[str]", invalid: str, overflow: str,
+                 whole: str, source: Optional[str]) -> Tuple[int, int]:
+    """``(number, end)`` of ``text`` that must match ``pattern`` and start with a
+    number 1..2**32-1 (as strtoull reads it); InputError ``invalid``/``overflow``."""
+    if not pattern.fullmatch(text):
+        raise InputError(invalid, token=whole, source=source)
+    value, end = _strtoull0(text)
     if value == 0 or value > U32_MAX:
-        raise InputError("rate overflow (xl refuses 0 and numbers above 4294967295 "
-                         "before the multiplier)", token=whole, source=source)
+        raise InputError(overflow, token=whole, source=source)
+    return value, end
+
+
+def _bytes_per_sec(rate: str, whole: str, source: Optional[str]) -> int:
+    value, end = _leading_u32(
+        rate, _RATE_RE, "invalid rate (xl wants NUMBER[GMK]B/s or NUMBER[GMK]b/s, "
+        "B = bytes, b = bits, whole numbers only)", "rate overflow (xl refuses 0 and "
+        "numbers above 4294967295 before the multiplier)", whole, source)
     c = rate[end]
     if c == "G":
         value *= 1000 * 1000 * 1000
@@ -83,21 +92,17 @@ def _bytes_per_sec(rate: str, whole: str, source: Optional[str]) -> int:
 
 
 def _interval_usecs(interval: str, whole: str, source: Optional[str]) -> int:
-    if not _INTERVAL_RE.fullmatch(interval):
-        raise InputError("invalid replenishment interval (xl wants NUMBER followed by "
-                         "ms, us or s; no suffix means seconds)", token=whole, source=source)
-    value, end = _strtoull0(interval)
-    if value == 0 or value > U32_MAX:
-        raise InputError("replenishment interval overflow (must be 1us..4294967295us)",
-                         token=whole, source=source)
+    overflow = "replenishment interval overflow (must be 1us..4294967295us)"
+    value, end = _leading_u32(
+        interval, _INTERVAL_RE, "invalid replenishment interval (xl wants NUMBER followed "
+        "by ms, us or s; no suffix means seconds)", overflow, whole, source)
     c = interval[end] if end < len(interval) else ""
     if c in ("s", ""):
         value *= 1000 * 1000
     elif c == "m":
         value *= 1000
     if value > U32_MAX:
-        raise InputError("replenishment interval overflow (must be 1us..4294967295us)",
-                         token=whole, source=source)
+        raise InputError(overflow, token=whole, source=source)
     return value
 
 
