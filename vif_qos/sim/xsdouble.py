@@ -424,84 +424,121 @@ class _Connection:
 
     def handle(self, msg_type: int, req_id: int, tx_id: int,
                body: bytes) -> Optional[Tuple[int, bytes]]:
-        """Answer one request: the reply's (type, payload), or ``None`` when sent."""
-        store = self.store
-        ok = b"OK\0"
+        """Answer one request: the reply's (type, payload), or ``None`` when sent.
+
+        One method per message type (:data:`_HANDLERS`); the administrative ones
+        (introduce, release, resume, set_target, restrict) are refused with EACCES
+        as xenstored refuses them to an unprivileged caller, unknown types EINVAL.
+        """
         if tx_id and msg_type not in (XS_TRANSACTION_START,) and tx_id not in self.open_tx:
             raise XsErr("ENOENT")
-        if msg_type == XS_READ:
-            return msg_type, store.read(self._one(body))
-        if msg_type == XS_WRITE:
-            path, _, value = body.partition(b"\0")
-            store.write(path.decode(errors="surrogateescape"), value)
-            return msg_type, ok
-        if msg_type == XS_MKDIR:
-            store.mkdir(self._one(body))
-            return msg_type, ok
-        if msg_type == XS_RM:
-            store.rm(self._one(body))
-            return msg_type, ok
-        if msg_type == XS_DIRECTORY:
-            names = store.directory(self._one(body))
-            payload = b"".join(n.encode() + b"\0" for n in names)
-            if len(payload) > PAYLOAD_MAX_BYTES:
-                raise XsErr("E2BIG")
-            return msg_type, payload
-        if msg_type == XS_DIRECTORY_PART:
-            path, offset = self._args(body, 2)[:2]
-            if not offset.isdigit():
-                raise XsErr("EINVAL")
-            return msg_type, self._directory_part(path, int(offset))
-        if msg_type == XS_GET_PERMS:
-            return msg_type, b"".join(p.encode() + b"\0" for p in store.get_perms(self._one(body)))
-        if msg_type == XS_SET_PERMS:
-            args = self._args(body, 2)
-            store.set_perms(args[0], args[1:])
-            return msg_type, ok
-        if msg_type == XS_TRANSACTION_START:
-            if tx_id:
-                raise XsErr("EBUSY")
-            with store.lock:
-                tid = self.next_tx
-                self.next_tx += 1
-                self.open_tx.add(tid)
-            return msg_type, str(tid).encode() + b"\0"
-        if msg_type == XS_TRANSACTION_END:
-            arg = self._one(body)
-            if arg not in ("T", "F") or tx_id not in self.open_tx:
-                raise XsErr("EINVAL" if arg not in ("T", "F") else "ENOENT")
-            self.open_tx.discard(tx_id)
-            return msg_type, ok
-        if msg_type == XS_WATCH:
-            path, token = self._args(body, 2)[:2]
-            store.canonical(path)
-            # The ack goes out before the initial event (xenstored's do_watch:
-            # send_ack, then fire_watch of the watched path).
-            with store.lock:
-                self.send(msg_type, req_id, tx_id, ok)
-                store.add_watch(self, path, token)
-            return None
-        if msg_type == XS_UNWATCH:
-            path, token = self._args(body, 2)[:2]
-            store.remove_watch(self, path, token)
-            return msg_type, ok
-        if msg_type == XS_RESET_WATCHES:
-            store.drop_watches(self)
-            return msg_type, ok
-        if msg_type == XS_GET_DOMAIN_PATH:
-            domid = self._one(body)
-            if not domid.isdigit():
-                raise XsErr("EINVAL")
-            return msg_type, f"/local/domain/{int(domid)}\0".encode()
-        if msg_type == XS_IS_DOMAIN_INTRODUCED:
-            domid = self._one(body)
-            known = domid.isdigit() and store.exists(f"/local/domain/{int(domid)}")
-            return msg_type, b"T\0" if known else b"F\0"
-        if msg_type == XS_CONTROL:
-            return msg_type, ok
         if msg_type in (XS_INTRODUCE, XS_RELEASE, XS_RESUME, XS_SET_TARGET, XS_RESTRICT):
             raise XsErr("EACCES")
-        raise XsErr("EINVAL")
+        handler = self._HANDLERS.get(msg_type)
+        if handler is None:
+            raise XsErr("EINVAL")
+        payload = handler(self, body, req_id, tx_id)
+        return None if payload is None else (msg_type, payload)
+
+    # Each handler: (body, req_id, tx_id) -> the reply payload, or None when it
+    # sent the reply itself.
+    _OK = b"OK\0"
+
+    def _read(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        return self.store.read(self._one(body))
+
+    def _write(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        path, _, value = body.partition(b"\0")
+        self.store.write(path.decode(errors="surrogateescape"), value)
+        return self._OK
+
+    def _mkdir(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        self.store.mkdir(self._one(body))
+        return self._OK
+
+    def _rm(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        self.store.rm(self._one(body))
+        return self._OK
+
+    def _directory(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        names = self.store.directory(self._one(body))
+        payload = b"".join(n.encode() + b"\0" for n in names)
+        if len(payload) > PAYLOAD_MAX_BYTES:
+            raise XsErr("E2BIG")
+        return payload
+
+    def _directory_part_request(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        path, offset = self._args(body, 2)[:2]
+        if not offset.isdigit():
+            raise XsErr("EINVAL")
+        return self._directory_part(path, int(offset))
+
+    def _get_perms(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        return b"".join(p.encode() + b"\0" for p in self.store.get_perms(self._one(body)))
+
+    def _set_perms(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        args = self._args(body, 2)
+        self.store.set_perms(args[0], args[1:])
+        return self._OK
+
+    def _transaction_start(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        if tx_id:
+            raise XsErr("EBUSY")
+        with self.store.lock:
+            tid = self.next_tx
+            self.next_tx += 1
+            self.open_tx.add(tid)
+        return str(tid).encode() + b"\0"
+
+    def _transaction_end(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        arg = self._one(body)
+        if arg not in ("T", "F") or tx_id not in self.open_tx:
+            raise XsErr("EINVAL" if arg not in ("T", "F") else "ENOENT")
+        self.open_tx.discard(tx_id)
+        return self._OK
+
+    def _watch(self, body: bytes, req_id: int, tx_id: int) -> None:
+        path, token = self._args(body, 2)[:2]
+        self.store.canonical(path)
+        # The ack goes out before the initial event (xenstored's do_watch:
+        # send_ack, then fire_watch of the watched path).
+        with self.store.lock:
+            self.send(XS_WATCH, req_id, tx_id, self._OK)
+            self.store.add_watch(self, path, token)
+        return None
+
+    def _unwatch(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        path, token = self._args(body, 2)[:2]
+        self.store.remove_watch(self, path, token)
+        return self._OK
+
+    def _reset_watches(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        self.store.drop_watches(self)
+        return self._OK
+
+    def _get_domain_path(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        domid = self._one(body)
+        if not domid.isdigit():
+            raise XsErr("EINVAL")
+        return f"/local/domain/{int(domid)}\0".encode()
+
+    def _is_domain_introduced(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        domid = self._one(body)
+        known = domid.isdigit() and self.store.exists(f"/local/domain/{int(domid)}")
+        return b"T\0" if known else b"F\0"
+
+    def _control(self, body: bytes, req_id: int, tx_id: int) -> bytes:
+        return self._OK
+
+    _HANDLERS = {
+        XS_READ: _read, XS_WRITE: _write, XS_MKDIR: _mkdir, XS_RM: _rm,
+        XS_DIRECTORY: _directory, XS_DIRECTORY_PART: _directory_part_request,
+        XS_GET_PERMS: _get_perms, XS_SET_PERMS: _set_perms,
+        XS_TRANSACTION_START: _transaction_start, XS_TRANSACTION_END: _transaction_end,
+        XS_WATCH: _watch, XS_UNWATCH: _unwatch, XS_RESET_WATCHES: _reset_watches,
+        XS_GET_DOMAIN_PATH: _get_domain_path,
+        XS_IS_DOMAIN_INTRODUCED: _is_domain_introduced, XS_CONTROL: _control,
+    }
 
     def _directory_part(self, path: str, offset: int) -> bytes:
         with self.store.lock:
