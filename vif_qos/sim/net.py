@@ -75,7 +75,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from vif_qos.errors import EnvironmentProblem
 from vif_qos.kernel import netlink as nl
@@ -454,10 +454,6 @@ class SimHost:
         does on ``online``/``add``)."""
         ip_batch(self.dom0, [f"link set {dev} master {self.bridge} up"])
 
-    def detach(self, dev: str) -> None:
-        """Take ``dev`` out of the bridge and down (``vif-bridge`` ``offline``)."""
-        ip_batch(self.dom0, [f"link set {dev} nomaster down"])
-
     def remove_guest(self, guest: SimGuest) -> None:
         """Destroy the guest: its namespace goes, and with it both ends of its veths
         (so the vif netdev vanishes from dom0, as when netback frees it).
@@ -589,71 +585,86 @@ class SimHost:
         # iperf3 3.12 reads -t as whole seconds (atoi); keep >= 0.25 s of traffic
         # after the last counter sample.
         run_s = math.ceil(warmup_s + window_s + 0.25)
-        plans = []
-        for flow in flows:
-            sender, receiver, addr, wire = self._endpoints(flow)
-            plans.append((flow, sender, receiver, addr, wire, self._port()))
+        runs = [_FlowRun(flow, *self._endpoints(flow), port=self._port()) for flow in flows]
         needed = [(self.dom0, self.uplink), (self.internet, "eth0")]
         for flow in flows:
             needed += [(self.dom0, flow.guest.vif), (flow.guest.ns, "eth0")]
         self.wait_up(list(dict.fromkeys(needed)))
-        servers, clients = [], []
+        servers: List[subprocess.Popen] = []
+        clients: List[subprocess.Popen] = []
         try:
-            for flow, sender, _r, _a, _w, port in plans:
-                servers.append(self._spawn(sender, ["iperf3", "-s", "-1", "-p", str(port)]))
-            deadline = time.monotonic() + 10
-            for proc, plan in zip(servers, plans):
-                while not self._listening(proc.pid, plan[5]):
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise EnvironmentProblem(
-                            f"simnet: iperf3 server in {plan[1]} did not start: "
-                            f"{(proc.stderr.read() if proc.poll() is not None else '')}")
-                    time.sleep(0.01)
-            wire_keys = sorted({(self.dom0, plan[4]) for plan in plans})
+            self._start_servers(runs, servers)
+            wires = sorted({run.wire for run in runs})
             start = time.monotonic()
-            for flow, _s, receiver, addr, _w, port in plans:
-                clients.append(self._spawn(receiver, [
-                    "iperf3", "-c", addr, "-p", str(port), f"-{flow.family}", "-R",
-                    "-t", str(run_s), "-i", f"{interval_s:g}", "--json",
-                    "--connect-timeout", "10000"]))
+            clients += [self._spawn(run.receiver, [
+                "iperf3", "-c", run.address, "-p", str(run.port), f"-{run.flow.family}",
+                "-R", "-t", str(run_s), "-i", f"{interval_s:g}", "--json",
+                "--connect-timeout", "10000"]) for run in runs]
             _sleep_until(start + warmup_s)
-            first = {key: self.counters(key[0]).read(key[1]) for key in wire_keys}
+            first = {wire: self.counters(self.dom0).read(wire) for wire in wires}
             _sleep_until(start + warmup_s + window_s)
-            last = {key: self.counters(key[0]).read(key[1]) for key in wire_keys}
-            results = []
-            for proc, plan in zip(clients, plans):
-                try:
-                    out, err = proc.communicate(timeout=run_s + 15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    raise EnvironmentProblem(f"simnet: iperf3 client in {plan[2]} hung")
-                results.append((out, err, proc.returncode))
+            last = {wire: self.counters(self.dom0).read(wire) for wire in wires}
+            outputs = [self._client_output(proc, run, run_s)
+                       for proc, run in zip(clients, runs)]
             for proc in servers:
                 try:
                     proc.communicate(timeout=5)
                 except subprocess.TimeoutExpired:
                     proc.kill()
         finally:
-            for proc in servers + clients:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                with self._lock:
-                    if proc in self._procs:
-                        self._procs.remove(proc)
+            self._reap(servers + clients)
         measurements = []
-        for (flow, _s, receiver, _a, wire, _p), (out, err, rc) in zip(plans, results):
-            (t0, c0), (t1, c1) = first[(self.dom0, wire)], last[(self.dom0, wire)]
+        for run, (out, err, rc) in zip(runs, outputs):
+            (t0, c0), (t1, c1) = first[run.wire], last[run.wire]
             wire_bytes = c1["tx_bytes"] - c0["tx_bytes"]
-            goodput, good_window, full, retrans = _iperf3_receiver(
-                out, err, rc, receiver, warmup_s, warmup_s + window_s)
+            got = _iperf3_receiver(out, err, rc, run.receiver, warmup_s, warmup_s + window_s)
             measurements.append(Measurement(
-                guest=flow.guest.name, vif=flow.guest.vif, direction=flow.direction,
-                family=flow.family, wire_interface=wire, wire_bytes=wire_bytes,
-                window_s=t1 - t0, wire_bits_per_s=wire_bytes * 8 / (t1 - t0),
-                goodput_bits_per_s=goodput, goodput_window_s=good_window,
-                full_run_goodput_bits_per_s=full, retransmits=retrans))
+                guest=run.flow.guest.name, vif=run.flow.guest.vif,
+                direction=run.flow.direction, family=run.flow.family,
+                wire_interface=run.wire, wire_bytes=wire_bytes, window_s=t1 - t0,
+                wire_bits_per_s=wire_bytes * 8 / (t1 - t0),
+                goodput_bits_per_s=got.goodput_bits_per_s, goodput_window_s=got.window_s,
+                full_run_goodput_bits_per_s=got.full_run_bits_per_s,
+                retransmits=got.retransmits))
         return measurements
+
+    def _start_servers(self, runs: Sequence["_FlowRun"],
+                       servers: List[subprocess.Popen]) -> None:
+        """One ``iperf3 -s -1`` per run in its sender's namespace (appended to
+        ``servers`` as started, so the caller reaps them on any failure), each
+        listening within 10 s."""
+        for run in runs:
+            servers.append(self._spawn(run.sender, ["iperf3", "-s", "-1", "-p",
+                                                    str(run.port)]))
+        deadline = time.monotonic() + 10
+        for proc, run in zip(servers, runs):
+            while not self._listening(proc.pid, run.port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise EnvironmentProblem(
+                        f"simnet: iperf3 server in {run.sender} did not start: "
+                        f"{(proc.stderr.read() if proc.poll() is not None else '')}")
+                time.sleep(0.01)
+
+    @staticmethod
+    def _client_output(proc: subprocess.Popen, run: "_FlowRun",
+                       run_s: int) -> Tuple[str, str, int]:
+        """(stdout, stderr, exit status) of an iperf3 client, killed when it hangs."""
+        try:
+            out, err = proc.communicate(timeout=run_s + 15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise EnvironmentProblem(f"simnet: iperf3 client in {run.receiver} hung")
+        return out, err, proc.returncode
+
+    def _reap(self, procs: Sequence[subprocess.Popen]) -> None:
+        """Kill what still runs of ``procs`` and forget them all."""
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            with self._lock:
+                if proc in self._procs:
+                    self._procs.remove(proc)
 
     # -- teardown ----------------------------------------------------------
     def _kill_ns_processes(self, ns: str) -> None:
@@ -693,10 +704,34 @@ def _sleep_until(deadline: float) -> None:
         time.sleep(delay)
 
 
+@dataclass(frozen=True)
+class _FlowRun:
+    """One flow being measured: its namespaces (iperf3 server in ``sender``, client
+    in ``receiver``), the address the client connects to, the dom0 netdev whose tx
+    counter is the wire figure, and the server's port."""
+
+    flow: Flow
+    sender: str
+    receiver: str
+    address: str
+    wire: str
+    port: int
+
+
+class ReceiverFigures(NamedTuple):
+    """What an iperf3 receiver reported: goodput in the window (bits/s), the window's
+    covered length (s), the whole run's goodput (bits/s), the sender's retransmits."""
+
+    goodput_bits_per_s: float
+    window_s: float
+    full_run_bits_per_s: float
+    retransmits: Optional[int]
+
+
 def _iperf3_receiver(out: str, err: str, rc: int, ns: str, start_s: float,
-                     end_s: float) -> Tuple[float, float, float, Optional[int]]:
-    """(goodput bits/s in [start_s, end_s], its length s, full-run bits/s, retransmits)
-    from an iperf3 ``-R --json`` client's output (the client is the receiver)."""
+                     end_s: float) -> ReceiverFigures:
+    """The receiver's figures for the window [start_s, end_s] from an iperf3
+    ``-R --json`` client's output (the client is the receiver)."""
     try:
         doc = json.loads(out)
     except ValueError:
@@ -719,4 +754,5 @@ def _iperf3_receiver(out: str, err: str, rc: int, ns: str, start_s: float,
         raise EnvironmentProblem(f"simnet: iperf3 client in {ns} reported no receiver "
                                  f"intervals in {start_s}..{end_s} s")
     retrans = end.get("sum_sent", {}).get("retransmits")
-    return total_bytes * 8 / total_s, total_s, float(received["bits_per_second"]), retrans
+    return ReceiverFigures(total_bytes * 8 / total_s, total_s,
+                           float(received["bits_per_second"]), retrans)
