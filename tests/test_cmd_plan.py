@@ -223,3 +223,14 @@ def test_check_config_reports_two_files_claiming_one_domain(conf, capsys):
     err = captured.out + captured.err
     assert f"{xen / 'zz-baldr-copy.cfg'}:1: domain name already used by" in err
     assert "'baldr'" in err
+
+
+def test_plan_names_the_fixed_classes_and_leaves_a_pools_minor_to_apply(conf, capsys):
+    # apply keeps a pool under the class its members already sit in (or the lowest
+    # free minor), which a plan cannot know: it must not print 0x10 + index.
+    status, out, err = run(capsys, "plan", "--domain", "heavy-1", "--qos", "rate=1mbit")
+    assert status == 0 and err == ""
+    rows = [line.strip() for line in out.splitlines() if " class 7a51:" in line]
+    assert [row.split("  rate")[0].split() for row in rows] == [
+        ["root", "class", "7a51:1"], ["default", "class", "7a51:2"],
+        ["pool", "overage", "class", "7a51:(minor", "chosen", "at", "apply)"]]
