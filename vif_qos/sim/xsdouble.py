@@ -180,12 +180,20 @@ class Store:
 
     # -- operations (absolute or relative paths) ----------------------------
 
+    def _readable(self, path: str, domid: int) -> _Node:
+        """The node at ``path`` that ``domid`` may read (the caller holds the lock).
+
+        :raises XsErr: ENOENT (no such node), EACCES (no read permission).
+        """
+        node = self._get(self.canonical(path, domid))
+        if node is None:
+            raise XsErr("ENOENT")
+        self._need(node, domid, "r")
+        return node
+
     def read(self, path: str, domid: int = 0) -> bytes:
         with self.lock:
-            node = self._get(self.canonical(path, domid))
-            if node is None:
-                raise XsErr("ENOENT")
-            self._need(node, domid, "r")
+            node = self._readable(path, domid)
             return node.value
 
     def exists(self, path: str) -> bool:
@@ -194,10 +202,7 @@ class Store:
 
     def directory(self, path: str, domid: int = 0) -> List[str]:
         with self.lock:
-            node = self._get(self.canonical(path, domid))
-            if node is None:
-                raise XsErr("ENOENT")
-            self._need(node, domid, "r")
+            node = self._readable(path, domid)
             return list(node.children)
 
     def _create(self, abspath: str, domid: int) -> Tuple[_Node, List[str]]:
@@ -265,10 +270,7 @@ class Store:
 
     def get_perms(self, path: str, domid: int = 0) -> List[str]:
         with self.lock:
-            node = self._get(self.canonical(path, domid))
-            if node is None:
-                raise XsErr("ENOENT")
-            self._need(node, domid, "r")
+            node = self._readable(path, domid)
             return list(node.perms)
 
     def set_perms(self, path: str, perms: Iterable[str], domid: int = 0) -> None:
