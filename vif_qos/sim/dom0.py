@@ -1,7 +1,7 @@
 """A simulated dom0 that runs Xen's real hotplug scripts, leaving the host untouched.
 
 Used by the end-to-end tests (tests/test_hotplug_e2e.py) and ``vif-qos simulate``.
-Simulation code (house rule: ``vif_qos/sim*.py`` may run ``ip``; this also runs
+Simulation code (house rule: only ``vif_qos/sim/`` may run ``ip``; this also runs
 ``unshare`` and ``mount`` inside a private mount namespace).
 
 A :class:`Dom0` joins three things:

@@ -2,7 +2,7 @@
 
 This is simulation code, used by the kernel tests, the benchmarks and
 ``vif-qos simulate``; it is not on the hotplug path. It may run ``ip``,
-``sysctl`` and ``iperf3`` as subprocesses (house rule: only ``vif_qos/sim*.py``).
+``sysctl`` and ``iperf3`` as subprocesses (house rule: only ``vif_qos/sim/``).
 
 The topology (every name below lives only inside namespaces made here)::
 
