@@ -212,10 +212,3 @@ def format_spec(values: Dict[str, Value]) -> str:
 def spec_values(parsed: Dict[str, SpecValue]) -> Dict[str, Value]:
     """Canonical key -> plain value (drop provenance)."""
     return {key: item.value for key, item in parsed.items()}
-
-
-def describe(item: Optional[SpecValue]) -> str:
-    """``"burst=40MB (--qos)"`` for notes."""
-    if item is None:
-        return "-"
-    return f"{item.written_as}={item.token} ({item.source})"

@@ -227,10 +227,6 @@ class Message:
     def get(self, key: str) -> int:
         return self.fixed[key]
 
-    def attr_u32(self, atype: int) -> Optional[int]:
-        data = self.attrs.get(atype)
-        return struct.unpack_from("=I", data)[0] if data and len(data) >= 4 else None
-
     def attr_u64(self, atype: int) -> Optional[int]:
         return attr_u64(self.attrs, atype)
 
