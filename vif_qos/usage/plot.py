@@ -1,0 +1,70 @@
+"""``report --plot FILE.png`` (matplotlib, Agg backend: no display needed): the total's
+5-minute rate (max of in and out) over the period, its 95th, the ``[billing] target``,
+and stacked underneath the contributions of the top guests (their rate in the
+direction the total's 95th is set in), the rest as "others"."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Optional
+
+from vif_qos.usage.report import Report
+
+#: Guests drawn on their own; the rest are summed into "others".
+TOP_GUESTS = 5
+
+
+def plot(rep: Report, path: str, title: Optional[str] = None) -> None:
+    """Write the PNG (about 1000x500 pixels) to ``path``.
+
+    :raises OSError: the file cannot be written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    slots = sorted(rep.total_rates)
+    times = [datetime.datetime.fromtimestamp(s, datetime.timezone.utc) for s in slots]
+    p95_slot_rates = [rep.total_rates[s] for s in slots]
+    use_in = sum(v[0] for v in p95_slot_rates) >= sum(v[1] for v in p95_slot_rates)
+    direction = 0 if use_in else 1
+    ranked = sorted(rep.guests, key=lambda g: -(g[3] or 0.0))
+    top = ranked[:TOP_GUESTS]
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
+    try:
+        if slots:
+            layers, labels = [], []
+            for (name, devid), _st, rates, share in top:
+                layers.append([rates.get(s, (0.0, 0.0))[direction] / 1e6 for s in slots])
+                labels.append(f"{name}:{devid}" + (f" ({100 * share:.0f}% of 95th)"
+                                                   if share is not None else ""))
+            others = [rep.total_rates[s][direction] / 1e6 - sum(layer[i] for layer in layers)
+                      for i, s in enumerate(slots)]
+            if any(v > 1e-9 for v in others):
+                layers.append([max(0.0, v) for v in others])
+                labels.append("others")
+            if layers:
+                ax.stackplot(times, layers, labels=labels, alpha=0.55, step="post")
+            ax.step(times, [max(v) / 1e6 for v in p95_slot_rates], where="post",
+                    color="black", linewidth=0.8, label="total, max(in, out)")
+        p95 = rep.total.p95_bits_per_s
+        if p95 is not None:
+            ax.axhline(p95 / 1e6, color="tab:red", linewidth=1.5,
+                       label=f"total 95th {p95 / 1e6:.2f} Mbit/s")
+        if rep.target_bits_per_s:
+            ax.axhline(rep.target_bits_per_s / 1e6, color="tab:green", linestyle="--",
+                       linewidth=1.5, label=f"target {rep.target_bits_per_s / 1e6:.2f} Mbit/s")
+        ax.set_ylabel("Mbit/s (5-minute averages)")
+        ax.set_ylim(bottom=0)
+        locator = AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        ax.set_title(title or f"vif-qos usage, {'in' if use_in else 'out'} by guest (UTC)")
+        ax.legend(loc="upper left", fontsize="small", framealpha=0.8)
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
