@@ -197,13 +197,12 @@ def series_slot_rates(ivals: Iterable[Interval], slot_s: int = SLOT_S) -> Dict[H
 def sum_slot_rates(parts: Iterable[SlotRates]) -> SlotRates:
     """Slot-wise sum of several series' (or guests') rates; a slot exists when any
     part has it."""
-    total: Dict[int, List[float]] = {}
+    total: Dict[int, Tuple[float, float]] = {}
     for rates in parts:
-        for slot, (rin, rout) in rates.items():
-            cell = total.setdefault(slot, [0.0, 0.0])
-            cell[0] += rin
-            cell[1] += rout
-    return {slot: (c[0], c[1]) for slot, c in sorted(total.items())}
+        for slot, value in rates.items():
+            have = total.get(slot)
+            total[slot] = value if have is None else (have[0] + value[0], have[1] + value[1])
+    return dict(sorted(total.items()))
 
 
 @dataclass(frozen=True)

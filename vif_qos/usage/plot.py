@@ -1,7 +1,9 @@
 """``report --plot FILE.png`` (matplotlib, Agg backend: no display needed): the total's
 5-minute rate (max of in and out) over the period, its 95th, the ``[billing] target``,
 and stacked underneath the contributions of the top guests (their rate in the
-direction the total's 95th is set in), the rest as "others"."""
+busier direction of the total), the rest as "others". The top guests are those with
+the highest average rate over the busiest 5 % of slots (the slots at or above the
+total's 95th: the ones that set the bill)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ TOP_GUESTS = 5
 
 
 def plot(rep: Report, path: str, title: Optional[str] = None) -> None:
-    """Write the PNG (about 1000x500 pixels) to ``path``.
+    """Write the PNG (990x405 pixels) to ``path``.
 
     :raises OSError: the file cannot be written.
     """
@@ -30,16 +32,22 @@ def plot(rep: Report, path: str, title: Optional[str] = None) -> None:
     p95_slot_rates = [rep.total_rates[s] for s in slots]
     use_in = sum(v[0] for v in p95_slot_rates) >= sum(v[1] for v in p95_slot_rates)
     direction = 0 if use_in else 1
-    ranked = sorted(rep.guests, key=lambda g: -(g[3] or 0.0))
-    top = ranked[:TOP_GUESTS]
-    fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
+    p95 = rep.total.p95_bits_per_s
+    busy = [s for s in slots if p95 is not None and max(rep.total_rates[s]) >= p95] or slots
+
+    def busy_mean(guest) -> float:
+        rates = guest[2]
+        return sum(rates.get(s, (0.0, 0.0))[direction] for s in busy) / max(1, len(busy))
+
+    top = sorted(rep.guests, key=lambda g: (-busy_mean(g), g[0]))[:TOP_GUESTS]
+    fig, ax = plt.subplots(figsize=(11, 4.5), dpi=90)
     try:
         if slots:
             layers, labels = [], []
-            for (name, devid), _st, rates, share in top:
+            for guest in top:
+                (name, devid), _st, rates, _share = guest
                 layers.append([rates.get(s, (0.0, 0.0))[direction] / 1e6 for s in slots])
-                labels.append(f"{name}:{devid}" + (f" ({100 * share:.0f}% of 95th)"
-                                                   if share is not None else ""))
+                labels.append(f"{name}:{devid} ({busy_mean(guest) / 1e6:.1f} in busiest 5%)")
             others = [rep.total_rates[s][direction] / 1e6 - sum(layer[i] for layer in layers)
                       for i, s in enumerate(slots)]
             if any(v > 1e-9 for v in others):
@@ -49,7 +57,6 @@ def plot(rep: Report, path: str, title: Optional[str] = None) -> None:
                 ax.stackplot(times, layers, labels=labels, alpha=0.55, step="post")
             ax.step(times, [max(v) / 1e6 for v in p95_slot_rates], where="post",
                     color="black", linewidth=0.8, label="total, max(in, out)")
-        p95 = rep.total.p95_bits_per_s
         if p95 is not None:
             ax.axhline(p95 / 1e6, color="tab:red", linewidth=1.5,
                        label=f"total 95th {p95 / 1e6:.2f} Mbit/s")
@@ -62,9 +69,10 @@ def plot(rep: Report, path: str, title: Optional[str] = None) -> None:
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
         ax.set_title(title or f"vif-qos usage, {'in' if use_in else 'out'} by guest (UTC)")
-        ax.legend(loc="upper left", fontsize="small", framealpha=0.8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                  borderaxespad=0)
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
-        fig.savefig(path)
+        fig.savefig(path, pil_kwargs={"optimize": True})
     finally:
         plt.close(fig)

@@ -28,7 +28,7 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from vif_qos.config.paths import state_path
 from vif_qos.core.billing import Sample
@@ -96,11 +96,10 @@ def _from_db(value: Optional[int]) -> Optional[int]:
     return value + _U64 if value < 0 else value
 
 
-@dataclass(frozen=True)
-class SeriesKey:
+class SeriesKey(NamedTuple):
     """What a series is: ``kind`` ``vif``/``uplink``; for a vif the guest's
     ``domain``, ``uuid`` ('' unknown), ``devid`` and ``port`` (``vif``/``emu``);
-    for an uplink ``port`` is its netdev name."""
+    for an uplink ``port`` is its netdev name. (A tuple: reports hash it per sample.)"""
 
     kind: str
     domain: str
