@@ -161,7 +161,7 @@ def test_report_text_csv_domain_and_plot(tmp_path, capsys, monkeypatch):
     assert "TOTAL" in text and "ABOVE" in text and "gaps" not in text.split("TOTAL")[0][:0]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png.read_bytes()[16:24])
-    assert (width, height) == (1000, 500)
+    assert (width, height) == (990, 405)
     assert main(["report", "--samples", path, "--from", str(T0), "--to", str(T0 + 7200),
                  "--csv", "--domain", "b"]) == 0
     lines = capsys.readouterr().out.splitlines()

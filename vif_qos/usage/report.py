@@ -38,17 +38,18 @@ class Report:
     uplinks: List[Tuple[str, Stats, SlotRates]]
     moves: List[Move]
     target_bits_per_s: Optional[int] = None
+    slot_s: int = billing.SLOT_S
 
 
 def iso(time_s: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time_s))
 
 
-def _group(ivals: Iterable[billing.Interval], from_s: float, to_s: float):
+def _group(ivals: Iterable[billing.Interval], from_s: float, to_s: float, slot_s: int):
     """Per series: (slot rates, in bytes, out bytes) of intervals with their
     midpoint in the period."""
     kept = [iv for iv in ivals if from_s <= (iv.start_s + iv.end_s) / 2 < to_s]
-    rates = billing.series_slot_rates(kept)
+    rates = billing.series_slot_rates(kept, slot_s)
     sums: Dict[Hashable, List[int]] = {}
     for iv in kept:
         cell = sums.setdefault(iv.series, [0, 0])
@@ -59,14 +60,16 @@ def _group(ivals: Iterable[billing.Interval], from_s: float, to_s: float):
 
 def build(samples: Sequence[Sample], from_s: float, to_s: float, now_s: float,
           domain: Optional[str] = None, moves: Sequence[Move] = (),
-          target_bits_per_s: Optional[int] = None) -> Report:
+          target_bits_per_s: Optional[int] = None, slot_s: int = billing.SLOT_S) -> Report:
     """The report over ``from_s``..``to_s`` (coverage counted up to ``now_s``).
 
     ``samples``: in recording order; ``series`` a :class:`SeriesKey` (or any object
-    with ``kind``, ``guest`` and ``port``).
+    with ``kind``, ``guest`` and ``port``). ``slot_s``: the billing slot (5 minutes;
+    ``vif-qos simulate`` uses seconds, its run being short); intervals longer than
+    2.5 slots are gaps.
     """
     end = min(to_s, now_s)
-    rates, sums = _group(billing.intervals(samples), from_s, to_s)
+    rates, sums = _group(billing.intervals(samples, 2.5 * slot_s), from_s, to_s, slot_s)
     guest_parts: Dict[Tuple[str, int], List[Hashable]] = {}
     uplink_parts: Dict[str, List[Hashable]] = {}
     for series in set(rates) | set(sums):
@@ -79,12 +82,13 @@ def build(samples: Sequence[Sample], from_s: float, to_s: float, now_s: float,
         r = billing.sum_slot_rates(rates.get(p, {}) for p in parts)
         b_in = sum(sums.get(p, [0, 0])[0] for p in parts)
         b_out = sum(sums.get(p, [0, 0])[1] for p in parts)
-        return billing.stats(r, b_in, b_out, from_s, end), r
+        return billing.stats(r, b_in, b_out, from_s, end, slot_s), r
 
     per_guest = {g: summarise(parts) for g, parts in guest_parts.items()}
     total_rates = billing.sum_slot_rates(r for _s, r in per_guest.values())
     total = billing.stats(total_rates, sum(s.inbound.bytes for s, _r in per_guest.values()),
-                          sum(s.outbound.bytes for s, _r in per_guest.values()), from_s, end)
+                          sum(s.outbound.bytes for s, _r in per_guest.values()), from_s, end,
+                          slot_s)
     p95_slot = billing.p95_slot(total_rates)
     guests = []
     for g in sorted(per_guest):
@@ -99,7 +103,7 @@ def build(samples: Sequence[Sample], from_s: float, to_s: float, now_s: float,
         guests.append((g, st, r, share))
     uplinks = [(name,) + summarise(parts) for name, parts in sorted(uplink_parts.items())]
     return Report(from_s, to_s, guests, total, total_rates, uplinks, list(moves),
-                  target_bits_per_s)
+                  target_bits_per_s, slot_s)
 
 
 def _num(value: Optional[float]):
@@ -155,8 +159,9 @@ def _size(value: int) -> str:
 
 def to_text(rep: Report) -> str:
     """The human form (rates in Mbit/s)."""
+    slot = "5-minute" if rep.slot_s == billing.SLOT_S else f"{rep.slot_s}-second"
     lines = [f"usage {iso(rep.from_s)} .. {iso(rep.to_s)}  (rates Mbit/s; 95th = nearest "
-             f"rank of 5-minute averages; MAX95 = 95th of max(in, out))"]
+             f"rank of {slot} averages; MAX95 = 95th of max(in, out))"]
     header = ("GUEST", "DEVID", "IN", "OUT", "IN AVG", "IN 95th", "OUT AVG", "OUT 95th",
               "MAX95", "SHARE", "COVERAGE")
     rows = [header]
@@ -181,7 +186,8 @@ def to_text(rep: Report) -> str:
                      f"{_mbit(p95)} is {'ABOVE' if p95 > rep.target_bits_per_s else 'within'}")
     if rep.total.gaps:
         longest = max(b - a for a, b in rep.total.gaps)
-        lines.append(f"gaps: {len(rep.total.gaps)} (longest {longest // 60} min, first "
+        span = f"{longest // 60} min" if longest >= 120 else f"{longest} s"
+        lines.append(f"gaps: {len(rep.total.gaps)} (longest {span}, first "
                      f"{iso(rep.total.gaps[0][0])}); never interpolated")
     for m in rep.moves:
         lines.append(f"move {iso(m.wall_s)} {m.action} {m.target}"
