@@ -10,7 +10,6 @@ import threading
 import pytest
 
 from vif_qos.cli import main
-from vif_qos.core import billing
 from vif_qos.core.overage import GuestLoad, OverageSettings, decide, pool_membership
 from vif_qos.errors import EnvironmentProblem
 from vif_qos.usage import report as reportmod

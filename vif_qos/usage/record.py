@@ -13,8 +13,6 @@ What one run reads (a reader of the kernel: no host lock, nothing changed there)
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -24,8 +22,6 @@ from vif_qos.kernel import nft as nftadapter
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.usage.store import Reading, SeriesKey, UsageStore
 from vif_qos.xen import inventory
-
-log = logging.getLogger("vif_qos")
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
@@ -130,7 +126,3 @@ def store_snapshot(store: UsageStore, snap: Snapshot, retention_s: int) -> int:
     many samples retention deleted."""
     store.add_samples(snap.wall_s, snap.boot_id, snap.uptime_s, snap.readings)
     return store.purge(snap.wall_s - retention_s)
-
-
-def state_dir_of(path: str) -> str:
-    return os.path.dirname(os.path.abspath(path))
