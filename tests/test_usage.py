@@ -194,6 +194,13 @@ def test_report_argument_errors(capsys):
     assert main(["report", "--from", "2026-03-01", "--to", "2026-02-01"]) == 2
 
 
+def test_report_unknown_domain_is_bad_input(tmp_path, capsys):
+    path = _csv(tmp_path, _month_rows({"a": lambda k: MBIT}, 3))
+    assert main(["report", "--samples", path, "--from", str(T0), "--to", str(T0 + 900),
+                 "--domain", "nosuch"]) == 2
+    assert "'nosuch'" in capsys.readouterr().err
+
+
 # --- the auto-overage decision --------------------------------------------------
 
 SETTINGS = OverageSettings(target_bits_per_s=10 * MBIT, pool="overage",

@@ -99,6 +99,9 @@ def run(args) -> int:
                 preview = overage.plan_moves(store, policy, now)
     rep = reportmod.build(samples, from_s, to_s, now, domain=args.domain, moves=moves,
                           target_bits_per_s=policy.billing.target_bits_per_s)
+    if args.domain is not None and not rep.guests:
+        raise InputError("no usage recorded for this domain in the period", token=args.domain,
+                         source="--domain")
     if args.plot:
         from vif_qos.usage.plot import plot
         try:
