@@ -320,3 +320,19 @@ def test_metrics_text(tmp_path):
 def test_move_dataclass_fields():
     m = Move(1.0, "assign", "a:0", "overage", 60, "why", "done")
     assert m.target == "a:0"
+
+
+def test_override_adapter_reports_a_failing_command(tmp_path, monkeypatch):
+    """The adapter runs the day-2 command; when it fails (this vif-qos may not have
+    ``assign`` yet; with it, the guest does not exist) the outcome names why."""
+    from vif_qos.core.overage import Decision
+    from vif_qos.usage.overage import run_override
+
+    monkeypatch.setenv("VIF_QOS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("VIF_QOS_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("VIF_QOS_CONFIG", str(tmp_path / "none.conf"))
+    (tmp_path / "none.conf").write_text("")
+    outcome = run_override(Decision("assign", "no-such-guest:0", "overage", 600,
+                                    "auto-overage: test"))
+    assert outcome.startswith("failed (exit ") and len(outcome.splitlines()) == 1
+    assert not (tmp_path / "state" / "overrides.conf").exists()
