@@ -7,6 +7,8 @@ Layers, bottom to top (README.rst, "How it is built"):
 - ``config``: the admin's files, may import the vocabulary, ``core``, ``config``;
 - ``kernel``: netlink and nftables, may import the vocabulary, ``core``, ``kernel``;
 - ``xen``: may import everything above except ``cli`` and ``sim``;
+- ``usage``: the usage database, record/report/metrics, may import the vocabulary,
+  ``core``, ``config``, ``kernel``, ``xen``, ``usage``;
 - ``cli``: the commands, may import every product layer but not ``sim`` (it names the
   ``simulate`` command's module as a string and imports it only when run);
   ``vif_qos/__main__.py`` belongs to ``cli``;
@@ -26,8 +28,9 @@ ALLOWED = {
     "config": {BASE, "core", "config"},
     "kernel": {BASE, "core", "kernel"},
     "xen": {BASE, "core", "config", "kernel", "xen"},
-    "cli": {BASE, "core", "config", "kernel", "xen", "cli"},
-    "sim": {BASE, "core", "config", "kernel", "xen", "cli", "sim"},
+    "usage": {BASE, "core", "config", "kernel", "xen", "usage"},
+    "cli": {BASE, "core", "config", "kernel", "xen", "usage", "cli"},
+    "sim": {BASE, "core", "config", "kernel", "xen", "usage", "cli", "sim"},
 }
 
 

@@ -77,12 +77,15 @@ def test_simulate_refuses_clearly_when_not_root():
 
 @pytest.mark.kernel
 @pytest.mark.slow
-def test_small_simulation_end_to_end():
-    """Two guests through Xen's vif-bridge (hook) and the wrapper, measured, torn down."""
+def test_small_simulation_end_to_end(tmp_path):
+    """Two guests through Xen's vif-bridge (hook) and the wrapper, measured, torn down;
+    usage recorded meanwhile, reported and plotted."""
     if os.geteuid() != 0:
         pytest.fail("simulate needs root")
+    png = tmp_path / "usage.png"
     res = subprocess.run([_vif_qos(), "simulate", "--json", "--seconds", "1.5", "--guests",
-                          "web:rate=10Mb/s", "db:wrapper:vifname=db0:qos=rate_in=20mbit"],
+                          "web:rate=10Mb/s", "db:wrapper:vifname=db0:qos=rate_in=20mbit",
+                          "--plot", str(png)],
                          capture_output=True, text=True, timeout=300)
     result = json.loads(res.stdout)
     assert res.returncode == (0 if result["ok"] else 1)
@@ -98,6 +101,13 @@ def test_small_simulation_end_to_end():
     assert result["ok"]
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "vqsim-" not in left
+    usage = result["usage"]["json"]
+    assert {g["domain"] for g in usage["guests"]} == {"web", "db"}
+    # each guest was measured sending and receiving at >= 9.5 Mbit/s for >= 1.5 s
+    assert all(g["in"]["bytes"] > 1_500_000 and g["out"]["bytes"] > 1_500_000
+               for g in usage["guests"]), usage["guests"]
+    assert [u["uplink"] for u in usage["uplinks"]] == ["peth0"]
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.kernel

@@ -38,6 +38,9 @@ COMMANDS = {
     "status": ("vif_qos.cli.status", "show what vif-qos has applied, read back from the kernel"),
     "install": ("vif_qos.cli.install", "put the vif-bridge hook, the script= wrapper, udev rules and the policy file in place"),
     "uninstall": ("vif_qos.cli.install", "remove what install put in place"),
+    "record": ("vif_qos.cli.record", "record one usage sample of every running vif and uplink (run by a timer)"),
+    "report": ("vif_qos.cli.report", "usage and the 95th percentile per guest and in total; --plot, --json, --csv"),
+    "metrics": ("vif_qos.cli.metrics", "write the counters for node_exporter's textfile collector"),
     "simulate": ("vif_qos.sim.simulate", "build a simulated dom0 in network namespaces, shape guests and measure them"),
 }
 

@@ -6,10 +6,11 @@ see :func:`vif_qos.kernel.apply.status` and README.rst ("What vif-qos puts in th
 
 Text output: one line per vif, then one per uplink (sizes in bytes ``B``,
 packets ``p``, rates in bit/s; ``(gone)`` marks a vif whose netdev no longer
-exists, left for ``vif-qos cleanup``)::
+exists, left for ``vif-qos cleanup``; DOMAIN is the guest's name from xenstore,
+``-`` when xenstore has none or cannot be read)::
 
-    VIF     UPLINK  CLASS     OUT RATE/CEIL  OUT SENT  OUT DROP  IN RATE  IN SENT   IN DROP  FROM VIF  MARK
-    vif1.0  peth0   7a51:100  10M/20Mbit     518B 8p   0         30Mbit   834B 10p  0        406B 8p   0x10000
+    VIF     DOMAIN  UPLINK  CLASS     OUT RATE/CEIL  OUT SENT  OUT DROP  IN RATE  IN SENT   IN DROP  FROM VIF  MARK
+    vif1.0  web1    peth0   7a51:100  10M/20Mbit     518B 8p   0         30Mbit   834B 10p  0        406B 8p   0x10000
     uplink peth0: root qdisc htb 7a51:0, direct_packets_stat 0
 
 OUT is the vif's HTB leaf on the uplink (what it sent out, with the Ethernet
@@ -45,14 +46,14 @@ def render(data: dict) -> str:
     """The text form of :func:`vif_qos.kernel.apply.status`'s object."""
     if not data["vifs"]:
         return "vif-qos: no vif is shaped (table bridge vif_qos is empty or absent)"
-    header = ("VIF", "UPLINK", "CLASS", "OUT RATE/CEIL", "OUT SENT", "OUT DROP",
+    header = ("VIF", "DOMAIN", "UPLINK", "CLASS", "OUT RATE/CEIL", "OUT SENT", "OUT DROP",
               "IN RATE", "IN SENT", "IN DROP", "FROM VIF", "MARK")
     rows = [header]
     for v in data["vifs"]:
         out, inb = v["outbound"], v["inbound"]
         name = v["vif"] + ("" if v["netdev_present"] else " (gone)")
         rows.append((
-            name, v["uplink"] or "-", v["classid"] or "-",
+            name, v.get("domain") or "-", v["uplink"] or "-", v["classid"] or "-",
             f"{_si(out['rate_bits_per_s'])}/{_si(out['ceil_bits_per_s'])}bit" if out else "-",
             f"{_si(out['sent_bytes'], 'B')} {_si(out['sent_packets'], 'p')}" if out else "-",
             str(out["drops"]) if out else "-",
@@ -69,9 +70,28 @@ def render(data: dict) -> str:
     return "\n".join(lines)
 
 
+def domain_names() -> dict:
+    """vif netdev name (and its ``-emu`` twin) -> domain name, from xenstore; empty
+    when xenstore cannot be read (status still shows the kernel's side)."""
+    from vif_qos.errors import VifQosError
+    from vif_qos.xen.inventory import running_vifs
+    try:
+        vifs = running_vifs()
+    except VifQosError:
+        return {}
+    names = {}
+    for v in vifs:
+        if v.domain:
+            names[v.vif] = names[f"{v.vif}-emu"] = v.domain
+    return names
+
+
 def run(args) -> int:
     from vif_qos.kernel.apply import status
     data = status()
+    names = domain_names() if data["vifs"] else {}
+    for v in data["vifs"]:
+        v["domain"] = names.get(v["vif"])
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
     else:

@@ -24,13 +24,14 @@ import stat
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from vif_qos.constants import DEFAULT_MINOR, POOL_MINOR_BASE, ROOT_MINOR
+from vif_qos.core import billing
 from vif_qos.core import spec as specmod
 from vif_qos.core import units
 from vif_qos.errors import ConfigError, InputError
 from vif_qos.core.ifname import ifname_problem
 from vif_qos.core.resolve import rate_floor_problem
-from vif_qos.core.settings import (BUILTIN, KERNEL_MAX_BUCKET_US, BridgeSettings,
-                                   DomainEntry, Policy, PoolSettings)
+from vif_qos.core.settings import (BUILTIN, KERNEL_MAX_BUCKET_US, BillingSettings,
+                                   BridgeSettings, DomainEntry, Policy, PoolSettings)
 from vif_qos.model import HostSettings
 
 #: The policy file read when neither a path nor $VIF_QOS_CONFIG is given.
@@ -161,6 +162,7 @@ def _validator():
         "rate": wrap(lambda v: units.parse_rate(v, None, "rate")),
         "time": wrap(lambda v: units.parse_time(v, None, "time")),
         "hexint": hexint,
+        "duration": wrap(lambda v: billing.parse_duration(v, None, "duration")),
     })
     return validator
 
@@ -172,6 +174,7 @@ class _Problems:
         self.path = path
         self.lines = lines
         self.items: List[ConfigError] = []
+        self.pools: List[str] = []
 
     def where(self, *keys: str) -> str:
         keys_t = tuple(keys)
@@ -351,6 +354,8 @@ def _build(cfg, problems: _Problems) -> Policy:
     _build_pools(cfg["pools"], problems, policy)
     _build_domains(cfg["domains"], problems, policy)
     _check_pool_references(cfg["pools"].sections, problems, policy)
+    policy.billing = _billing(cfg["billing"], list(cfg["pools"].sections), problems,
+                              policy.sources)
     return policy
 
 
@@ -507,6 +512,28 @@ def _check_pool_references(pool_names: List[str], problems: _Problems,
             problems.add_error(ConfigError(
                 f"pool: unknown pool (defined: {', '.join(pool_names) or 'none'})",
                 token=pool_item.token, source=pool_item.source))
+
+
+def _billing(section, pool_names: List[str], problems: _Problems,
+             src: Dict[str, str]) -> BillingSettings:
+    """``[billing]``; auto_overage needs a target and an overage pool that exists."""
+    for key in ("day", "target", "overage_pool", "auto_overage", "cooldown", "retention"):
+        src[f"billing.{key}"] = problems.where("billing", key) \
+            if _set_in_file(problems, "billing", key) else BUILTIN
+    settings = BillingSettings(day=section["day"], target_bits_per_s=section["target"],
+                               overage_pool=str(section["overage_pool"]),
+                               auto_overage=section["auto_overage"],
+                               cooldown_s=section["cooldown"], retention_s=section["retention"])
+    if settings.auto_overage:
+        if settings.target_bits_per_s is None:
+            problems.add("[billing] auto_overage: needs a target (target = 10mbit)", "yes",
+                         "billing", "auto_overage")
+        if settings.overage_pool not in pool_names:
+            problems.add(f"[billing] overage_pool: no such pool in [pools] (defined: "
+                         f"{', '.join(pool_names) or 'none'})", settings.overage_pool,
+                         "billing", "overage_pool" if _set_in_file(
+                             problems, "billing", "overage_pool") else "auto_overage")
+    return settings
 
 
 def load_policy(path: Optional[str] = None) -> Policy:

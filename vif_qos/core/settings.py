@@ -75,6 +75,20 @@ class DomainEntry:
         return fnmatch.fnmatchcase(facts.vif, self.pattern)
 
 
+@dataclass(frozen=True)
+class BillingSettings:
+    """``[billing]``: where a month's period starts (``day`` 1..28, UTC), the 95th
+    ``target_bits_per_s`` (None: none set), the overage pool's name, whether
+    auto-overage acts, its ``cooldown_s``, and how long samples are kept."""
+
+    day: int = 1
+    target_bits_per_s: Optional[int] = None
+    overage_pool: str = "overage"
+    auto_overage: bool = False
+    cooldown_s: int = 3600
+    retention_s: int = 400 * 86400
+
+
 @dataclass
 class Policy:
     """The resolved host policy (built-in defaults where the file says nothing).
@@ -96,6 +110,7 @@ class Policy:
     defaults: Dict[str, specmod.SpecValue] = field(default_factory=dict)
     pools: Dict[str, PoolSettings] = field(default_factory=dict)
     domains: List[DomainEntry] = field(default_factory=list)
+    billing: BillingSettings = field(default_factory=BillingSettings)
     sources: Dict[str, str] = field(default_factory=dict)
 
     @property

@@ -16,7 +16,9 @@ makes is touched):
    libxl runs them (``online type_if=vif``, then ``add type_if=tap`` for an HVM
    guest's ``-emu`` tap), and checks ``hotplug-status`` is ``connected``;
 4. measures every guest's inbound and outbound TCP throughput with iperf3, IPv4 and
-   IPv6, and the members of a shared pool sending at once;
+   IPv6, and the members of a shared pool sending at once, while ``vif-qos record``
+   samples usage every 3 s (a short usage report in 10-second slots ends the output;
+   ``--plot FILE`` draws the uplink, the total and the top guests);
 5. tears the guests down the three ways Xen does (``offline`` with the netdev still
    there, the netdev gone before ``offline``, no ``offline`` at all and udev's
    cleanup), checks that no qdisc, class, nft chain, map element or mark refers to a
@@ -195,6 +197,9 @@ def configure(parser: argparse.ArgumentParser, name: str = "simulate") -> None:
     parser.add_argument("--seconds", metavar="S", type=float, default=2.0,
                         help="measurement window per flow in seconds, after a warm-up (default 2)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="write the usage plot (uplink, total, top guests) recorded "
+                             "during the run")
     parser.add_argument("--keep", action="store_true",
                         help="leave the namespaces and files in place (prints how to remove them)")
 
@@ -232,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(quiet=False)
     sim = Simulation(guests, policy_text, window_s=args.seconds, progress=progress,
                      keep=args.keep)
+    sim.plot_path = args.plot
     try:
         result = sim.run()
     finally:
@@ -269,6 +275,7 @@ class Simulation:
         self.dom0 = None
         self.guests: Dict[str, object] = {}     # name -> SimGuest (current names)
         self.plans: Dict[str, dict] = {}        # vif -> plan JSON
+        self.plot_path: Optional[str] = None    # --plot: the usage plot
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -301,8 +308,13 @@ class Simulation:
         self.dom0 = Dom0(os.path.join(self.tree, "tree"), policy=self.policy_text,
                          prefix="vqsim-")
         hotplug = self._bring_up()
+        from vif_qos.sim.usage_run import UsageRun
+        usage_run = UsageRun(self.dom0)
+        usage_run.start()
         rows = self._measure_all()
         pool = self._measure_pool()
+        self.progress("usage: the last record run and the usage report")
+        usage = usage_run.finish(self.plot_path)
         leftovers = self._tear_down()
         ours = list(self.dom0.host.namespaces)
         if not self.keep:
@@ -316,7 +328,7 @@ class Simulation:
             leftovers.append("the root namespace's qdiscs or nftables ruleset changed "
                              "during the run")
         ok = (all(r.ok for r in rows) and all(r.ok for r in pool) and not leftovers
-              and all(h["ok"] for h in hotplug))
+              and all(h["ok"] for h in hotplug) and usage["ok"])
         return {
             "ok": ok,
             "tolerance": TOLERANCE,
@@ -325,6 +337,7 @@ class Simulation:
             "pool": [dict(vars(r), ratio=round(r.ratio, 4), ok=r.ok) for r in pool],
             "leftovers": leftovers,
             "root_namespace_unchanged": root_same,
+            "usage": usage,
             "seconds": round(time.monotonic() - started, 1),
         }
 
@@ -611,6 +624,8 @@ def format_report(result: dict) -> str:
         lines.append("teardown: offline, netdev-gone-then-offline and udev cleanup left no "
                      "qdisc, class, nft chain, map element or mark behind; the root namespace "
                      "is as it was")
+    if result.get("usage"):
+        lines += [result["usage"]["text"], ""]
     lines.append(f"result: {'OK' if result['ok'] else 'FAILED'} "
                  f"(every wire rate within {result['tolerance']:.0%} of configured: "
                  f"{'yes' if all(r['ok'] for r in result['rows'] + result['pool']) else 'no'}); "
