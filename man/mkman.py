@@ -54,8 +54,14 @@ def line(text: str) -> str:
     return "\\&" + text if text[:1] in (".", "'") else text
 
 
+#: Docstrings cite the project's design notes, which are not shipped: a man page
+#: drops those citations.
+_NOTES = re.compile(r"\s*\((?:[^()]*?)(?:design|cases|realxen)\.md[^()]*\)")
+
+
 def inline(text: str) -> str:
     """A docstring paragraph's text: ``code`` and :role:`x` become bold words."""
+    text = _NOTES.sub("", text)
     text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
     parts = re.split(r"``([^`]+)``", text)
     out = []
@@ -195,18 +201,41 @@ def environment_variables() -> List[str]:
     return sorted(names)
 
 
+#: What each variable does, for the admin; a variable not listed here is shown
+#: with the module that reads it.
+ENV_MEANINGS = {
+    "VIF_QOS_CONFIG": "the policy file (default /etc/xen/vif-qos.conf)",
+    "VIF_QOS_DEBUG": "1: log every step (as debug = yes in [host]) and print an "
+                     "unexpected error's Python traceback",
+    "VIF_QOS_HOTPLUG_LOG": "the hotplug runs' log file (default "
+                           "/var/log/xen/xen-hotplug.log)",
+    "VIF_QOS_HOTPLUG_TIMEOUT": "seconds a whole hotplug run may take (default 30, "
+                               "inside libxl's 40)",
+    "VIF_QOS_RUN_DIR": "the directory of the host lock (default /run/vif-qos)",
+    "VIF_QOS_STATE_DIR": "vif-qos's state directory (default /var/lib/vif-qos)",
+    "VIF_QOS_SYSLOG": "0: hotplug runs do not log to syslog",
+    "VIF_QOS_XENSTORE_TIMEOUT": "seconds per xenstore tool run (default 5)",
+}
+
+
 def env_meaning(name: str) -> str:
-    """Where the variable is described: the first docstring line naming it."""
+    """The module that reads the variable (``environ.get("NAME"`` or a constant set
+    to it), the product's before the simulation's; else the first that names it."""
     package = os.path.join(os.path.dirname(HERE), "vif_qos")
+    found = []
     for base, _dirs, files in sorted(os.walk(package)):
         for fname in sorted(files):
             if not fname.endswith(".py"):
                 continue
             rel = os.path.relpath(os.path.join(base, fname), os.path.dirname(HERE))
             with open(os.path.join(base, fname), encoding="utf-8") as fh:
-                if name in fh.read():
-                    return rel[:-3].replace(os.sep, ".")
-    return ""
+                text = fh.read()
+            if name not in text:
+                continue
+            reads = re.search(rf'(get\(|\[|=\s*)"{name}"', text) is not None
+            found.append((not reads, rel.startswith(os.path.join("vif_qos", "sim")),
+                          rel[:-3].replace(os.sep, ".")))
+    return min(found)[2] if found else ""
 
 
 def vif_qos_8() -> str:
@@ -247,7 +276,7 @@ def vif_qos_8() -> str:
         out += hotplug_words(hotplug_module)
     out += [".SH ENVIRONMENT"]
     for name in environment_variables():
-        out += [".TP", f"\\fB{esc(name)}\\fR", line(f"read by {env_meaning(name)}.")]
+        out += [".TP", f"\\fB{esc(name)}\\fR", line(ENV_MEANINGS.get(name) or f"see {env_meaning(name)}")]
     out += [".SH FILES",
             ".TP", "\\fB/etc/xen/vif\\-qos.conf\\fR", "the host policy, see vif\\-qos.conf(5)",
             ".TP", "\\fB/etc/xen/scripts/vif\\-post.d/00\\-vif\\-qos.hook\\fR",
