@@ -16,11 +16,11 @@ The absolute path of the ``vif-qos`` program (``--vif-qos``, default the one
 running) is written into the hook, the wrapper and the rules, because Xen's
 scripts run with their own ``PATH``.
 
-Both refuse to work on top of the Debian package: when dpkg's file lists under the
-root (``/var/lib/dpkg/info/*.list``) name the hook, the wrapper, the policy file or
-the udev rules, that package owns them (``apt`` upgrades and purges them), and
-``install`` stops with an error naming the package and the files; ``uninstall``
-keeps every file a package owns.
+Neither works against the Debian package: when dpkg's file lists under the root
+(``/var/lib/dpkg/info/*.list``) name the hook, the wrapper, the policy file or the
+udev rules, a package owns them (``apt`` upgrades and purges them), so ``install``
+stops with an error naming the package and the files, and ``uninstall`` keeps
+every file a package owns.
 
 ``uninstall`` removes exactly what the manifest lists, and only files whose
 content is still what install wrote; an edited file is kept and reported. The
@@ -203,10 +203,9 @@ def _refuse_over_package(root: str) -> None:
         packages = sorted(set(owners.values()))
         raise EnvironmentProblem(
             f"the Debian package {', '.join(packages)} already installs "
-            f"{', '.join('/' + rel for rel in sorted(owners))} (dpkg's lists in "
-            f"{_target(root, DPKG_INFO_PATH)}); apt upgrades and removes them: not "
-            f"installing a second copy (to install by hand, 'apt remove "
-            f"{packages[0]}' first)", source="install")
+            f"{', '.join('/' + rel for rel in sorted(owners))}; apt upgrades and "
+            f"removes them: not installing a second copy (to install by hand, 'apt "
+            f"remove {packages[0]}' first)", source=_target(root, DPKG_INFO_PATH))
 
 
 def install(root: str = "/", wrapped_script: str = "vif-bridge",
