@@ -15,6 +15,7 @@ import pytest
 
 from vif_qos import cli
 from vif_qos.cli import install as cmd_install
+from vif_qos.errors import EnvironmentProblem
 from vif_qos.cli.install import (HOOK_PATH, MANIFEST_PATH, POLICY_PATH, UDEV_HOTPLUG_PATH,
                                  UDEV_PATH, WRAPPER_PATH, install, uninstall)
 
@@ -226,3 +227,52 @@ def test_wrapper_wrapped_script_is_configurable(tmp_path):
     subprocess.run([wrapper, "online"], env=dict(env, VIF_QOS_WRAPPED_SCRIPT=str(other)),
                    check=True)
     assert out.read_text().splitlines() == ["route", "mine"]
+
+
+def dpkg_list(root, package, paths):
+    info = root / "var/lib/dpkg/info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / f"{package}.list").write_text("".join(p + "\n" for p in ["/.", "/etc"] + paths))
+
+
+def test_install_refuses_on_top_of_the_debian_package(tmp_path):
+    dpkg_list(tmp_path, "vif-qos", ["/" + HOOK_PATH, "/" + WRAPPER_PATH, "/" + POLICY_PATH,
+                                    "/lib/udev/rules.d/85-vif-qos.rules"])
+    dpkg_list(tmp_path, "xen-utils-common:amd64", ["/etc/xen/scripts/vif-bridge"])
+    before = tree(tmp_path)
+    with pytest.raises(EnvironmentProblem) as err:
+        install(str(tmp_path), vif_qos=FAKE_BIN)
+    message = err.value.one_line()
+    assert "Debian package vif-qos already installs" in message
+    for path in (HOOK_PATH, WRAPPER_PATH, POLICY_PATH, "lib/udev/rules.d/85-vif-qos.rules"):
+        assert "/" + path in message
+    assert "apt remove vif-qos" in message
+    assert tree(tmp_path) == before  # nothing written
+
+
+def test_install_refuses_when_only_the_package_udev_rules_are_owned(tmp_path):
+    dpkg_list(tmp_path, "vif-qos", ["/lib/udev/rules.d/85-vif-qos.rules"])
+    with pytest.raises(EnvironmentProblem, match="85-vif-qos.rules"):
+        install(str(tmp_path), vif_qos=FAKE_BIN)
+
+
+def test_install_ignores_other_packages_lists(tmp_path):
+    dpkg_list(tmp_path, "xen-utils-common", ["/etc/xen/scripts/vif-bridge"])
+    assert {a for a, _ in install(str(tmp_path), vif_qos=FAKE_BIN)} == {"installed"}
+
+
+def test_uninstall_never_removes_a_packaged_file(tmp_path):
+    install(str(tmp_path), vif_qos=FAKE_BIN)
+    dpkg_list(tmp_path, "vif-qos", ["/" + HOOK_PATH])  # the package came afterwards
+    report = {os.path.relpath(path, tmp_path): action
+              for action, path in uninstall(str(tmp_path))}
+    assert report[HOOK_PATH] == "kept (package vif-qos)"
+    assert (tmp_path / HOOK_PATH).exists()
+    assert report[WRAPPER_PATH] == "removed"
+
+
+def test_cli_install_on_top_of_the_package_exits_1_with_one_line(tmp_path, capsys):
+    dpkg_list(tmp_path, "vif-qos", ["/" + HOOK_PATH])
+    assert cli.main(["install", "--root", str(tmp_path), "--vif-qos", FAKE_BIN]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "vif-qos install:" in err and HOOK_PATH in err

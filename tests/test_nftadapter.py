@@ -26,3 +26,15 @@ def test_a_hand_edited_field_is_dropped_not_fatal(field):
 def test_any_comment_parses_or_is_ignored(text):
     entry = parse_comment(COMMENT_PREFIX + text)
     assert entry is None or isinstance(entry.vif, str)
+
+
+def test_missing_bindings_name_both_install_routes(monkeypatch):
+    import sys
+
+    from vif_qos.errors import EnvironmentProblem
+
+    monkeypatch.setitem(sys.modules, "nftables", None)  # import nftables -> ImportError
+    with pytest.raises(EnvironmentProblem) as err:
+        nftadapter._nft()
+    message = err.value.one_line()
+    assert "python3-nftables" in message and "pip install 'vif-qos[pypi]'" in message

@@ -16,6 +16,12 @@ The absolute path of the ``vif-qos`` program (``--vif-qos``, default the one
 running) is written into the hook, the wrapper and the rules, because Xen's
 scripts run with their own ``PATH``.
 
+Neither works against the Debian package: when dpkg's file lists under the root
+(``/var/lib/dpkg/info/*.list``) name the hook, the wrapper, the policy file or the
+udev rules, a package owns them (``apt`` upgrades and purges them), so ``install``
+stops with an error naming the package and the files, and ``uninstall`` keeps
+every file a package owns.
+
 ``uninstall`` removes exactly what the manifest lists, and only files whose
 content is still what install wrote; an edited file is kept and reported. The
 policy file is removed only if it is byte-for-byte the installed example. Without
@@ -51,6 +57,13 @@ _SHIPPED = (
 )
 _UDEV_HOTPLUG = ("udev/86-vif-qos-udev-hotplug.rules", UDEV_HOTPLUG_PATH, 0o644)
 _MARKER = "vif-qos"
+#: dpkg's database, relative to the root: one ``<package>.list`` (or
+#: ``<package>:<arch>.list``) per package, every path it installed, one a line.
+DPKG_INFO_PATH = "var/lib/dpkg/info"
+#: Where the Debian package puts the udev rules (dh_installudev), besides the paths
+#: install writes.
+_PACKAGE_ONLY_PATHS = ("lib/udev/rules.d/85-vif-qos.rules",
+                       "usr/lib/udev/rules.d/85-vif-qos.rules")
 
 #: What a path written into the hook, the wrapper and the udev rules may hold. The
 #: hook is SOURCED by vif-bridge (set -e) and the values sit inside double quotes
@@ -153,17 +166,61 @@ def _write(path: str, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def dpkg_owners(root: str, rels) -> Dict[str, str]:
+    """Which of the paths ``rels`` (relative to ``root``) a dpkg package owns, by
+    dpkg's file lists under ``root``: ``{rel: package}``; ``{}`` without dpkg.
+
+    :raises EnvironmentProblem: dpkg's directory exists but a list cannot be read.
+    """
+    info = _target(root, DPKG_INFO_PATH)
+    try:
+        names = sorted(n for n in os.listdir(info) if n.endswith(".list"))
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        raise EnvironmentProblem(f"cannot read dpkg's database: {err.strerror}",
+                                 token=info, source="install")
+    wanted = {"/" + rel: rel for rel in rels}
+    owners: Dict[str, str] = {}
+    for name in names:
+        try:
+            with open(os.path.join(info, name), encoding="utf-8", errors="replace") as fh:
+                for entry in fh:
+                    rel = wanted.get(entry.rstrip("\n"))
+                    if rel is not None and rel not in owners:
+                        owners[rel] = name[:-len(".list")].split(":")[0]
+        except OSError as err:
+            raise EnvironmentProblem(f"cannot read dpkg's database: {err.strerror}",
+                                     token=os.path.join(info, name), source="install")
+    return owners
+
+
+def _refuse_over_package(root: str) -> None:
+    """:raises EnvironmentProblem: a dpkg package owns the files install writes."""
+    rels = [rel for _src, rel, _mode in _SHIPPED] + [UDEV_HOTPLUG_PATH, POLICY_PATH]
+    owners = dpkg_owners(root, rels + list(_PACKAGE_ONLY_PATHS))
+    if owners:
+        packages = sorted(set(owners.values()))
+        raise EnvironmentProblem(
+            f"the Debian package {', '.join(packages)} already installs "
+            f"{', '.join('/' + rel for rel in sorted(owners))}; apt upgrades and "
+            f"removes them: not installing a second copy (to install by hand, 'apt "
+            f"remove {packages[0]}' first)", source=_target(root, DPKG_INFO_PATH))
+
+
 def install(root: str = "/", wrapped_script: str = "vif-bridge",
             vif_qos: Optional[str] = None, udev_hotplug: bool = False) -> List[Tuple[str, str]]:
     """Install; return ``(action, path)`` pairs (``installed``, ``kept``, ``updated``).
 
     :raises InputError: a ``wrapped_script`` or ``vif_qos`` path that cannot be
         written into the shell scripts and udev rules safely; ``vif_qos`` not absolute.
-    :raises EnvironmentProblem: the shipped files or the example policy are missing.
+    :raises EnvironmentProblem: the shipped files or the example policy are missing;
+        a dpkg package (the Debian package vif-qos) owns the files install writes.
     """
     _check_path_word(wrapped_script, "--wrapped-script", absolute=False)
     if not os.path.isdir(root):
         raise InputError("the install root is not a directory", token=root, source="--root")
+    _refuse_over_package(root)
     vif_qos = default_vif_qos_path() if vif_qos is None else vif_qos
     _check_path_word(vif_qos, "--vif-qos", absolute=True)
     base = data_dir()
@@ -233,7 +290,8 @@ def _load_manifest(path: str) -> dict:
 
 def uninstall(root: str = "/") -> List[Tuple[str, str]]:
     """Remove what :func:`install` put; return ``(action, path)`` pairs
-    (``removed``, ``kept (edited)``, ``kept (policy)``, ``absent``)."""
+    (``removed``, ``kept (edited)``, ``kept (policy)``, ``kept (package P)``,
+    ``absent``). A file a dpkg package owns is never removed."""
     manifest_file = _target(root, MANIFEST_PATH)
     manifest = _load_manifest(manifest_file)
     report: List[Tuple[str, str]] = []
@@ -242,8 +300,12 @@ def uninstall(root: str = "/") -> List[Tuple[str, str]]:
         # No manifest: the files carrying our marker, never the policy file.
         for _src, rel, _mode in list(_SHIPPED) + [_UDEV_HOTPLUG]:
             files[rel] = None
+    owners = dpkg_owners(root, list(files))
     for rel, digest in files.items():
         path = _target(root, rel)
+        if rel in owners:
+            report.append((f"kept (package {owners[rel]})", path))
+            continue
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
@@ -282,5 +344,5 @@ def run(args) -> int:
               "rules.")
     else:
         for action, path in uninstall(args.root):
-            print(f"{action:15} {path}")
+            print(f"{action:18} {path}")
     return 0

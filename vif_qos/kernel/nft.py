@@ -62,7 +62,9 @@ def _nft():
         import nftables  # the bindings: python3-nftables or pip-nftables
     except ImportError as err:
         raise EnvironmentProblem(
-            "the nftables Python bindings are missing (python3-nftables)") from err
+            "the nftables Python bindings are missing: on Debian install the package "
+            "python3-nftables (apt install python3-nftables); with pip, install "
+            "vif-qos with its PyPI extra (pip install 'vif-qos[pypi]')") from err
     try:
         ctx = nftables.Nftables()
     except Exception as err:  # libnftables.so missing

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 from typing import Optional
 
+from vif_qos.errors import EnvironmentProblem
 from vif_qos.usage.report import Report
 
 #: Guests drawn on their own; the rest are summed into "others".
@@ -22,8 +23,14 @@ def plot(rep: Report, path: str, title: Optional[str] = None) -> None:
     """Write the PNG (990x405 pixels) to ``path``.
 
     :raises OSError: the file cannot be written.
+    :raises EnvironmentProblem: matplotlib is not installed.
     """
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise EnvironmentProblem(
+            "matplotlib is missing: apt install python3-matplotlib, or pip install "
+            "'vif-qos[plot]'", token="--plot", source="report") from None
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt

@@ -90,6 +90,23 @@ wrapper, with libxl's environment: vif, XENBUS_PATH, INTERFACE (HVM tap), netdev
 online/add shape the vif (failure: hotplug-error, hotplug-status=error, exit 1 or 2);
 offline/remove take the shaping away (always exit 0). See README.rst, "How vif-qos is run by Xen"."""
 
+#: The ``key=value`` words (or environment variables) :func:`parse_invocation` reads:
+#: ``(key, metavar, meaning)``; vif-qos(8) lists them (man/mkman.py).
+HOTPLUG_WORDS = (
+    ("type_if", "vif|tap", "vif (the default) for online and offline, tap for add and "
+     "remove; any other combination exits 0 doing nothing"),
+    ("vif", "NAME", "type_if=vif: the netdev as netback made it, vif<domid>.<devid> "
+     "(libxl's environment); required"),
+    ("XENBUS_PATH", "PATH", "type_if=vif: the backend directory, backend/vif/<domid>/<devid> "
+     "(libxl's environment); required"),
+    ("INTERFACE", "NAME", "type_if=tap: the HVM emulated NIC's tap, vif<domid>.<devid>-emu "
+     "(or the pre-4.2 tap<domid>.<devid>); required"),
+    ("dev", "NAME", "the netdev's final name after vif-common.sh's vifname= rename (the "
+     "vif-post.d hook passes it)"),
+    ("bridge", "NAME", "the bridge vif-bridge joined the vif to (the hook passes it; else "
+     "the backend's bridge key)"),
+)
+
 #: The backend keys read (all written by libxl, owned by the backend domain).
 BACKEND_KEYS = ("bridge", "rate", "mac", "vifname", "frontend-id", "type")
 
