@@ -34,6 +34,7 @@ COMMANDS = {
     "status": ("vif_qos.cli.status", "show what vif-qos has applied, read back from the kernel"),
     "install": ("vif_qos.cli.install", "put the vif-bridge hook, the script= wrapper, udev rules and the policy file in place"),
     "uninstall": ("vif_qos.cli.install", "remove what install put in place"),
+    "serve": ("vif_qos.cli.serve", "the resident service answering the hook over a unix socket (optional; systemd socket activation)"),
     "simulate": ("vif_qos.sim.simulate", "build a simulated dom0 in network namespaces, shape guests and measure them"),
 }
 

@@ -60,6 +60,13 @@ def run(args) -> int:
         check_ifname(args.vif, "--vif", "vif")
     conf = args.conf or os.environ.get("VIF_QOS_CONFIG") or None
     log = HotplugLog(context=f"cleanup {args.vif}" if args.vif else "cleanup")
+    if args.vif is not None:
+        from vif_qos.kernel.ledger import may_hold
+        if not may_hold(args.vif):
+            # Nothing was ever applied under this name since boot: no policy, no
+            # netlink libraries (vif_qos.kernel.ledger).
+            log.debug(f"{args.vif} holds nothing of vif-qos: nothing to clean up")
+            return 0
     from vif_qos.kernel import apply
 
     from vif_qos.xen.hotplug import library_log_to

@@ -31,7 +31,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
-from vif_qos.kernel import alloc
+from vif_qos.kernel import alloc, ledger
 from vif_qos.kernel import nft as nftadapter
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.errors import EnvironmentProblem, KernelError
@@ -308,11 +308,21 @@ def apply_vif(plan: VifPlan) -> Applied:
     """
     host = plan.host
     with alloc.host_lock():
+        _note_in_ledger(plan.vif)
         ipr = tcadapter.open_ipr()
         try:
             return _apply_locked(ipr, nftadapter.open_ctx(), plan, host)
         finally:
             ipr.close()
+
+
+def _note_in_ledger(vif: str) -> None:
+    """Record ``vif`` in :mod:`vif_qos.kernel.ledger` before the kernel changes."""
+    try:
+        ledger.record(vif)
+    except (OSError, ValueError) as err:
+        raise EnvironmentProblem(f"cannot record {vif} in {ledger.ledger_dir()}: "
+                                 f"{getattr(err, 'strerror', None) or err}") from err
 
 
 def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
@@ -464,9 +474,11 @@ def remove_vif(vif: str, host: Optional[HostSettings] = None) -> bool:
         ipr = tcadapter.open_ipr()
         try:
             nft = nftadapter.open_ctx()
-            return _remove_locked(ipr, vif, host, nftadapter.read_table(ctx=nft), nft)
+            removed = _remove_locked(ipr, vif, host, nftadapter.read_table(ctx=nft), nft)
         finally:
             ipr.close()
+        ledger.forget(vif)
+        return removed
 
 
 def _remove_locked(ipr, vif: str, host: HostSettings,
@@ -529,6 +541,7 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
             for vif in sorted(state.entries):
                 if tcadapter.get_link(ipr, vif) is None:
                     _remove_locked(ipr, vif, host, state, nft)
+                    ledger.forget(vif)
                     state = nftadapter.read_table(ctx=nft)
                     gone.append(vif)
             if not state.exists:
