@@ -32,7 +32,8 @@ request); a file that no longer loads keeps the last good policy and logs the
 error once.
 
 Drift repair: the service listens to rtnetlink's TC group and nfnetlink's nftables
-group (plain netlink sockets, only to wake up); 50 ms after a burst of changes a
+group (plain netlink sockets, only to wake up; :func:`drift_suspected` keeps the
+deletions of our root qdiscs and of our table); 50 ms after such a deletion a
 forked checker runs :func:`vif_qos.kernel.drift.find_drift` and, when something
 of ours is gone, :func:`vif_qos.xen.rebuild.repair_drift`. A repair that does not
 fix it backs off (10 s, doubling to 5 min) so a foreign qdisc cannot make it spin.
@@ -52,6 +53,7 @@ from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
 
 from vif_qos.errors import EnvironmentProblem, InputError
+from vif_qos.model import HostSettings
 from vif_qos.xen.hotlog import HotplugLog
 from vif_qos.xen.hotplug import HOTPLUG_COMMANDS
 
@@ -78,10 +80,21 @@ REQUEST_ENV_KEYS = ("vif", "XENBUS_PATH", "XENBUS_TYPE", "XENBUS_BASE_PATH", "IN
 #: service answers only for its own policy file and xenstored; otherwise declined.
 COMPARED_ENV_KEYS = ("VIF_QOS_CONFIG", "XENSTORED_PATH", "XENSTORED_RUNDIR")
 
-# linux/rtnetlink.h, linux/netlink.h, linux/netfilter/nfnetlink.h
+# linux/netlink.h, linux/rtnetlink.h, linux/pkt_sched.h, linux/netfilter/nfnetlink.h,
+# linux/netfilter/nf_tables.h, linux/netfilter.h
 NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
 RTMGRP_TC = 0x8
 NFNLGRP_NFTABLES = 7
+RTM_DELQDISC = 37
+TC_H_ROOT = 0xFFFFFFFF
+NFNL_SUBSYS_NFTABLES = 10
+NFT_MSG_DELTABLE = 2
+NFTA_TABLE_NAME = 1
+NFPROTO_BRIDGE = 7
+_NLMSGHDR = struct.Struct("=IHHII")
+_TCMSG = struct.Struct("=BxxxiIII")
+_NFGENMSG = struct.Struct("=BBH")
+_NLATTR = struct.Struct("=HH")
 
 
 class RequestError(InputError):
@@ -171,6 +184,40 @@ def peer_uid(conn: socket.socket) -> int:
     """The uid of the connected peer (``SO_PEERCRED``)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", creds)[1]
+
+
+def drift_suspected(data: bytes, proto: int, qdisc_major: int, table: str) -> bool:
+    """Whether netlink notifications ``data`` (one ``recv``) delete something a
+    shaped vif depends on (pure): a root qdisc with our handle (the uplink's HTB
+    tree, a vif's TBF: RTM_DELQDISC, parent TC_H_ROOT, handle ``qdisc_major:0``),
+    or our nftables table (NFT_MSG_DELTABLE, family bridge, name ``table``, as
+    ``nft flush ruleset`` sends for every table). Our own applies and removals
+    cause other messages or, for a vif's TBF, at most one cheap check."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, msg_type, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            return True  # not understood: check
+        body = data[offset + _NLMSGHDR.size:offset + length]
+        if proto == NETLINK_ROUTE and msg_type == RTM_DELQDISC and len(body) >= _TCMSG.size:
+            _family, _index, handle, parent, _info = _TCMSG.unpack_from(body)
+            if parent == TC_H_ROOT and handle == (qdisc_major << 16):
+                return True
+        elif proto == NETLINK_NETFILTER \
+                and msg_type == (NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_DELTABLE) \
+                and len(body) >= _NFGENMSG.size:
+            family = _NFGENMSG.unpack_from(body)[0]
+            at = _NFGENMSG.size
+            while family == NFPROTO_BRIDGE and at + _NLATTR.size <= len(body):
+                alen, atype = _NLATTR.unpack_from(body, at)
+                if alen < _NLATTR.size:
+                    break
+                if atype & 0x3FFF == NFTA_TABLE_NAME and \
+                        body[at + _NLATTR.size:at + alen].rstrip(b"\0") == table.encode():
+                    return True
+                at += (alen + 3) & ~3
+        offset += (length + 3) & ~3
+    return False
 
 
 # -- the policy, kept loaded --------------------------------------------------
@@ -480,17 +527,27 @@ class Service:
             finally:
                 conn.close()
 
-    def _drain(self, sock: socket.socket) -> None:
+    def _drain(self, sock: socket.socket) -> bool:
+        """Read every pending notification; whether one suggests drift (an overrun,
+        ENOBUFS, lost some: then yes)."""
+        from vif_qos.kernel.nft import TABLE
+        policy = self.policy.policy
+        major = policy.host.qdisc_major if policy is not None else HostSettings().qdisc_major
+        proto = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+        suspected = False
         while True:
             try:
-                if not sock.recv(65536):
-                    return
+                data = sock.recv(1 << 16)
             except (BlockingIOError, InterruptedError):
-                return
+                return suspected
             except OSError as err:
-                if err.errno != errno.ENOBUFS:  # overrun: events were lost, check anyway
-                    return
-        # unreachable
+                if err.errno == errno.ENOBUFS:
+                    suspected = True
+                    continue
+                return suspected
+            if not data:
+                return suspected
+            suspected = suspected or drift_suspected(data, proto, major, TABLE)
 
     def _reap(self) -> None:
         while self.children:
@@ -546,8 +603,7 @@ class Service:
             for key, _mask in sel.select(timeout):
                 if key.data == "accept":
                     self._accept()
-                else:
-                    self._drain(key.fileobj)
+                elif self._drain(key.fileobj):
                     if self.check_due is None:
                         self.check_due = time.monotonic() + DRIFT_DEBOUNCE_S
             self._reap()
