@@ -181,7 +181,8 @@ class Dom0:
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                     start_new_session=True)
         deadline = time.monotonic() + timeout_s
-        while not os.path.exists(self.service_socket()):
+        run_dir = full["VIF_QOS_RUN_DIR"]
+        while not os.path.exists(os.path.join(run_dir, "vif-qos.sock")):
             if proc.poll() is not None or time.monotonic() > deadline:
                 self.stop_service(proc)
                 with open(log_path, errors="replace") as fh:

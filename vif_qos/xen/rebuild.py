@@ -13,19 +13,26 @@ what no entry records any more (the leaves of a flushed table's entries). Failur
 are logged per vif and never written to xenstore (the guest is running;
 ``hotplug-error`` is for a starting vif).
 
-Cost: one ``xenstore-list`` per domain and two tool runs per vif, plus one apply
-per vif (about 5 ms and 15 ms each on an idle dom0).
+Cost: one ``xenstore-list`` per domain and two or three tool runs per vif (run
+:data:`XENSTORE_READERS` at a time), plus one apply per vif (about 15 ms each on an
+idle dom0).
 """
 
 from __future__ import annotations
 
 import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import List, Optional, Tuple
 
 from vif_qos.errors import VifQosError
 from vif_qos.xen.hotlog import HotplugLog
 from vif_qos.xen.hotplug import final_dev_name, parse_invocation, read_facts
+
+
+#: xenstore tool runs at once while gathering the facts.
+XENSTORE_READERS = 8
 
 
 def _exists(name: str) -> bool:
@@ -58,33 +65,47 @@ def reload_from_xenstore(xs, policy, log: HotplugLog) -> Tuple[List[str], List[s
         domids = xs.list("backend/vif")
     except XenstoreMissing:
         return shaped, failed
-    for domid in sorted(domids, key=lambda d: (len(d), d)):
+
+    def devids_of(domid: str) -> List[str]:
         try:
-            devids = xs.list(f"backend/vif/{domid}")
+            return xs.list(f"backend/vif/{domid}")
         except XenstoreMissing:
+            return []
+
+    def targets_of(domid: str, devid: str) -> List:
+        inv = parse_invocation("online", ["type_if=vif"],
+                               {"vif": f"vif{domid}.{devid}",
+                                "XENBUS_PATH": f"backend/vif/{domid}/{devid}"})
+        facts = read_facts(xs, inv)
+        targets = [facts] if _exists(facts.vif) else []
+        tap = parse_invocation("add", ["type_if=tap"], {"INTERFACE": f"vif{domid}.{devid}-emu"})
+        tap_name = final_dev_name(tap, None if facts.vif == inv.dev else facts.vif)
+        if _exists(tap_name):
+            targets.append(replace(facts, vif=tap_name))
+        return targets
+
+    # The xenstore tools run in parallel (each is a process; a dom0 with many
+    # guests would otherwise wait for them one after the other); the applies one
+    # after the other (they take the host lock anyway).
+    order = lambda d: (len(d), d)  # noqa: E731  numeric order of decimal names
+    with ThreadPoolExecutor(max_workers=XENSTORE_READERS) as pool:
+        domids = sorted(domids, key=order)
+        vifs = [(domid, devid) for domid, devids in zip(domids, pool.map(devids_of, domids))
+                for devid in sorted(devids, key=order)]
+        futures = [pool.submit(targets_of, domid, devid) for domid, devid in vifs]
+    log.debug(f"rebuild: facts of {len(vifs)} vif backend(s) read")
+    for (domid, devid), future in zip(vifs, futures):
+        try:
+            targets = future.result()
+        except Exception as err:
+            failed.append(f"backend/vif/{domid}/{devid}: {_line(err)}")
             continue
-        for devid in sorted(devids, key=lambda d: (len(d), d)):
-            where = f"backend/vif/{domid}/{devid}"
+        for target in targets:
             try:
-                inv = parse_invocation("online", ["type_if=vif"],
-                                       {"vif": f"vif{domid}.{devid}", "XENBUS_PATH": where})
-                facts = read_facts(xs, inv)
-                targets = [facts] if _exists(facts.vif) else []
-                tap = parse_invocation("add", ["type_if=tap"],
-                                       {"INTERFACE": f"vif{domid}.{devid}-emu"})
-                vifname = None if facts.vif == inv.dev else facts.vif
-                tap_name = final_dev_name(tap, vifname)
-                if _exists(tap_name):
-                    targets.append(replace(facts, vif=tap_name))
+                apply_vif(plan_for_facts(target, policy))
+                shaped.append(target.vif)
             except Exception as err:
-                failed.append(f"{where}: {_line(err)}")
-                continue
-            for target in targets:
-                try:
-                    apply_vif(plan_for_facts(target, policy))
-                    shaped.append(target.vif)
-                except Exception as err:
-                    failed.append(f"{target.vif}: {_line(err)}")
+                failed.append(f"{target.vif}: {_line(err)}")
     for line in failed:
         log.error(f"rebuild: {line}")
     return shaped, failed
@@ -100,6 +121,7 @@ def repair_drift(xs, policy, log: HotplugLog, reasons: List[str],
     from vif_qos.kernel.apply import cleanup_orphans
     from vif_qos.xen.hotplug import library_log_to
 
+    started = time.monotonic()
     log.warning("drift: " + "; ".join(reasons) + "; shaping every live vif again")
     with library_log_to(log):
         shaped, failed = (reload or reload_from_xenstore)(xs, policy, log)
@@ -111,5 +133,6 @@ def repair_drift(xs, policy, log: HotplugLog, reasons: List[str],
             failed = failed + [f"sweep: {_line(err)}"]
             log.error(f"drift repair: sweep failed: {_line(err)}")
     log.info(f"drift repaired: {len(shaped)} vif(s) shaped again"
-             + (f", {len(failed)} failed" if failed else ""))
+             + (f", {len(failed)} failed" if failed else "")
+             + f" ({(time.monotonic() - started) * 1000:.0f} ms)")
     return failed
