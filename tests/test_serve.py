@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from dom0harness import Dom0
+from dom0harness import WRAPPER, Dom0
 from vif_qos.xen import serve
 
 POLICY = """\
@@ -211,6 +211,17 @@ def test_online_and_offline_through_the_service(dom0):
 
 
 @pytest.mark.kernel
+def test_the_script_wrapper_asks_the_service_too(dom0):
+    dom0.start()
+    guest(dom0, 16)
+    run_ok(dom0.hotplug("online", 16, script=WRAPPER))
+    assert served(dom0, "online vif16.0: exit status 0") == 1
+    assert set(entries(dom0)) == {"vif16.0"} and tbf_vifs(dom0) == {"vif16.0"}
+    run_ok(dom0.hotplug("offline", 16, script=WRAPPER))
+    assert served(dom0, "offline vif16.0") == 1 and entries(dom0) == {}
+
+
+@pytest.mark.kernel
 def test_service_down_falls_back_and_the_guest_is_shaped(dom0):
     proc = dom0.start()
     os.killpg(proc.pid, signal.SIGKILL)  # dies; its socket file stays behind
@@ -254,10 +265,20 @@ def test_service_killed_while_it_holds_an_online_the_run_ends_shaped(dom0):
 
 
 def children(pid):
-    """Every process in ``pid``'s session (the service and what it forked)."""
-    out = subprocess.run(["ps", "-o", "pid=", "-s", str(pid)], capture_output=True,
-                         text=True).stdout
-    return [int(p) for p in out.split()]
+    """Every live process in ``pid``'s session (the service and what it forked), from
+    /proc/PID/stat (field 6 is the session id)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return sorted(found)
 
 
 @pytest.mark.kernel
@@ -320,7 +341,7 @@ def raw_exchange(path, data, as_uid=None):
     the reply fields, or the connection error."""
     code = ("import socket,sys\n"
             "s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET)\n"
-            "s.settimeout(10)\n"
+            "s.settimeout(60)\n"
             "try:\n"
             f"    s.connect({path!r})\n"
             "except OSError as e:\n"
@@ -330,7 +351,7 @@ def raw_exchange(path, data, as_uid=None):
     cmd = [sys.executable, "-I", "-c", code, data.hex()]
     if as_uid is not None:
         cmd = ["setpriv", f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups"] + cmd
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.strip()
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout.strip()
 
 
 @pytest.fixture
@@ -445,3 +466,34 @@ def test_the_policy_is_reread_when_changed_and_a_bad_edit_keeps_the_last_good(do
     with open(dom0.serve_log) as fh:
         text = fh.read()
     assert "not reloaded, the last good one stays in use" in text and "parsecs" in text
+
+
+@pytest.mark.kernel
+def test_the_service_takes_the_socket_systemd_passes(netns, tmp_path):
+    """Socket activation as systemd does it: the listening socket is fd 3, with
+    LISTEN_PID (the service's own pid) and LISTEN_FDS=1; the service binds nothing."""
+    ns = netns.make("activate")
+    path = str(tmp_path / "activation.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path)
+    listener.listen(8)
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, VIF_QOS_RUN_DIR=str(run_dir), VIF_QOS_SYSLOG="0")
+    fd = listener.fileno()
+    as_systemd = ("import os, sys\n"
+                  "os.dup2(int(sys.argv[1]), 3)\n"
+                  "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1')\n"
+                  "os.execv(sys.argv[2], sys.argv[2:])\n")
+    service = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", as_systemd, str(fd),
+         sys.executable, "-m", "vif_qos", "serve"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, pass_fds=(fd,), start_new_session=True)
+    try:
+        reply = raw_exchange(path, b"not a request")
+        assert "refused" in reply and "not a vif-qos/1 request" in reply, reply
+        assert not (run_dir / "vif-qos.sock").exists()
+    finally:
+        os.killpg(service.pid, signal.SIGKILL)
+        out = service.communicate(timeout=30)[0]
+        listener.close()
+    assert "serving at" in out.decode(errors="replace"), out
