@@ -334,7 +334,10 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
             or nftadapter.chain_name(plan.vif) in state.chains:
         log.info("vif-qos: %s: replacing the stale entry of an earlier guest",
                  plan.vif)
-        _remove_locked(ipr, plan.vif, host, state, nft)
+        # A TBF the plan keeps is replaced in place below, never removed first
+        # (a drift repair re-applies live vifs: no moment without their limit).
+        _remove_locked(ipr, plan.vif, host, state, nft,
+                       keep_tbf=plan.inbound is not None)
         state = nftadapter.read_table(ctx=nft)
 
     undo = _Undo()
@@ -482,7 +485,7 @@ def remove_vif(vif: str, host: Optional[HostSettings] = None) -> bool:
 
 
 def _remove_locked(ipr, vif: str, host: HostSettings,
-                   state: nftadapter.TableState, nft=None) -> bool:
+                   state: nftadapter.TableState, nft=None, keep_tbf: bool = False) -> bool:
     removed = False
     entry = state.entries.get(vif)
     cmds = nftadapter.remove_entry_cmds(vif, state)
@@ -496,7 +499,7 @@ def _remove_locked(ipr, vif: str, host: HostSettings,
                 ipr, link.index, entry.classid,
                 f"htb leaf class {tcadapter.handle_str(entry.classid)} of {vif} "
                 f"on {entry.uplink}")
-    vif_link = tcadapter.get_link(ipr, vif)
+    vif_link = None if keep_tbf else tcadapter.get_link(ipr, vif)
     if vif_link is not None:
         handle = host.qdisc_major << 16
         root = tcadapter.get_root_qdisc(ipr, vif_link.index)
