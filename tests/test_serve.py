@@ -346,12 +346,14 @@ def raw_exchange(path, data, as_uid=None):
             f"    s.connect({path!r})\n"
             "except OSError as e:\n"
             "    print('connect', e.errno); sys.exit()\n"
-            "s.send(bytes.fromhex(sys.argv[1]))\n"
+            "s.send(sys.stdin.buffer.read())\n"
             "print(repr(s.recv(4096)))\n")
-    cmd = [sys.executable, "-I", "-c", code, data.hex()]
+    cmd = [sys.executable, "-I", "-c", code]
     if as_uid is not None:
         cmd = ["setpriv", f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups"] + cmd
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout.strip()
+    out = subprocess.run(cmd, capture_output=True, input=data, timeout=120)
+    return (out.stdout.decode(errors="replace").strip()
+            or f"no reply: {out.stderr.decode(errors='replace')[-500:]}")
 
 
 @pytest.fixture
