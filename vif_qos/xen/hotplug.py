@@ -578,12 +578,14 @@ def _sweep_after_lost_service(env: Mapping[str, str], sv: Services, conf: Option
     """After the service died mid-request (SIGKILL, a crash), remove what its
     apply left half done -- a leaf or a TBF no entry records, an incomplete HTB
     tree -- before this run applies (:func:`vif_qos.kernel.apply.cleanup_orphans`,
-    under the host lock). Failures are logged; the apply still runs."""
+    under the host lock, at most ``UNDO_TIMEOUT_S``). Failures are logged; the apply
+    still runs."""
     if env.get(SERVICE_LOST_ENV) != "1":
         return
     try:
         from vif_qos.kernel.apply import cleanup_orphans
-        for what in cleanup_orphans(host=sv.load_policy(conf).host):
-            log.info(f"removed after the lost vif-qos service: {what}")
+        with deadline(UNDO_TIMEOUT_S, "the sweep after the lost vif-qos service"):
+            for what in cleanup_orphans(host=sv.load_policy(conf).host):
+                log.info(f"removed after the lost vif-qos service: {what}")
     except Exception as err:
         log.warning(f"sweep after the lost vif-qos service failed: {_one_line(err)}")
