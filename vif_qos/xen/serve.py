@@ -383,7 +383,8 @@ def check_and_repair(policy, log: HotplugLog) -> int:
             return CHECK_REMAINS
         return CHECK_REPAIRED
     except Exception as err:
-        log.error(f"drift check failed: {getattr(err, 'one_line', lambda: err)()}")
+        text = err.one_line() if hasattr(err, "one_line") else f"{type(err).__name__}: {err}"
+        log.error(f"drift check failed: {text}")
         return CHECK_FAILED
 
 
