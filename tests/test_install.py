@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 
 import pytest
 
 from vif_qos import cli
 from vif_qos.cli import install as cmd_install
 from vif_qos.errors import EnvironmentProblem
-from vif_qos.cli.install import (HOOK_PATH, MANIFEST_PATH, POLICY_PATH, UDEV_HOTPLUG_PATH,
-                                 UDEV_PATH, WRAPPER_PATH, install, uninstall)
+from vif_qos.cli.install import (CLIENT_PATH, HOOK_PATH, MANIFEST_PATH, POLICY_PATH,
+                                 UDEV_HOTPLUG_PATH, UDEV_PATH, WRAPPER_PATH, install,
+                                 uninstall)
 
 FAKE_BIN = "/opt/vq/bin/vif-qos"
 
@@ -40,7 +42,10 @@ def test_install_puts_everything_in_place(tmp_path):
     assert f'vif_qos="{FAKE_BIN}"' in wrapper
     assert 'wrapped="${VIF_QOS_WRAPPED_SCRIPT:-vif-bridge}"' in wrapper
     assert f'RUN+="{FAKE_BIN} cleanup --vif %k"' in rules
-    for rel in (HOOK_PATH, WRAPPER_PATH):
+    client = (tmp_path / CLIENT_PATH).read_text()
+    assert client.startswith(f"#!{sys.executable} -IS\n")
+    assert f'VIF_QOS = "{FAKE_BIN}"' in client and "@" not in client.split("\n", 1)[0]
+    for rel in (HOOK_PATH, WRAPPER_PATH, CLIENT_PATH):
         assert stat.S_IMODE(os.stat(tmp_path / rel).st_mode) == 0o755
     assert stat.S_IMODE(os.stat(tmp_path / UDEV_PATH).st_mode) == 0o644
     with open(cmd_install.example_policy_path()) as fh:

@@ -41,6 +41,7 @@ COMMANDS = {
     "record": ("vif_qos.cli.record", "record one usage sample of every running vif and uplink (run by a timer)"),
     "report": ("vif_qos.cli.report", "usage and the 95th percentile per guest and in total; --plot, --json, --csv"),
     "metrics": ("vif_qos.cli.metrics", "write the counters for node_exporter's textfile collector"),
+    "serve": ("vif_qos.cli.serve", "the resident service answering the hook over a unix socket (optional; systemd socket activation)"),
     "simulate": ("vif_qos.sim.simulate", "build a simulated dom0 in network namespaces, shape guests and measure them"),
 }
 

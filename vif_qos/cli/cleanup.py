@@ -70,6 +70,12 @@ def run(args, services: Optional[Services] = None) -> int:
     conf = args.conf or os.environ.get("VIF_QOS_CONFIG") or None
     log = HotplugLog(context=f"cleanup {args.vif}" if args.vif else "cleanup")
     services = services or default_services(os.environ)
+    if args.vif is not None and services.may_hold is not None \
+            and not services.may_hold(args.vif):
+        # Nothing was applied under this name since boot: no policy read, no
+        # netlink libraries loaded (vif_qos.kernel.ledger).
+        log.debug(f"{args.vif} holds nothing of vif-qos: nothing to clean up")
+        return 0
     with library_log_to(log):
         return _run(args, conf, log, services)
 

@@ -6,6 +6,8 @@
   and vif-nat (``call_hooks vif post``); runs ``vif-qos online|offline|add|remove``;
 - ``/etc/xen/scripts/vif-qos``: the ``script=vif-qos`` wrapper around the real
   script (``--wrapped-script``, default ``vif-bridge``);
+- ``/etc/xen/scripts/vif-qos-client``: the hook's and the wrapper's client of
+  ``vif-qos serve`` (used while the service's socket exists);
 - ``/etc/udev/rules.d/85-vif-qos.rules``: orphan cleanup when a guest netdev goes
   (and ``86-vif-qos-udev-hotplug.rules`` with ``--udev-hotplug``);
 - ``/etc/xen/vif-qos.conf``: the commented example policy, only when no policy file
@@ -44,6 +46,8 @@ from vif_qos.errors import EnvironmentProblem, InputError
 
 HOOK_PATH = "etc/xen/scripts/vif-post.d/00-vif-qos.hook"
 WRAPPER_PATH = "etc/xen/scripts/vif-qos"
+#: The hook's client of ``vif-qos serve`` (run with ``sys.executable -IS``).
+CLIENT_PATH = "etc/xen/scripts/vif-qos-client"
 UDEV_PATH = "etc/udev/rules.d/85-vif-qos.rules"
 UDEV_HOTPLUG_PATH = "etc/udev/rules.d/86-vif-qos-udev-hotplug.rules"
 POLICY_PATH = "etc/xen/vif-qos.conf"
@@ -53,6 +57,7 @@ MANIFEST_PATH = "var/lib/vif-qos/install-manifest.json"
 _SHIPPED = (
     ("scripts/vif-post.d/00-vif-qos.hook", HOOK_PATH, 0o755),
     ("scripts/vif-qos", WRAPPER_PATH, 0o755),
+    ("scripts/vif-qos-client", CLIENT_PATH, 0o755),
     ("udev/85-vif-qos.rules", UDEV_PATH, 0o644),
 )
 _UDEV_HOTPLUG = ("udev/86-vif-qos-udev-hotplug.rules", UDEV_HOTPLUG_PATH, 0o644)
@@ -141,7 +146,8 @@ def _sha256(data: bytes) -> str:
 
 
 def _render(text: str, vif_qos: str, wrapped: str) -> str:
-    return text.replace("@VIF_QOS@", vif_qos).replace("@WRAPPED_SCRIPT@", wrapped)
+    return text.replace("@VIF_QOS@", vif_qos).replace("@WRAPPED_SCRIPT@", wrapped) \
+        .replace("@PYTHON@", sys.executable)
 
 
 def _makedirs(path: str, made: List[str], root: str) -> None:
@@ -223,6 +229,8 @@ def install(root: str = "/", wrapped_script: str = "vif-bridge",
     _refuse_over_package(root)
     vif_qos = default_vif_qos_path() if vif_qos is None else vif_qos
     _check_path_word(vif_qos, "--vif-qos", absolute=True)
+    _check_path_word(sys.executable, "the Python interpreter (for vif-qos-client)",
+                     absolute=True)
     base = data_dir()
     manifest_file = _target(root, MANIFEST_PATH)
     old = _load_manifest(manifest_file)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 from vif_qos.constants import DEFAULT_MINOR, ETH_HLEN_BYTES, POOL_MINOR_BASE, ROOT_MINOR
-from vif_qos.kernel import alloc
+from vif_qos.kernel import alloc, ledger
 from vif_qos.kernel import nft as nftadapter
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.errors import EnvironmentProblem, KernelError
@@ -305,11 +305,30 @@ def apply_vif(plan: VifPlan) -> Applied:
     """
     host = plan.host
     with alloc.host_lock():
+        first_ledger = not ledger.exists()
+        _note_in_ledger(plan.vif)
         ipr = tcadapter.open_ipr()
+        nft = nftadapter.open_ctx()
         try:
-            return _apply_locked(ipr, nftadapter.open_ctx(), plan, host)
+            if first_ledger:
+                # A vif-qos that kept no ledger (the version before an upgrade) may
+                # have shaped running guests: note every vif our table records, so
+                # that their offline still removes their state.
+                state = nftadapter.read_table(ctx=nft)
+                for name in set(state.entries) | set(state.elements):
+                    _note_in_ledger(name)
+            return _apply_locked(ipr, nft, plan, host)
         finally:
             ipr.close()
+
+
+def _note_in_ledger(vif: str) -> None:
+    """Record ``vif`` in :mod:`vif_qos.kernel.ledger` before the kernel changes."""
+    try:
+        ledger.record(vif)
+    except (OSError, ValueError) as err:
+        raise EnvironmentProblem(f"cannot record {vif} in {ledger.ledger_dir()}: "
+                                 f"{getattr(err, 'strerror', None) or err}") from err
 
 
 def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
@@ -321,7 +340,10 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
             or nftadapter.chain_name(plan.vif) in state.chains:
         log.info("vif-qos: %s: replacing the stale entry of an earlier guest",
                  plan.vif)
-        _remove_locked(ipr, plan.vif, host, state, nft)
+        # A TBF the plan keeps is replaced in place below, never removed first
+        # (a drift repair re-applies live vifs: no moment without their limit).
+        _remove_locked(ipr, plan.vif, host, state, nft,
+                       keep_tbf=plan.inbound is not None)
         state = nftadapter.read_table(ctx=nft)
 
     undo = _Undo()
@@ -457,13 +479,15 @@ def remove_vif(vif: str, host: Optional[HostSettings] = None) -> bool:
         ipr = tcadapter.open_ipr()
         try:
             nft = nftadapter.open_ctx()
-            return _remove_locked(ipr, vif, host, nftadapter.read_table(ctx=nft), nft)
+            removed = _remove_locked(ipr, vif, host, nftadapter.read_table(ctx=nft), nft)
         finally:
             ipr.close()
+        ledger.forget(vif)
+        return removed
 
 
 def _remove_locked(ipr, vif: str, host: HostSettings,
-                   state: nftadapter.TableState, nft=None) -> bool:
+                   state: nftadapter.TableState, nft=None, keep_tbf: bool = False) -> bool:
     removed = False
     entry = state.entries.get(vif)
     cmds = nftadapter.remove_entry_cmds(vif, state)
@@ -477,7 +501,7 @@ def _remove_locked(ipr, vif: str, host: HostSettings,
                 ipr, link.index, entry.classid,
                 f"htb leaf class {tcadapter.handle_str(entry.classid)} of {vif} "
                 f"on {entry.uplink}")
-    vif_link = tcadapter.get_link(ipr, vif)
+    vif_link = None if keep_tbf else tcadapter.get_link(ipr, vif)
     if vif_link is not None:
         handle = host.qdisc_major << 16
         root = tcadapter.get_root_qdisc(ipr, vif_link.index)
@@ -522,6 +546,7 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
             for vif in sorted(state.entries):
                 if tcadapter.get_link(ipr, vif) is None:
                     _remove_locked(ipr, vif, host, state, nft)
+                    ledger.forget(vif)
                     state = nftadapter.read_table(ctx=nft)
                     gone.append(vif)
             if not state.exists:

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from typing import Dict, List, Optional, Sequence
 
 from vif_qos.cli.install import install
@@ -154,6 +156,56 @@ class Dom0:
         return subprocess.Popen(["unshare", "-m", "sh", "-c", _RUNNER, "sh", *argv], env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
+
+    # -- vif-qos serve -----------------------------------------------------------
+
+    def service_socket(self) -> str:
+        """Where the hook looks for ``vif-qos serve`` (``$VIF_QOS_RUN_DIR/vif-qos.sock``)."""
+        return os.path.join(self.tree, "run", "vif-qos.sock")
+
+    def start_service(self, log_path: str, timeout_s: float = 60.0,
+                      env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+        """Start ``vif-qos serve`` in dom0 (its namespace and private mounts, so it
+        sees the policy and the hotplug log where the hook does), its output
+        appended to ``log_path``, in a session of its own (killing ``-pid`` kills
+        it and the requests it is handling, as systemd kills the unit's cgroup);
+        return once its socket exists.
+
+        :raises EnvironmentProblem: it exited or did not listen within ``timeout_s``.
+        """
+        os.makedirs(os.path.join(self.tree, "run"), mode=0o755, exist_ok=True)
+        full = dict(self.base_env(), **(env or {}), VQ_TREE=self.tree, VQ_NS=self.host.dom0)
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(["unshare", "-m", "sh", "-c", _RUNNER, "sh",
+                                     self.program, "serve"], env=full,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        run_dir = full["VIF_QOS_RUN_DIR"]
+        while not os.path.exists(os.path.join(run_dir, "vif-qos.sock")):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                self.stop_service(proc)
+                with open(log_path, errors="replace") as fh:
+                    tail = fh.read()[-2000:]
+                raise EnvironmentProblem(f"vif-qos serve did not start: {tail}")
+            time.sleep(0.02)
+        return proc
+
+    def stop_service(self, proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` to the service's whole session and wait for it; remove its socket."""
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        try:
+            os.unlink(self.service_socket())
+        except FileNotFoundError:
+            pass
 
     def hotplug(self, command: str, domid: int, devid: int = 0, script: str = VIF_BRIDGE,
                 **extra: str) -> subprocess.CompletedProcess:

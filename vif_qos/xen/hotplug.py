@@ -414,6 +414,9 @@ class Services:
     remove_vif: Callable[..., bool]  # (vif, host=None) -> removed anything
     xenstore: "Xenstore"
     cleanup_orphans: Callable[..., List[str]] = _cleanup_orphans  # (host=None) -> names
+    #: ``may_hold(name) -> bool``: False when the vif certainly holds nothing of
+    #: vif-qos (:func:`vif_qos.kernel.ledger.may_hold`); None: always look.
+    may_hold: Optional[Callable[[str], bool]] = None
 
 
 def default_services(env: Mapping[str, str]) -> Services:
@@ -427,10 +430,11 @@ def default_services(env: Mapping[str, str]) -> Services:
         timeout_s = DEFAULT_XENSTORE_TIMEOUT_S
     if not (math.isfinite(timeout_s) and 0 < timeout_s <= 3600):
         timeout_s = DEFAULT_XENSTORE_TIMEOUT_S  # inf/1e300 overflow subprocess's timeout
+    from vif_qos.kernel.ledger import may_hold
     return Services(load_policy=_load_policy, plan_for_facts=_plan_for_facts,
                     apply_vif=_apply_vif, remove_vif=_remove_vif,
                     xenstore=Xenstore(timeout_s=timeout_s, env=dict(env)),
-                    cleanup_orphans=_cleanup_orphans)
+                    cleanup_orphans=_cleanup_orphans, may_hold=may_hold)
 
 
 def _one_line(err: BaseException) -> str:
@@ -502,6 +506,7 @@ def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, s
     conf = env.get("VIF_QOS_CONFIG") or None
     with library_log_to(log):
         if command in UP_COMMANDS:
+            _sweep_after_lost_service(env, services, conf, log)
             return _bring_up(inv, services, conf, log, _budget(env))
         try:
             with deadline(_budget(env), f"vif-qos {command}"):
@@ -567,12 +572,6 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
 
 
 def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog) -> int:
-    host = None
-    try:
-        host = sv.load_policy(conf).host
-        log.set_debug(bool(getattr(host, "debug", False)))
-    except Exception as err:
-        log.warning(f"policy not loaded ({_one_line(err)}); removing with built-in settings")
     name = inv.hook_dev
     if name is None:
         try:
@@ -581,9 +580,52 @@ def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugL
             name = inv.dev
             log.warning(f"backend vifname not readable ({_one_line(err)}); using {name}")
     log.context = f"{inv.command} {name}"
+    if _nothing_recorded(sv, name):
+        log.info("nothing of vif-qos was left to remove")
+        return 0
+    host = None
+    try:
+        host = sv.load_policy(conf).host
+        log.set_debug(bool(getattr(host, "debug", False)))
+    except Exception as err:
+        log.warning(f"policy not loaded ({_one_line(err)}); removing with built-in settings")
     try:
         removed = sv.remove_vif(name, host=host)
         log.info("shaping removed" if removed else "nothing of vif-qos was left to remove")
     except Exception as err:
         log.warning(f"removal incomplete (udev's vif-qos cleanup will retry): {_one_line(err)}")
     return 0
+
+
+def _nothing_recorded(sv: Services, name: str) -> bool:
+    """Whether the ledger says ``name`` holds nothing of vif-qos: then an offline or
+    remove returns without loading the policy, pyroute2 or the nftables bindings."""
+    if sv.may_hold is None:
+        return False
+    try:
+        return not sv.may_hold(name)
+    except Exception:  # an unreadable ledger: look in the kernel
+        return False
+
+
+#: Set by the hook's client (scripts/vif-qos-client) when it falls back to this
+#: in-process run because ``vif-qos serve`` went away in the middle of the request.
+SERVICE_LOST_ENV = "VIF_QOS_SERVICE_LOST"
+
+
+def _sweep_after_lost_service(env: Mapping[str, str], sv: Services, conf: Optional[str],
+                              log: HotplugLog) -> None:
+    """After the service died mid-request (SIGKILL, a crash), remove what its
+    apply left half done -- a leaf or a TBF no entry records, an incomplete HTB
+    tree -- before this run applies (:func:`vif_qos.kernel.apply.cleanup_orphans`,
+    under the host lock, at most ``UNDO_TIMEOUT_S``). Failures are logged; the apply
+    still runs."""
+    if env.get(SERVICE_LOST_ENV) != "1":
+        return
+    try:
+        from vif_qos.kernel.apply import cleanup_orphans
+        with deadline(UNDO_TIMEOUT_S, "the sweep after the lost vif-qos service"):
+            for what in cleanup_orphans(host=sv.load_policy(conf).host):
+                log.info(f"removed after the lost vif-qos service: {what}")
+    except Exception as err:
+        log.warning(f"sweep after the lost vif-qos service failed: {_one_line(err)}")
