@@ -32,7 +32,7 @@ import struct
 import sys
 import types
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from vif_qos.errors import EnvironmentProblem, KernelError
 
@@ -452,11 +452,12 @@ def check_tbf(*, rate_bits_per_s: int, limit_bytes: int,
 
 def replace_tbf(ipr, index: int, handle: int, *, rate_bits_per_s: int,
                 burst_bytes: int, limit_bytes: int, peak_bits_per_s: Optional[int],
-                minburst_bytes: Optional[int], what: str) -> None:
+                minburst_bytes: Optional[int], what: str, mode: str = "replace") -> None:
     """Create or replace the root qdisc of ``index`` with a TBF ``handle``.
 
     rate/peakrate in bits/s, burst/minburst/limit in bytes (``TCA_TBF_BURST``,
     ``TCA_TBF_PBURST`` carry the byte sizes; the tick fields are filled too).
+    ``mode="change"``: see :func:`change_tbf`.
     """
     rate = rate_bytes(rate_bits_per_s, what)
     check_tbf(rate_bits_per_s=rate_bits_per_s, limit_bytes=limit_bytes,
@@ -486,7 +487,8 @@ def replace_tbf(ipr, index: int, handle: int, *, rate_bits_per_s: int,
     if peak:
         attrs.append(["TCA_TBF_PBURST", int(minburst_bytes or 0)])
     msg = _tcmsg("tbf", index, handle, TC_H_ROOT, {"attrs": attrs})
-    _request(ipr, msg, RTM_NEWQDISC, FLAGS_REPLACE, what)
+    _request(ipr, msg, RTM_NEWQDISC, FLAGS_CHANGE if mode == "change" else FLAGS_REPLACE,
+             what)
 
 
 def _delete(ipr, msg, msg_type: int, what: str) -> bool:
@@ -767,3 +769,69 @@ def probe_qdisc_kinds(kinds) -> List[str]:
     finally:
         ipr.close()
     return missing
+
+
+# --------------------------------------------------------------------------
+# Changing in place, and reading what reload needs
+# --------------------------------------------------------------------------
+
+def change_tbf(ipr, index: int, handle: int, *, rate_bits_per_s: int,
+               burst_bytes: int, limit_bytes: int, peak_bits_per_s: Optional[int],
+               minburst_bytes: Optional[int], what: str) -> None:
+    """Change the existing TBF root qdisc ``handle`` of ``index`` in place.
+
+    RTM_NEWQDISC without NLM_F_CREATE: ``tc_modify_qdisc`` finds the root qdisc by
+    its handle and calls ``tbf_change`` (net/sched/sch_api.c, sch_tbf.c), which
+    swaps the parameters under the qdisc's lock and keeps the queue (its bfifo is
+    resized, not replaced, when only the limit changes); the qdisc is never
+    deleted, so no frame passes unshaped. Never creates one: the kernel refuses
+    (ENOENT/EINVAL) when the TBF is gone. Units as :func:`replace_tbf`.
+    """
+    replace_tbf(ipr, index, handle, rate_bits_per_s=rate_bits_per_s,
+                burst_bytes=burst_bytes, limit_bytes=limit_bytes,
+                peak_bits_per_s=peak_bits_per_s, minburst_bytes=minburst_bytes,
+                what=what, mode="change")
+
+
+def change_htb_class(ipr, index: int, classid: int, parent: int, *, rate_bits_per_s: int,
+                     ceil_bits_per_s: int, burst_bytes: int, cburst_bytes: int,
+                     quantum_bytes: int, what: str) -> None:
+    """Change an existing HTB class in place (``htb_change_class`` updates rate,
+    ceil, buffers and quantum of the live class; its queue and counters stay).
+    ``parent`` must be the class's parent: HTB cannot move a class. Units as
+    :func:`set_htb_class`."""
+    set_htb_class(ipr, index, classid, parent, rate_bits_per_s=rate_bits_per_s,
+                  ceil_bits_per_s=ceil_bits_per_s, burst_bytes=burst_bytes,
+                  cburst_bytes=cburst_bytes, quantum_bytes=quantum_bytes,
+                  mode="change", what=what)
+
+
+def class_backlog(ipr, index: int, classid: int) -> Optional[Tuple[int, int]]:
+    """``(packets, bytes)`` queued in HTB class ``classid`` of ``index`` now
+    (``TCA_STATS_QUEUE`` of ``htb_dump_class_stats``: the leaf's qdisc), or None
+    when the class is gone."""
+    msg = _tcmsg("", index, classid, 0, None)
+    try:
+        reply = _nlm(ipr, msg, RTM_GETTCLASS, NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO)
+    except Exception as err:
+        if _errno(err) in (ENOENT, ENODEV):
+            return None
+        if _errno(err) is None:
+            raise
+        raise kernel_error(f"class {handle_str(classid)} of ifindex {index}", err) from err
+    for item in reply:
+        if (item["header"]["type"] != RTM_NEWTCLASS or item["index"] != index
+                or item["handle"] != classid):
+            continue
+        raw = _raw_attr(item, "TCA_STATS2")
+        queue = _nlas(raw).get(3) if raw else None
+        if queue and len(queue) >= 8:
+            qlen, backlog = struct.unpack_from("=II", queue)
+            return qlen, backlog
+        return 0, 0
+    return None
+
+
+def list_links(ipr) -> List[LinkInfo]:
+    """Every netdev of the current network namespace (one dump)."""
+    return [_link_info(m) for m in ipr.get_links()]
