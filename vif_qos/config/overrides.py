@@ -307,7 +307,8 @@ def with_set(overrides: Overrides, target: Target, spec_text: str, *, who: str,
     """``overrides`` with ``spec_text``'s keys set for ``target``: keys of the
     target's override that set the same qos values are replaced (``rate`` replaces
     ``rate``, ``rate_in`` and ``rate_out``), the others kept; who/when/why are the
-    new ones, ``expires`` is ``now + for_s`` (None: no expiry). Nothing written.
+    new ones (an empty ``reason`` keeps the earlier one), ``expires`` is
+    ``now + for_s`` for the whole override (None: no expiry). Nothing written.
 
     :raises InputError: an empty spec, a bad key or value (named with ``source``),
         or a reason holding a line break.
@@ -328,7 +329,8 @@ def with_set(overrides: Overrides, target: Target, spec_text: str, *, who: str,
             if set(specmod.canonical_keys(existing, source)) & new:
                 del keys[existing]
         keys[word.strip().lower()] = value.strip()
-    item = Override(target=target, keys=keys, set_by=who, set_at=now, reason=reason,
+    item = Override(target=target, keys=keys, set_by=who, set_at=now,
+                    reason=reason or (old.reason if old else ""),
                     expires=now + _dt.timedelta(seconds=for_s) if for_s else None)
     item.spec(overrides.path)  # e.g. latency together with limit
     items = [o for o in overrides.items if o.target != target] + [item]
@@ -370,7 +372,7 @@ def render(overrides: Overrides) -> str:
     """The file's text (configobj; values quoted by configobj where needed)."""
     from configobj import ConfigObj
 
-    cfg = ConfigObj(interpolation=False, encoding="utf-8")
+    cfg = ConfigObj(interpolation=False)
     cfg.initial_comment = list(HEADER)
     for item in overrides.items:
         section: Dict[str, str] = dict(item.keys)
@@ -387,7 +389,8 @@ def render(overrides: Overrides) -> str:
     except Exception as err:  # configobj: "Value cannot be safely quoted"
         raise InputError(f"cannot be written to the overrides file: {err}",
                          source="--reason") from None
-    return "\n".join(lines) + "\n"
+    return "\n".join(line.decode() if isinstance(line, bytes) else line
+                     for line in lines) + "\n"
 
 
 def save(overrides: Overrides) -> Overrides:
