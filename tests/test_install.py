@@ -226,3 +226,34 @@ def test_wrapper_wrapped_script_is_configurable(tmp_path):
     subprocess.run([wrapper, "online"], env=dict(env, VIF_QOS_WRAPPED_SCRIPT=str(other)),
                    check=True)
     assert out.read_text().splitlines() == ["route", "mine"]
+
+
+def test_every_systemd_unit_is_installed_and_uninstalled(tmp_path, monkeypatch):
+    # The mechanism is generic: a unit another change adds to systemd/ goes too.
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(cmd_install.data_dir(), data, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "tests", "vif_qos", "benchmarks"))
+    (data / "systemd" / "vif-qos-record.timer").write_text(
+        "[Timer]\nOnCalendar=*:0/5\n[Install]\nWantedBy=timers.target\n")
+    monkeypatch.setattr(cmd_install, "data_dir", lambda: str(data))
+    root = tmp_path / "root"
+    root.mkdir()
+    install(str(root), vif_qos=FAKE_BIN)
+    units = root / cmd_install.SYSTEMD_DIR
+    assert sorted(os.listdir(units)) == ["vif-qos-record.timer", "vif-qos-reload.service"]
+    service = (units / "vif-qos-reload.service").read_text()
+    assert f"ExecStart={FAKE_BIN} reload" in service and "@VIF_QOS@" not in service
+    assert "PartOf=nftables.service" in service and "After=nftables.service" in service
+    assert "Type=oneshot" in service
+    manifest = (root / MANIFEST_PATH).read_text()
+    assert "vif-qos-reload.service" in manifest and "vif-qos-record.timer" in manifest
+    uninstall(str(root))
+    assert not units.exists()
+
+
+def test_shipped_units_are_the_systemd_folder():
+    assert "vif-qos-reload.service" in cmd_install.shipped_units(cmd_install.data_dir())
+    setup = open(os.path.join(cmd_install.data_dir(), "setup.cfg")).read()
+    for unit in cmd_install.shipped_units(cmd_install.data_dir()):
+        assert f"systemd/{unit}" in setup  # an installed package has it too
