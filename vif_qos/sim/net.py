@@ -669,6 +669,69 @@ class SimHost:
                 full_run_goodput_bits_per_s=full, retransmits=retrans))
         return measurements
 
+    @contextmanager
+    def running_flow(self, flow: Flow, seconds: int, sample_s: float = 0.1
+                     ) -> Iterator[List[Tuple[float, int]]]:
+        """Run one iperf3 TCP ``flow`` for ``seconds`` (whole seconds) while the block
+        runs, sampling the shaped interface's tx byte counter in dom0 every
+        ``sample_s``; yields the list of ``(monotonic time, tx_bytes)`` samples, which
+        grows until the flow ends (the block may change the shaping meanwhile).
+        On leaving the block the flow is waited for (at most ``seconds + 15`` s)
+        and killed if still running.
+
+        :raises EnvironmentProblem: iperf3 missing, a server that did not start.
+        """
+        if shutil.which("iperf3") is None:
+            raise EnvironmentProblem("measuring needs iperf3 (apt-get install iperf3)")
+        sender, receiver, addr, wire = self._endpoints(flow)
+        self.wait_up([(self.dom0, self.uplink), (self.dom0, flow.guest.vif),
+                      (flow.guest.ns, "eth0"), (self.internet, "eth0")])
+        port = self._port()
+        server = self._spawn(sender, ["iperf3", "-s", "-1", "-p", str(port)])
+        client = None
+        samples: List[Tuple[float, int]] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            reader = LinkCounters(self.dom0)
+            try:
+                while not stop.is_set():
+                    t, c = reader.read(wire)
+                    samples.append((t, c["tx_bytes"]))
+                    stop.wait(sample_s)
+            finally:
+                reader.close()
+
+        thread = threading.Thread(target=sample, daemon=True)
+        try:
+            deadline = time.monotonic() + 10
+            while not self._listening(server.pid, port):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise EnvironmentProblem(f"simnet: iperf3 server in {sender} did not start")
+                time.sleep(0.01)
+            client = self._spawn(receiver, ["iperf3", "-c", addr, "-p", str(port),
+                                            f"-{flow.family}", "-R", "-t", str(seconds),
+                                            "--connect-timeout", "10000"])
+            thread.start()
+            yield samples
+            try:
+                client.wait(timeout=seconds + 15)
+            except subprocess.TimeoutExpired:
+                pass
+        finally:
+            stop.set()
+            if thread.is_alive():
+                thread.join(timeout=5)
+            for proc in (server, client):
+                if proc is None:
+                    continue
+                if proc.poll() is None:
+                    proc.kill()
+                proc.communicate()
+                with self._lock:
+                    if proc in self._procs:
+                        self._procs.remove(proc)
+
     # -- teardown ----------------------------------------------------------
     def _kill_ns_processes(self, ns: str) -> None:
         pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
