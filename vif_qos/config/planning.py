@@ -6,6 +6,7 @@ entry read from its xl config file, the operator's overrides
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import List, Optional
 
 from vif_qos.config import overrides as overridesmod
@@ -16,10 +17,12 @@ from vif_qos.model import VifFacts, VifPlan
 
 
 def plan_for_facts(facts: VifFacts, policy: Policy,
-                   overrides: Optional[overridesmod.Overrides] = None) -> VifPlan:
+                   overrides: Optional[overridesmod.Overrides] = None,
+                   now: Optional[datetime] = None) -> VifPlan:
     """:func:`plan_vif` after reading the domain's ``qos = [...]`` entry and with the
     unexpired operator overrides matching the vif (``overrides``, default: the
-    overrides file :func:`vif_qos.config.overrides.load` reads).
+    overrides file :func:`vif_qos.config.overrides.load` reads), unexpired at ``now``
+    (default: now).
 
     The domain config file is the one in ``policy.domain_config_dirs`` whose
     ``name = "..."`` is ``facts.domain_name`` (:func:`vif_qos.config.xlcfg.find_domain_config`).
@@ -39,7 +42,7 @@ def plan_for_facts(facts: VifFacts, policy: Policy,
                              f"{', '.join(others)}: using {config.source}")
     if overrides is None:
         overrides = overridesmod.load()
-    plan = plan_vif(facts, policy, domain_qos, overrides.matching(facts))
+    plan = plan_vif(facts, policy, domain_qos, overrides.matching(facts, now))
     if extra:
         plan = replace(plan, notes=tuple(extra) + plan.notes)
     return plan

@@ -128,9 +128,7 @@ def _plans(scene: _Scene, overrides: ovr.Overrides, now: _dt.datetime
 
 def _plan(rv: RunningVif, policy: Policy, overrides: ovr.Overrides,
           now: _dt.datetime) -> VifPlan:
-    current = ovr.Overrides(overrides.path, tuple(o for o in overrides.items
-                                                  if o.active(now)))
-    return plan_for_facts(rv.facts, policy, current)
+    return plan_for_facts(rv.facts, policy, overrides, now)
 
 
 def _keep(scene: _Scene, failed: Sequence[Tuple[str, str, int]]) -> Set[str]:
