@@ -45,9 +45,11 @@ def dom0(tmp_path):
     if os.geteuid() != 0:
         pytest.fail("end-to-end tests need root (namespaces, mounts)")
     with Dom0(str(tmp_path / "tree"), policy=POLICY, prefix="vqr-") as d:
-        # Nothing but the guests may use the uplink: dom0's own IPv6 (router
-        # solicitations, MLD) would go out through the default class.
-        sh(d, "sysctl", "-q", "-w", "net.ipv6.conf.xenbr0.disable_ipv6=1")
+        # Nothing but the guests may use the uplink: dom0's own IPv6 on the bridge
+        # and on the uplink port itself (router solicitations, MLD reports) goes out
+        # through the default class, as dom0's traffic should.
+        sh(d, "sysctl", "-q", "-w", "net.ipv6.conf.xenbr0.disable_ipv6=1",
+           "net.ipv6.conf.peth0.disable_ipv6=1")
         yield d
 
 
