@@ -302,9 +302,12 @@ def test_fifty_guests_reload_changes_nothing_and_races_with_onlines(dom0):
         dom0.host.add_guest(domid=domid, attach=False)
         dom0.xs.seed_vif(domid, 0, name=f"web{domid}")
     first, later = domids[:40], domids[40:]
-    procs = [dom0.popen(["/etc/xen/scripts/vif-bridge", "online", "type_if=vif"],
-                        dom0.script_env(domid, 0)) for domid in first]
-    assert [p.wait(timeout=180) for p in procs] == [0] * len(first)
+    for batch in (first[:20], first[20:]):
+        procs = [dom0.popen(["/etc/xen/scripts/vif-bridge", "online", "type_if=vif"],
+                            dom0.script_env(domid, 0)) for domid in batch]
+        results = [(p.wait(timeout=180), p.communicate()) for p in procs]
+        assert [rc for rc, _out in results] == [0] * len(batch), (
+            results, [dom0.xs.read(f"backend/vif/{d}/0/hotplug-error") for d in batch])
     # Onlines, an offline and reloads at once: nothing lost, nothing doubled.
     procs = [dom0.popen(["/etc/xen/scripts/vif-bridge", "online", "type_if=vif"],
                         dom0.script_env(domid, 0)) for domid in later]
@@ -312,7 +315,8 @@ def test_fifty_guests_reload_changes_nothing_and_races_with_onlines(dom0):
     procs.append(dom0.popen(["/etc/xen/scripts/vif-bridge", "offline", "type_if=vif"],
                             dom0.script_env(first[0], 0)))
     reloads = [dom0.popen([dom0.program, "reload"], dom0.base_env()) for _ in range(3)]
-    assert [p.wait(timeout=180) for p in procs + reloads] == [0] * (len(procs) + 3)
+    results = [(p.wait(timeout=180), p.communicate()) for p in procs + reloads]
+    assert [rc for rc, _out in results] == [0] * (len(procs) + 3), results
     sh(dom0, "ip", "link", "del", f"vif{first[0]}.0")
     dom0.xs.remove_vif(first[0], 0)
     ok(vq(dom0, "cleanup"))

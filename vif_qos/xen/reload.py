@@ -95,6 +95,7 @@ class _Scene:
     running: List[RunningVif]
     skipped: List[Skipped]
     shaped: Set[str]
+    links: List[tcadapter.LinkInfo]
 
 
 def default_xenstore():
@@ -107,12 +108,13 @@ def _scene(conf: Optional[str], xs) -> _Scene:
     overrides = ovr.load()
     ipr = tcadapter.open_ipr()
     try:
-        links = {link.name: link.master for link in tcadapter.list_links(ipr)}
+        links = tcadapter.list_links(ipr)
     finally:
         ipr.close()
     shaped = set(nftadapter.read_table().entries)
-    running, skipped = running_vifs(xs or default_xenstore(), links, shaped)
-    return _Scene(policy, overrides, running, skipped, shaped)
+    running, skipped = running_vifs(xs or default_xenstore(),
+                                    {link.name: link.master for link in links}, shaped)
+    return _Scene(policy, overrides, running, skipped, shaped, links)
 
 
 def _plans(scene: _Scene, overrides: ovr.Overrides, now: _dt.datetime
@@ -152,7 +154,7 @@ def reload(conf: Optional[str] = None, *, apply: bool = True, xs=None,
         scene = _scene(conf, xs)
         plans, failed = _plans(scene, scene.overrides, now)
         result = reconcile.reconcile(plans, scene.policy.host, apply=apply,
-                                     keep=_keep(scene, failed))
+                                     keep=_keep(scene, failed), links=scene.links)
     warnings = guarantee.plans_problems(plans)
     for plan in plans:
         warnings += [f"{plan.vif}: {note}" for note in plan.notes]
@@ -248,14 +250,16 @@ def change_overrides(edit: Callable[[ovr.Overrides, _Scene], ovr.Overrides],
                     (after.inbound, after.outbound, after.uplink):
                 affected.append(after)
         host = scene.policy.host
-        dry = reconcile.reconcile(affected, host, apply=False, sweep=False, admit=True)
+        dry = reconcile.reconcile(affected, host, apply=False, sweep=False, admit=True,
+                                  links=scene.links)
         for vif in dry.vifs:
             if vif.error and vif.status == 2:
                 raise AdmissionRefused(vif.error)
         saved = ovr.save(new)
         plans = [_plan(rv, scene.policy, saved, now) for rv in scene.running
                  if rv.facts.vif in {p.vif for p in affected}]
-        result = reconcile.reconcile(plans, host, apply=True, sweep=False)
+        result = reconcile.reconcile(plans, host, apply=True, sweep=False,
+                                     links=scene.links)
     warnings = [line for line in guarantee.plans_problems(plans)]
     return Report(result, True, [], scene.skipped, warnings, len(scene.running))
 
