@@ -295,11 +295,12 @@ class _Run:
             if self.apply and gone:
                 applymod._remove_locked(self.ipr, name, self.host, self.state, self.nft)
                 self.state = nftadapter.read_table(full=True, ctx=self.nft)
-        if self.apply:
+        found = _find_leftovers(self, self.host, self.state)
+        if self.apply and found:
             self.result.leftovers += applymod._remove_leftovers(self.ipr, self.host,
                                                                 self.state)
-            return
-        self.result.leftovers += _find_leftovers(self, self.host, self.state)
+        elif not self.apply:
+            self.result.leftovers += found
 
 
 def reconcile(plans: Sequence[VifPlan], host: HostSettings, *, apply: bool,
