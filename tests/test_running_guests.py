@@ -137,12 +137,13 @@ def test_set_rate_live_in_place(dom0, direction):
     g = guest(dom0, 3, "g")
     default_before = classes(dom0)["7a51:2"][1]
     leaf_before = set(leaves(dom0))
-    with dom0.host.running_flow(Flow(g, direction), seconds=8) as samples:
+    with dom0.host.running_flow(Flow(g, direction), seconds=60) as samples:
         time.sleep(3)
         start, end, result = timed(dom0, "set", "g", "rate=20mbit", "--reason", "upgrade")
+        time.sleep(3)
     assert "20mbit" in result.stdout
     before = mean_rate(samples, samples[0][0] + 1.0, start)
-    after = mean_rate(samples, end + 1.0, samples[-1][0] - 0.3)
+    after = mean_rate(samples, end + 1.0, samples[-1][0])
     peak = max(rate for _t, rate in windows(samples))
     print(f"{direction}: before {before / 1e6:.2f} Mbit/s, after {after / 1e6:.2f}, "
           f"highest 500 ms window {peak / 1e6:.2f}; set took {end - start:.2f} s")
@@ -159,14 +160,15 @@ def test_set_rate_live_in_place(dom0, direction):
 def test_assign_to_pool_and_back_live(dom0):
     g = guest(dom0, 4, "g")
     default_before = classes(dom0)["7a51:2"][1]
-    with dom0.host.running_flow(Flow(g, "outbound"), seconds=12) as samples:
+    with dom0.host.running_flow(Flow(g, "outbound"), seconds=60) as samples:
         time.sleep(3)
         a0, a1, _r = timed(dom0, "assign", "g", "overage", "--reason", "heavy")
         in_pool = leaves(dom0)
-        time.sleep(3.5)
+        time.sleep(3)
         b0, b1, _r = timed(dom0, "unset", "g", "pool")
+        time.sleep(3)
     pooled = mean_rate(samples, a1 + 1.0, b0)
-    back = mean_rate(samples, b1 + 1.0, samples[-1][0] - 0.3)
+    back = mean_rate(samples, b1 + 1.0, samples[-1][0])
     peak = max(rate for _t, rate in windows(samples))
     print(f"assign: in the pool {pooled / 1e6:.2f} Mbit/s, back {back / 1e6:.2f}, highest "
           f"500 ms window {peak / 1e6:.2f}; assign took {a1 - a0:.2f} s, unset {b1 - b0:.2f} s")

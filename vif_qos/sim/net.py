@@ -672,12 +672,11 @@ class SimHost:
     @contextmanager
     def running_flow(self, flow: Flow, seconds: int, sample_s: float = 0.1
                      ) -> Iterator[List[Tuple[float, int]]]:
-        """Run one iperf3 TCP ``flow`` for ``seconds`` (whole seconds) while the block
-        runs, sampling the shaped interface's tx byte counter in dom0 every
+        """Run one iperf3 TCP ``flow`` (at most ``seconds``, whole seconds) while the
+        block runs, sampling the shaped interface's tx byte counter in dom0 every
         ``sample_s``; yields the list of ``(monotonic time, tx_bytes)`` samples, which
-        grows until the flow ends (the block may change the shaping meanwhile).
-        On leaving the block the flow is waited for (at most ``seconds + 15`` s)
-        and killed if still running.
+        grows while the block runs (the block may change the shaping meanwhile).
+        Leaving the block stops sampling and kills the flow.
 
         :raises EnvironmentProblem: iperf3 missing, a server that did not start.
         """
@@ -714,10 +713,6 @@ class SimHost:
                                             "--connect-timeout", "10000"])
             thread.start()
             yield samples
-            try:
-                client.wait(timeout=seconds + 15)
-            except subprocess.TimeoutExpired:
-                pass
         finally:
             stop.set()
             if thread.is_alive():
