@@ -248,6 +248,9 @@ class LinkCounters:
         return bool(state) and state[0] == self._IF_OPER_UP
 
 
+#: Longest counter read :meth:`SimHost.running_flow` keeps, seconds.
+MAX_SAMPLE_READ_S = 0.005
+
 # --------------------------------------------------------------------------
 # topology
 
@@ -674,7 +677,8 @@ class SimHost:
                      ) -> Iterator[List[Tuple[float, int]]]:
         """Run one iperf3 TCP ``flow`` (at most ``seconds``, whole seconds) while the
         block runs, sampling the shaped interface's tx byte counter in dom0 every
-        ``sample_s``; yields the list of ``(monotonic time, tx_bytes)`` samples, which
+        ``sample_s`` (a sample whose read took over ``MAX_SAMPLE_READ_S`` is
+        dropped: its time is uncertain); yields the list of ``(monotonic time, tx_bytes)`` samples, which
         grows while the block runs (the block may change the shaping meanwhile).
         Leaving the block stops sampling and kills the flow.
 
@@ -695,8 +699,12 @@ class SimHost:
             reader = LinkCounters(self.dom0)
             try:
                 while not stop.is_set():
+                    before = time.monotonic()
                     t, c = reader.read(wire)
-                    samples.append((t, c["tx_bytes"]))
+                    # A read the scheduler interrupted (a loaded machine) has a
+                    # timestamp up to its length away from the counter's: dropped.
+                    if time.monotonic() - before <= MAX_SAMPLE_READ_S:
+                        samples.append((t, c["tx_bytes"]))
                     stop.wait(sample_s)
             finally:
                 reader.close()
