@@ -47,8 +47,11 @@ def private_run_dir():
     os.environ["VIF_QOS_RUN_DIR"] = path
     # Hotplug runs inside tests log to a file of the session, never to the host's
     # /var/log/xen/xen-hotplug.log or syslog (tests that check those set their own).
-    saved = {key: os.environ.get(key) for key in ("VIF_QOS_HOTPLUG_LOG", "VIF_QOS_SYSLOG")}
+    saved = {key: os.environ.get(key) for key in ("VIF_QOS_HOTPLUG_LOG", "VIF_QOS_SYSLOG",
+                                                  "VIF_QOS_STATE_DIR")}
     os.environ.setdefault("VIF_QOS_HOTPLUG_LOG", os.path.join(path, "xen-hotplug.log"))
+    # Operator overrides (overrides.conf) of this session, never /var/lib/vif-qos's.
+    os.environ.setdefault("VIF_QOS_STATE_DIR", os.path.join(path, "state"))
     os.environ.setdefault("VIF_QOS_SYSLOG", "0")
     try:
         yield path

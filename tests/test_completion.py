@@ -35,7 +35,8 @@ def base_path(extra=None):
 
 def test_commands_and_options_come_from_the_program():
     assert set(complete(["vif-qos", ""], base_path())) == set(COMMANDS) | {"--help", "--version"}
-    assert complete(["vif-qos", "che"], base_path()) == ["check-config"]
+    assert complete(["vif-qos", "check-"], base_path()) == ["check-config"]
+    assert sorted(complete(["vif-qos", "che"], base_path())) == ["check", "check-config"]
     options = complete(["vif-qos", "plan", "--"], base_path())
     assert {"--config", "--domain", "--devid", "--xen-rate", "--json", "--help"} <= set(options)
 

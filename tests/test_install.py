@@ -281,3 +281,35 @@ def test_cli_install_on_top_of_the_package_exits_1_with_one_line(tmp_path, capsy
     assert cli.main(["install", "--root", str(tmp_path), "--vif-qos", FAKE_BIN]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "vif-qos install:" in err and HOOK_PATH in err
+
+
+def test_every_systemd_unit_is_installed_and_uninstalled(tmp_path, monkeypatch):
+    # The mechanism is generic: a unit another change adds to systemd/ goes too.
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(cmd_install.data_dir(), data, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "tests", "vif_qos", "benchmarks"))
+    (data / "systemd" / "vif-qos-extra.timer").write_text(
+        "[Timer]\nOnCalendar=*:0/5\n[Install]\nWantedBy=timers.target\n")
+    shipped = set(cmd_install.shipped_units(cmd_install.data_dir()))
+    monkeypatch.setattr(cmd_install, "data_dir", lambda: str(data))
+    root = tmp_path / "root"
+    root.mkdir()
+    install(str(root), vif_qos=FAKE_BIN)
+    units = root / cmd_install.SYSTEMD_DIR
+    assert sorted(os.listdir(units)) == sorted(shipped | {"vif-qos-extra.timer"})
+    service = (units / "vif-qos-reload.service").read_text()
+    assert f"ExecStart={FAKE_BIN} reload" in service and "@VIF_QOS@" not in service
+    assert "PartOf=nftables.service" in service and "After=nftables.service" in service
+    assert "Type=oneshot" in service
+    manifest = (root / MANIFEST_PATH).read_text()
+    assert "vif-qos-reload.service" in manifest and "vif-qos-extra.timer" in manifest
+    uninstall(str(root))
+    assert not units.exists()
+
+
+def test_shipped_units_are_the_systemd_folder():
+    assert "vif-qos-reload.service" in cmd_install.shipped_units(cmd_install.data_dir())
+    setup = open(os.path.join(cmd_install.data_dir(), "setup.cfg")).read()
+    for unit in cmd_install.shipped_units(cmd_install.data_dir()):
+        assert f"systemd/{unit}" in setup  # an installed package has it too

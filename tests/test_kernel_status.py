@@ -63,4 +63,5 @@ def test_status_with_nothing_applied(netns, capsys):
         assert main(["status"]) == 0
         assert "no vif is shaped" in capsys.readouterr().out
         assert main(["status", "--json"]) == 0
-        assert json.loads(capsys.readouterr().out) == {"vifs": [], "uplinks": []}
+        assert json.loads(capsys.readouterr().out) == {"vifs": [], "uplinks": [],
+                                                       "overrides": []}

@@ -86,7 +86,7 @@ def test_every_policy_key_is_in_vif_qos_conf_5():
     spec = mkman.read_spec(os.path.join(ROOT, "vif_qos", "config", "policy.spec"))
     assert len(spec) > 40
     sections = re.findall(r'^\.SH "SECTION \[(\w+)\]"$', page, re.M)
-    assert sections == ["host", "bridges", "defaults", "pools", "domains"]
+    assert sections == ["host", "bridges", "defaults", "pools", "domains", "billing"]
     for section, key, check in spec:
         kind, default = mkman.check_words(check)
         where = f"[[{section.split('/')[1]}]] " if "/" in section else ""

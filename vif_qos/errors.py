@@ -59,6 +59,11 @@ class ConfigError(InputError):
     """The policy file or a domain config file is wrong (exit status 2)."""
 
 
+class AdmissionRefused(InputError):
+    """A guaranteed rate that does not fit under its parent class while the
+    policy's ``[host] admission = refuse`` (exit status 2; nothing applied)."""
+
+
 class KernelError(VifQosError):
     """The kernel refused a netlink or nftables request; names the object."""
 

@@ -28,6 +28,12 @@ MAX_RATE_BITS_PER_S = 10 ** 12
 ON_FAILURE_REFUSE = "refuse"   # the vif's hotplug fails; the guest gets no network
 ON_FAILURE_WARN = "warn"       # the vif comes up unshaped; the error is logged
 
+#: What online/set do with a guaranteed rate (HTB ``rate``) that does not fit under
+#: its parent class (the sum of the parent's children's rates above its rate).
+ADMISSION_WARN = "warn"        # applied; a warning is logged
+ADMISSION_REFUSE = "refuse"    # refused, nothing applied
+ADMISSION_OFF = "off"          # not checked
+
 
 @dataclass(frozen=True)
 class InboundPlan:
@@ -104,7 +110,8 @@ class HostSettings:
 
     ``mark_mask`` is the contiguous run of packet-mark bits vif-qos owns; every
     other mark bit is left as it was (``mark & ~mask | value``). Leaf classid minors
-    and mark values are allocated from ``classid_min..classid_max``.
+    and mark values are allocated from ``classid_min..classid_max``. ``admission``
+    is one of ``warn``/``refuse``/``off`` (see ``ADMISSION_*``).
     """
 
     mark_mask: int = 0x0FFF0000
@@ -113,6 +120,7 @@ class HostSettings:
     classid_max: int = 0xFEFF
     on_failure: str = ON_FAILURE_REFUSE
     debug: bool = False
+    admission: str = ADMISSION_WARN
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,26 @@ def check_domain_configs(policy) -> Tuple[int, List[InputError]]:
     return checked, problems
 
 
+def guarantee_warnings(policy) -> List[str]:
+    """Oversold guaranteed rates of each configured bridge's tree (default class and
+    pools under the root class; a pool's member_rate alone above the pool's rate),
+    with the policy file named. Warnings: exit status stays 0."""
+    from vif_qos.core import guarantee
+    from vif_qos.core.resolve import uplink_plan
+
+    where = policy.path or "built-in defaults"
+    lines = []
+    for bridge in sorted(policy.bridges) or ["(every bridge)"]:
+        uplink = uplink_plan(policy, bridge)
+        lines += [f"{where}: [bridges] {bridge}: {line}"
+                  for line in guarantee.tree_problems(uplink, [], where=bridge)]
+    for pool in policy.pools.values():
+        if pool.member_rate_bits_per_s and pool.member_rate_bits_per_s > pool.rate_bits_per_s:
+            lines.append(f"{pool.source}: pool {pool.name}: member_rate is above the pool's "
+                         "rate: one member's guarantee alone cannot be honoured")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     from vif_qos.config import policy as policymod
 
@@ -76,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         return 2
     assert policy is not None
+    for line in guarantee_warnings(policy):
+        print(f"warning: {line}")
     print(f"OK: {policy.path or 'built-in defaults (no policy file)'}: "
           f"{len(policy.pools)} pool(s), {len(policy.domains)} domain entr"
           f"{'y' if len(policy.domains) == 1 else 'ies'}, {checked} domain config "

@@ -12,6 +12,10 @@
   (and ``86-vif-qos-udev-hotplug.rules`` with ``--udev-hotplug``);
 - ``/etc/xen/vif-qos.conf``: the commented example policy, only when no policy file
   exists (an existing one is never touched);
+- ``/etc/systemd/system/<unit>``: every unit of the package's ``systemd/`` folder
+  (``*.service``, ``*.socket``, ``*.timer``; ``vif-qos-reload.service`` among
+  them), enabled with ``systemctl enable`` when installing into ``/`` on a host
+  running systemd;
 - ``/var/lib/vif-qos/install-manifest.json``: what was written and its checksum.
 
 The absolute path of the ``vif-qos`` program (``--vif-qos``, default the one
@@ -51,6 +55,9 @@ CLIENT_PATH = "etc/xen/scripts/vif-qos-client"
 UDEV_PATH = "etc/udev/rules.d/85-vif-qos.rules"
 UDEV_HOTPLUG_PATH = "etc/udev/rules.d/86-vif-qos-udev-hotplug.rules"
 POLICY_PATH = "etc/xen/vif-qos.conf"
+SYSTEMD_DIR = "etc/systemd/system"
+#: Unit file kinds installed from the package's systemd/ folder.
+UNIT_SUFFIXES = (".service", ".socket", ".timer")
 MANIFEST_PATH = "var/lib/vif-qos/install-manifest.json"
 
 #: (source relative to the data directory, target relative to the root, mode)
@@ -247,6 +254,20 @@ def install(root: str = "/", wrapped_script: str = "vif-bridge",
         _write(path, data, mode)
         files[rel] = _sha256(data)
         report.append((action, path))
+    units = []
+    for name in shipped_units(base):
+        with open(os.path.join(base, "systemd", name), encoding="utf-8") as fh:
+            data = _render(fh.read(), vif_qos, wrapped_script).encode()
+        rel = f"{SYSTEMD_DIR}/{name}"
+        path = _target(root, rel)
+        _makedirs(os.path.dirname(path), dirs, root)
+        action = "updated" if os.path.exists(path) else "installed"
+        _write(path, data, 0o644)
+        files[rel] = _sha256(data)
+        report.append((action, path))
+        units.append(name)
+    enabled = _systemctl(root, ["daemon-reload"], []) and \
+        _systemctl(root, ["enable"], [u for u in units if _has_install(base, u)])
     policy = _target(root, POLICY_PATH)
     if os.path.exists(policy):
         report.append(("kept", policy))
@@ -263,10 +284,55 @@ def install(root: str = "/", wrapped_script: str = "vif-bridge",
         report.append(("installed", policy))
     _makedirs(os.path.dirname(manifest_file), dirs, root)
     manifest = {"files": files, "dirs": dirs, "vif_qos": vif_qos,
-                "wrapped_script": wrapped_script}
+                "wrapped_script": wrapped_script,
+                "enabled_units": sorted(set(old.get("enabled_units", []))
+                                        | set(enabled or []))}
+    if enabled:
+        report += [("enabled", name) for name in enabled]
     _write(manifest_file, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode(),
            0o644)
     return report
+
+
+def shipped_units(base: str) -> List[str]:
+    """The unit files of the package's ``systemd/`` folder, sorted (a generic
+    mechanism: every ``*.service``, ``*.socket``, ``*.timer`` there)."""
+    folder = os.path.join(base, "systemd")
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.endswith(UNIT_SUFFIXES)
+                  and os.path.isfile(os.path.join(folder, n)))
+
+
+def _has_install(base: str, unit: str) -> bool:
+    with open(os.path.join(base, "systemd", unit), encoding="utf-8") as fh:
+        return any(line.strip() == "[Install]" for line in fh)
+
+
+def systemd_running(root: str) -> bool:
+    """True when installing into ``/`` on a host booted with systemd (the
+    ``/run/systemd/system`` test of sd_booted(3)) that has ``systemctl``."""
+    return os.path.abspath(root) == "/" and os.path.isdir("/run/systemd/system") \
+        and shutil.which("systemctl") is not None
+
+
+def _systemctl(root: str, verb: List[str], units: List[str]) -> Optional[List[str]]:
+    """``systemctl VERB UNITS`` when :func:`systemd_running`; the units (or ``[]``)
+    when it ran, None when systemd is not there (nothing to enable). A failure is
+    an EnvironmentProblem naming systemctl's message."""
+    import subprocess
+
+    if not systemd_running(root) or (verb != ["daemon-reload"] and not units):
+        return None if not systemd_running(root) else []
+    proc = subprocess.run(["systemctl", *verb, *units], capture_output=True, text=True,
+                          timeout=60)
+    if proc.returncode != 0:
+        raise EnvironmentProblem(f"systemctl {' '.join(verb)} failed: "
+                                 f"{' '.join(proc.stderr.split())}",
+                                 token=" ".join(units) or None, source="install")
+    return units
 
 
 def _inside(rel: object) -> bool:
@@ -309,6 +375,10 @@ def uninstall(root: str = "/") -> List[Tuple[str, str]]:
         for _src, rel, _mode in list(_SHIPPED) + [_UDEV_HOTPLUG]:
             files[rel] = None
     owners = dpkg_owners(root, list(files))
+    enabled = [u for u in manifest.get("enabled_units", []) if isinstance(u, str)
+               and "/" not in u and u.endswith(UNIT_SUFFIXES)]
+    if enabled and _systemctl(root, ["disable"], enabled):
+        report += [("disabled", name) for name in enabled]
     for rel, digest in files.items():
         path = _target(root, rel)
         if rel in owners:
@@ -327,6 +397,8 @@ def uninstall(root: str = "/") -> List[Tuple[str, str]]:
             continue
         os.unlink(path)
         report.append(("removed", path))
+    if any(rel.startswith(SYSTEMD_DIR + "/") for rel in files):
+        _systemctl(root, ["daemon-reload"], [])
     if manifest:
         os.unlink(manifest_file)
         report.append(("removed", manifest_file))

@@ -156,9 +156,14 @@ def run(args: argparse.Namespace) -> int:
     if args.domain and not args.xenbus_path:
         facts, notes = facts_with_vif_line(args, facts, policy)
     if args.qos is not None:
-        plan = resolve.plan_vif(facts, policy, (args.qos, "--qos"))
+        from vif_qos.config import overrides
+        plan = resolve.plan_vif(facts, policy, (args.qos, "--qos"),
+                                overrides.load().matching(facts))
     else:
         plan = planning.plan_for_facts(facts, policy)
+    if plan.outbound is not None and plan.uplink is not None:
+        from vif_qos.core import guarantee
+        notes += guarantee.tree_problems(plan.uplink, [(plan.vif, plan.outbound)])
     if notes:
         plan = replace(plan, notes=tuple(notes) + plan.notes)
     if args.json:

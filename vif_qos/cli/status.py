@@ -18,7 +18,12 @@ header), IN the TBF on the vif (what it was sent), FROM VIF the nftables
 counter of every frame the guest put on the bridge (IP payload and up, to any
 destination, including dom0 and other guests).
 
-Exit status 0; 1 when the kernel cannot be read.
+Then one line per operator override in force (``vif-qos set``/``assign``: what
+the running guests get beyond their own sources)::
+
+    override domain:heavy1: pool=overage (by root at 2026-12-03T12:00:00Z, until 2026-12-03T20:00:00Z: backup)
+
+Exit status 0; 1 when the kernel cannot be read (2: the overrides file is malformed).
 """
 
 from __future__ import annotations
@@ -86,14 +91,28 @@ def domain_names() -> dict:
     return names
 
 
+def render_overrides(items) -> str:
+    """One line per operator override in force (``vif-qos overrides`` lists all)."""
+    return "\n".join(
+        f"override {o['target']}: {','.join(f'{k}={v}' for k, v in o['keys'].items())}"
+        f" (by {o['set_by'] or '?'} at {o['set_at'] or '?'}, until "
+        f"{o['expires'] or 'unset'}{': ' + o['reason'] if o['reason'] else ''})"
+        for o in items)
+
+
 def run(args) -> int:
+    from vif_qos.config import overrides
     from vif_qos.kernel.apply import status
     data = status()
     names = domain_names() if data["vifs"] else {}
     for v in data["vifs"]:
         v["domain"] = names.get(v["vif"])
+    now = overrides.utc_now()
+    data["overrides"] = [o.to_json(now) for o in overrides.load().items if o.active(now)]
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
     else:
         print(render(data))
+        if data["overrides"]:
+            print(render_overrides(data["overrides"]))
     return 0

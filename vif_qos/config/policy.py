@@ -361,7 +361,7 @@ def _build(cfg, problems: _Problems) -> Policy:
 
 def _build_host(host, n_pools: int, problems: _Problems, policy: Policy) -> None:
     for key in ("mark_mask", "qdisc_major", "classid_min", "classid_max", "on_failure",
-                "debug", "domain_config_dirs", "xen_rate_inbound", "xen_rate_outbound",
+                "admission", "debug", "domain_config_dirs", "xen_rate_inbound", "xen_rate_outbound",
                 "mtu", "max_burst_time"):
         policy.sources[f"host.{key}"] = problems.where("host", key) \
             if _set_in_file(problems, "host", key) else BUILTIN
@@ -386,7 +386,8 @@ def _build_host(host, n_pools: int, problems: _Problems, policy: Policy) -> None
     policy.host = HostSettings(mark_mask=mask, qdisc_major=host["qdisc_major"],
                                classid_min=host["classid_min"],
                                classid_max=host["classid_max"],
-                               on_failure=host["on_failure"], debug=host["debug"])
+                               on_failure=host["on_failure"], debug=host["debug"],
+                               admission=host["admission"])
     policy.domain_config_dirs = [str(d) for d in host["domain_config_dirs"]]
     for directory in policy.domain_config_dirs:
         if not os.path.isabs(directory):

@@ -14,7 +14,11 @@ Precedence, later wins (each value remembers its source in ``VifPlan.sources``):
    ``rate_out`` (each switchable off in ``[host]``: ``xen_rate_inbound``,
    ``xen_rate_outbound``);
 5. the domain config file's ``qos = [...]`` entry for the devid;
-6. the policy's matching ``[domains]`` entries, in file order.
+6. the policy's matching ``[domains]`` entries, in file order;
+7. the operator's overrides (``vif-qos set``/``assign``, the overrides file
+   ``$VIF_QOS_STATE_DIR/overrides.conf``) that match the vif and have not expired,
+   in the order given (:mod:`vif_qos.config.overrides` orders them domain, then
+   ``NAME:DEVID``, then vif name: the narrower wins).
 
 Derived values (each rule's source in brackets; frame = host mtu + 14 bytes of
 Ethernet header; HZ = 100):
@@ -53,7 +57,7 @@ written in the same place) raises :class:`~vif_qos.errors.InputError`.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from vif_qos.core import spec as specmod
 from vif_qos.core import units
@@ -71,7 +75,8 @@ DEFAULT_LATENCY_US = 50_000
 POOL_MEMBER_SHARE = 100
 
 #: Layer names, lowest precedence first.
-LAYERS = ("built-in", "policy defaults", "pool", "xen rate", "domain qos", "policy entry")
+LAYERS = ("built-in", "policy defaults", "pool", "xen rate", "domain qos", "policy entry",
+          "override")
 
 
 def _whole_bytes(bits: int) -> int:
@@ -451,13 +456,17 @@ def _xen_rate_layer(facts: VifFacts, policy: Policy, notes: List[str]
 
 
 def plan_vif(facts: VifFacts, policy: Policy,
-             domain_qos: Optional[Tuple[str, str]] = None) -> VifPlan:
+             domain_qos: Optional[Tuple[str, str]] = None,
+             overrides: Sequence[Dict[str, specmod.SpecValue]] = ()) -> VifPlan:
     """Resolve and validate the shaping plan of one vif. Pure.
 
     :param facts: what is known about the vif (dom0-owned sources only).
     :param policy: the loaded host policy.
     :param domain_qos: ``(qos spec, "file:line")`` of the domain config file's
         ``qos`` entry for ``facts.devid``, or ``None``.
+    :param overrides: the operator overrides that apply to this vif (already
+        matched and unexpired), lowest precedence first; each maps qos keys to
+        values whose source is ``override:PATH:LINE``.
     :returns: the plan; ``inbound``/``outbound`` are ``None`` when nothing limits
         that direction. ``sources`` names where each value came from, ``notes``
         every correction.
@@ -475,6 +484,8 @@ def plan_vif(facts: VifFacts, policy: Policy,
         resolver.add_layer("domain qos", specmod.parse_spec(text, where))
     for entry in policy.matching_entries(facts):
         resolver.add_layer("policy entry", entry.spec)
+    for layer in overrides:
+        resolver.add_layer("override", layer)
 
     pool_item, _ = resolver.get("pool")
     pool_name: Optional[str] = None
@@ -513,3 +524,9 @@ def plan_vif(facts: VifFacts, policy: Policy,
     return VifPlan(vif=facts.vif, bridge=facts.bridge, inbound=inbound, outbound=outbound,
                    uplink=uplink, host=policy.host, sources=dict(resolver.sources),
                    notes=tuple(notes))
+
+
+def uplink_plan(policy: Policy, bridge: str) -> UplinkPlan:
+    """The shared HTB tree (root, default and pool classes) the policy gives the
+    uplink of ``bridge``, as every vif's plan on that bridge carries it. Pure."""
+    return _Resolver(VifFacts(vif="-", devid=0, bridge=bridge), policy).uplink()

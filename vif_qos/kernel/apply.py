@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 from vif_qos.constants import DEFAULT_MINOR, ETH_HLEN_BYTES, POOL_MINOR_BASE, ROOT_MINOR
+from vif_qos.kernel import admission
 from vif_qos.kernel import alloc, ledger
 from vif_qos.kernel import nft as nftadapter
 from vif_qos.kernel import tc as tcadapter
@@ -366,6 +367,8 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
                                       f"is not in the uplink plan ({', '.join(names)})")
                 parent = (major << 16) | pool_minors[plan.outbound.pool]
             _ensure_tree(ipr, link, plan.uplink, undo, pool_minors)
+            admission.check_leaf(ipr, link, parent, plan.vif,
+                                 plan.outbound.rate_bits_per_s, host)
             classid = _add_leaf(ipr, link, plan, host, state, parent)
             leaf_what = f"htb leaf class {tcadapter.handle_str(classid)} of {plan.vif}"
             undo.push(leaf_what, lambda: tcadapter.del_class(ipr, link.index, classid,

@@ -355,6 +355,13 @@ def _import_pyroute2():
     return linux.IPRoute, netlink.nlmsg
 
 
+def preload() -> None:
+    """Import the parts of pyroute2 a request uses and build our tc message class
+    now (a resident process does it once, so a forked request imports nothing)."""
+    _import_pyroute2()
+    _tc_message_class()
+
+
 def open_ipr():
     """An ``IPRoute`` socket in the calling thread's current network namespace.
 

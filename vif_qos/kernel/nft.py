@@ -303,6 +303,20 @@ def add_entry_cmds(entry: Entry, mark_mask: int) -> List[dict]:
     ]
 
 
+def replace_entry_cmds(entry: Entry, state: TableState, mark_mask: int) -> List[dict]:
+    """The vif's chain, rule and map element made to record ``entry``, as commands
+    for ONE transaction: the old rule is flushed and the old element deleted in
+    the same transaction that adds the new ones, so a frame is classified by
+    either the old rule or the new one, never by neither (nf_tables commits a
+    transaction as one generation)."""
+    cmds: List[dict] = []
+    if entry.chain in state.chains:
+        cmds.append({"flush": {"chain": dict(_T, name=entry.chain)}})
+    if entry.vif in state.elements:
+        cmds.append({"delete": {"element": dict(_T, name=MAP, elem=[entry.vif])}})
+    return cmds + add_entry_cmds(entry, mark_mask)
+
+
 def remove_entry_cmds(vif: str, state: TableState) -> List[dict]:
     """Delete the vif's map element and chain (only what exists)."""
     cmds: List[dict] = []

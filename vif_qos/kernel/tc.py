@@ -25,7 +25,7 @@ Kernel facts relied on (``net/sched/sch_htb.c``, ``sch_tbf.c``, ``sch_api.c``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from vif_qos.constants import U32_MAX
 from vif_qos.errors import EnvironmentProblem, KernelError
@@ -211,11 +211,12 @@ def check_tbf(*, rate_bits_per_s: int, limit_bytes: int,
 
 def replace_tbf(ipr, index: int, handle: int, *, rate_bits_per_s: int,
                 burst_bytes: int, limit_bytes: int, peak_bits_per_s: Optional[int],
-                minburst_bytes: Optional[int], what: str) -> None:
+                minburst_bytes: Optional[int], what: str, mode: str = "replace") -> None:
     """Create or replace the root qdisc of ``index`` with a TBF ``handle``.
 
     rate/peakrate in bits/s, burst/minburst/limit in bytes (``TCA_TBF_BURST``,
     ``TCA_TBF_PBURST`` carry the byte sizes; the tick fields are filled too).
+    ``mode="change"``: see :func:`change_tbf`.
     """
     rate = rate_bytes(rate_bits_per_s, what)
     check_tbf(rate_bits_per_s=rate_bits_per_s, limit_bytes=limit_bytes,
@@ -239,7 +240,8 @@ def replace_tbf(ipr, index: int, handle: int, *, rate_bits_per_s: int,
     attrs.append((nl.TCA_TBF_BURST, nl.u32(burst_bytes)))
     if peak:
         attrs.append((nl.TCA_TBF_PBURST, nl.u32(minburst_bytes or 0)))
-    nl.tc_request(ipr, nl.RTM_NEWQDISC, nl.FLAGS_REPLACE, index=index, handle=handle,
+    flags = nl.FLAGS_CHANGE if mode == "change" else nl.FLAGS_REPLACE
+    nl.tc_request(ipr, nl.RTM_NEWQDISC, flags, index=index, handle=handle,
                   parent=TC_H_ROOT, kind="tbf", options=nl.encode_attrs(attrs), what=what)
 
 
@@ -463,3 +465,63 @@ def probe_qdisc_kinds(kinds) -> List[str]:
     finally:
         ipr.close()
     return missing
+
+
+# --------------------------------------------------------------------------
+# Changing in place, and reading what reload needs
+# --------------------------------------------------------------------------
+
+def change_tbf(ipr, index: int, handle: int, *, rate_bits_per_s: int,
+               burst_bytes: int, limit_bytes: int, peak_bits_per_s: Optional[int],
+               minburst_bytes: Optional[int], what: str) -> None:
+    """Change the existing TBF root qdisc ``handle`` of ``index`` in place.
+
+    RTM_NEWQDISC without NLM_F_CREATE: ``tc_modify_qdisc`` finds the root qdisc by
+    its handle and calls ``tbf_change`` (net/sched/sch_api.c, sch_tbf.c), which
+    swaps the parameters under the qdisc's lock and keeps the queue (its bfifo is
+    resized, not replaced, when only the limit changes); the qdisc is never
+    deleted, so no frame passes unshaped. Never creates one: the kernel refuses
+    (ENOENT/EINVAL) when the TBF is gone. Units as :func:`replace_tbf`.
+    """
+    replace_tbf(ipr, index, handle, rate_bits_per_s=rate_bits_per_s,
+                burst_bytes=burst_bytes, limit_bytes=limit_bytes,
+                peak_bits_per_s=peak_bits_per_s, minburst_bytes=minburst_bytes,
+                what=what, mode="change")
+
+
+def change_htb_class(ipr, index: int, classid: int, parent: int, *, rate_bits_per_s: int,
+                     ceil_bits_per_s: int, burst_bytes: int, cburst_bytes: int,
+                     quantum_bytes: int, what: str) -> None:
+    """Change an existing HTB class in place (``htb_change_class`` updates rate,
+    ceil, buffers and quantum of the live class; its queue and counters stay).
+    ``parent`` must be the class's parent: HTB cannot move a class. Units as
+    :func:`set_htb_class`."""
+    set_htb_class(ipr, index, classid, parent, rate_bits_per_s=rate_bits_per_s,
+                  ceil_bits_per_s=ceil_bits_per_s, burst_bytes=burst_bytes,
+                  cburst_bytes=cburst_bytes, quantum_bytes=quantum_bytes,
+                  mode="change", what=what)
+
+
+def class_backlog(ipr, index: int, classid: int) -> Optional[Tuple[int, int]]:
+    """``(packets, bytes)`` queued in HTB class ``classid`` of ``index`` now
+    (``TCA_STATS_QUEUE`` of ``htb_dump_class_stats``: the leaf's qdisc), or None
+    when the class is gone."""
+    reply = nl.tc_request(ipr, nl.RTM_GETTCLASS, nl.FLAGS_GET_ONE, index=index,
+                          handle=classid,
+                          what=f"class {handle_str(classid)} of ifindex {index}",
+                          tolerate={ENOENT: None, ENODEV: None})
+    for item in reply or ():
+        if (item.type != nl.RTM_NEWTCLASS or item.get("index") != index
+                or item.get("handle") != classid):
+            continue
+        queue = item.nested(nl.TCA_STATS2).get(nl.TCA_STATS_QUEUE)
+        if queue and len(queue) >= nl.GNET_STATS_QUEUE.size:
+            q = nl.GNET_STATS_QUEUE.unpack(queue)
+            return q["qlen"], q["backlog"]
+        return 0, 0
+    return None
+
+
+def list_links(ipr) -> List[LinkInfo]:
+    """Every netdev of the current network namespace (one dump)."""
+    return [_link_info(m) for m in ipr.get_links()]

@@ -127,7 +127,9 @@ class Dom0:
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
                "VIF_QOS_SYSLOG": "0", "LANG": "C",
                # vif-qos's host lock (vif_qos.kernel.alloc), per simulated dom0, not in /run.
-               "VIF_QOS_RUN_DIR": os.path.join(self.tree, "run")}
+               "VIF_QOS_RUN_DIR": os.path.join(self.tree, "run"),
+               # overrides.conf (vif_qos.config.paths), per simulated dom0.
+               "VIF_QOS_STATE_DIR": os.path.join(self.tree, "var", "lib", "vif-qos")}
         env.update(self.xs.env())
         return env
 

@@ -234,6 +234,9 @@ class LinkCounters:
         return bool(state) and state[0] == nl.IF_OPER_UP
 
 
+#: Longest counter read :meth:`SimHost.running_flow` keeps, seconds.
+MAX_SAMPLE_READ_S = 0.005
+
 # --------------------------------------------------------------------------
 # topology
 
@@ -665,6 +668,69 @@ class SimHost:
             with self._lock:
                 if proc in self._procs:
                     self._procs.remove(proc)
+
+    @contextmanager
+    def running_flow(self, flow: Flow, seconds: int, sample_s: float = 0.1
+                     ) -> Iterator[List[Tuple[float, int]]]:
+        """Run one iperf3 TCP ``flow`` (at most ``seconds``, whole seconds) while the
+        block runs, sampling the shaped interface's tx byte counter in dom0 every
+        ``sample_s`` (a sample whose read took over ``MAX_SAMPLE_READ_S`` is
+        dropped: its time is uncertain); yields the list of ``(monotonic time, tx_bytes)`` samples, which
+        grows while the block runs (the block may change the shaping meanwhile).
+        Leaving the block stops sampling and kills the flow.
+
+        :raises EnvironmentProblem: iperf3 missing, a server that did not start.
+        """
+        if shutil.which("iperf3") is None:
+            raise EnvironmentProblem("measuring needs iperf3 (apt-get install iperf3)")
+        sender, receiver, addr, wire = self._endpoints(flow)
+        self.wait_up([(self.dom0, self.uplink), (self.dom0, flow.guest.vif),
+                      (flow.guest.ns, "eth0"), (self.internet, "eth0")])
+        port = self._port()
+        server = self._spawn(sender, ["iperf3", "-s", "-1", "-p", str(port)])
+        client = None
+        samples: List[Tuple[float, int]] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            reader = LinkCounters(self.dom0)
+            try:
+                while not stop.is_set():
+                    before = time.monotonic()
+                    t, c = reader.read(wire)
+                    # A read the scheduler interrupted (a loaded machine) has a
+                    # timestamp up to its length away from the counter's: dropped.
+                    if time.monotonic() - before <= MAX_SAMPLE_READ_S:
+                        samples.append((t, c["tx_bytes"]))
+                    stop.wait(sample_s)
+            finally:
+                reader.close()
+
+        thread = threading.Thread(target=sample, daemon=True)
+        try:
+            deadline = time.monotonic() + 10
+            while not self._listening(server.pid, port):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise EnvironmentProblem(f"simnet: iperf3 server in {sender} did not start")
+                time.sleep(0.01)
+            client = self._spawn(receiver, ["iperf3", "-c", addr, "-p", str(port),
+                                            f"-{flow.family}", "-R", "-t", str(seconds),
+                                            "--connect-timeout", "10000"])
+            thread.start()
+            yield samples
+        finally:
+            stop.set()
+            if thread.is_alive():
+                thread.join(timeout=5)
+            for proc in (server, client):
+                if proc is None:
+                    continue
+                if proc.poll() is None:
+                    proc.kill()
+                proc.communicate()
+                with self._lock:
+                    if proc in self._procs:
+                        self._procs.remove(proc)
 
     # -- teardown ----------------------------------------------------------
     def _kill_ns_processes(self, ns: str) -> None:

@@ -457,10 +457,10 @@ def _preload(log: HotplugLog) -> None:
     """Import what a request needs, so a forked child imports nothing."""
     import subprocess  # noqa: F401  (xenstore tools)
     from vif_qos.config import planning, policy  # noqa: F401
-    from vif_qos.kernel import apply, drift, tc  # noqa: F401
+    from vif_qos.kernel import apply, drift, netlink, tc  # noqa: F401
     from vif_qos.kernel import nft
     from vif_qos.xen import rebuild, xenstore  # noqa: F401
-    tc._import_pyroute2()
+    netlink.preload()
     try:
         nft.open_ctx()  # loads libnftables once (a context per request is made anew)
     except EnvironmentProblem as err:

@@ -176,6 +176,22 @@ class Xenstore:
             raise self._failure("xenstore-list", [path], err, ("could not list path",))
         return [unescape(line) for line in out.split("\n") if line]
 
+    def ls(self, path: str) -> Dict[str, str]:
+        """Every node below ``path`` (absolute) with its value, in ONE tool run
+        (``xenstore-ls -f``): absolute path -> unescaped value (``""`` for a
+        directory node).
+
+        :raises XenstoreMissing: no such node.
+        """
+        from vif_qos.xen.running import parse_ls
+
+        rc, out, err = self._run("xenstore-ls", ["-f", path])
+        if rc != 0:
+            if "No such file or directory" in err and "xs_open" not in err:
+                raise XenstoreMissing("no such xenstore node", token=path, source="xenstore")
+            raise self._failure("xenstore-ls", [path], err, ("could not list path",))
+        return parse_ls(out)
+
     # -- writes ---------------------------------------------------------------
 
     def write(self, path: str, value: str) -> None:
