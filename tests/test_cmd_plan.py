@@ -55,8 +55,10 @@ def test_plan_json_is_one_object_with_integer_fields(conf, capsys):
     assert set(data["inbound"]) == {"rate_bits_per_s", "burst_bytes", "latency_us", "limit_bytes",
                                     "peak_bits_per_s", "minburst_bytes"}
     assert set(data["outbound"]) == {"rate_bits_per_s", "ceil_bits_per_s", "burst_bytes",
-                                     "cburst_bytes", "quantum_bytes", "pool"}
-    assert all(isinstance(v, int) for k, v in data["outbound"].items() if k != "pool")
+                                     "cburst_bytes", "quantum_bytes", "pool", "leaf_qdisc"}
+    assert all(isinstance(v, int) for k, v in data["outbound"].items()
+               if k not in ("pool", "leaf_qdisc"))
+    assert data["outbound"]["leaf_qdisc"]["limit_bytes"] == 69406
     assert data["outbound"]["rate_bits_per_s"] == 10 ** 6
     assert data["uplink"]["root"]["rate_bits_per_s"] == 10 ** 8   # the seed's 100mbit parent
     assert data["sources"]["inbound.rate_bits_per_s"] == "--qos"

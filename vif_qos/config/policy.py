@@ -349,7 +349,7 @@ def _build(cfg, problems: _Problems) -> Policy:
 
     for key in ("mark_mask", "qdisc_major", "classid_min", "classid_max", "on_failure",
                 "debug", "domain_config_dirs", "xen_rate_inbound", "xen_rate_outbound",
-                "mtu", "max_burst_time"):
+                "mtu", "max_burst_time", "leaf_qdisc"):
         note(f"host.{key}", "host", key)
 
     mask = host["mark_mask"]
@@ -383,6 +383,7 @@ def _build(cfg, problems: _Problems) -> Policy:
     policy.xen_rate_outbound = host["xen_rate_outbound"]
     policy.mtu_bytes = host["mtu"]
     policy.max_burst_time_us = min(host["max_burst_time"], KERNEL_MAX_BUCKET_US)
+    policy.leaf_qdisc = host["leaf_qdisc"]
 
     frame = policy.frame_bytes
 

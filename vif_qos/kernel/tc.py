@@ -514,6 +514,102 @@ def del_root_qdisc(ipr, index: int, handle: int, what: str) -> bool:
 
 
 # --------------------------------------------------------------------------
+# Leaf qdiscs (the queue under an HTB leaf class)
+# --------------------------------------------------------------------------
+
+#: ``TCA_FQ_CODEL_*`` attribute numbers (include/uapi/linux/pkt_sched.h).
+TCA_FQ_CODEL_TARGET, TCA_FQ_CODEL_LIMIT, TCA_FQ_CODEL_INTERVAL = 1, 2, 3
+TCA_FQ_CODEL_FLOWS, TCA_FQ_CODEL_QUANTUM = 5, 6
+
+
+def leaf_qdisc_msg(index: int, parent: int, kind: str, *, limit_bytes: int = 0,
+                   target_us: int = 0, interval_us: int = 0, quantum_bytes: int = 0):
+    """The RTM_NEWQDISC message body for a leaf qdisc under class ``parent``. Pure.
+
+    The handle is 0: the kernel picks a free one (``qdisc_alloc_handle``,
+    net/sched/sch_api.c); the qdisc is found again by its parent. ``bfifo``:
+    TCA_OPTIONS is ``struct tc_fifo_qopt { __u32 limit; }`` in bytes
+    (include/uapi/linux/pkt_sched.h). ``fq_codel``: ``TCA_FQ_CODEL_TARGET`` and
+    ``TCA_FQ_CODEL_INTERVAL`` in microseconds, ``TCA_FQ_CODEL_QUANTUM`` in bytes
+    (sch_fq_codel.c ``fq_codel_change``); ``limit_bytes`` is not sent (fq_codel's
+    limit is in packets and its memory_limit in truesize: kernel defaults kept).
+    Built with pyroute2's own ``tcmsg`` and its fq_codel attribute map.
+
+    :raises KernelError: another kind, or a bfifo limit outside 1..2**32-1.
+    """
+    tcmsg = _import_pyroute2()[1]
+    if kind == "bfifo":
+        if not 0 < int(limit_bytes) <= U32_MAX:
+            raise KernelError(f"bfifo limit {limit_bytes} bytes is outside 1..{U32_MAX}")
+        options = struct.pack("=I", int(limit_bytes))
+    elif kind == "fq_codel":
+        options = {"attrs": [["TCA_FQ_CODEL_TARGET", int(target_us)],
+                             ["TCA_FQ_CODEL_INTERVAL", int(interval_us)],
+                             ["TCA_FQ_CODEL_QUANTUM", int(quantum_bytes)]]}
+    else:
+        raise KernelError(f"leaf qdisc kind {kind!r}: vif-qos makes bfifo or fq_codel")
+    msg = tcmsg()
+    msg["family"] = socket.AF_UNSPEC
+    msg["index"] = index
+    msg["handle"] = 0
+    msg["parent"] = parent
+    msg["attrs"] = [["TCA_KIND", kind], ["TCA_OPTIONS", options]]
+    return msg
+
+
+def replace_leaf_qdisc(ipr, index: int, parent: int, kind: str, what: str,
+                       **params: int) -> None:
+    """Create the leaf qdisc under HTB class ``parent``, replacing the one there
+    (the class's default pfifo, or ours): NLM_F_CREATE | NLM_F_REPLACE. Deleting
+    the class deletes it too (sch_htb.c ``htb_destroy_class``). ``params``: see
+    :func:`leaf_qdisc_msg`.
+
+    :raises KernelError: the kernel refused (ENOENT "Specified qdisc kind is
+        unknown" when it has no such kind).
+    """
+    msg = leaf_qdisc_msg(index, parent, kind, **params)
+    _request(ipr, msg, RTM_NEWQDISC, FLAGS_REPLACE, what)
+
+
+def del_leaf_qdisc(ipr, index: int, parent: int, what: str) -> bool:
+    """Delete the qdisc under class ``parent`` (the class gets its built-in
+    pfifo back, sch_htb.c ``htb_graft``); False when none or gone."""
+    for item in dump_qdiscs(ipr, index):
+        if item.parent == parent:
+            return _delete(ipr, _tcmsg("", index, item.handle, parent, None),
+                           RTM_DELQDISC, what)
+    return False
+
+
+def kernel_has_fq_codel(ipr, lo_index: int) -> Optional[bool]:
+    """Whether the kernel knows the fq_codel qdisc, asked without creating one.
+
+    Sends an fq_codel root qdisc for netdev ``lo_index`` with
+    ``TCA_FQ_CODEL_FLOWS`` 0, which ``fq_codel_change`` refuses (EINVAL, "flows
+    must be 1..65536") after the kind was found; an unknown kind fails earlier
+    with ENOENT (sch_api.c ``qdisc_create``, after trying to load the module).
+    Nothing is created either way. ``None`` when the answer says neither
+    (another root qdisc holds the place: EEXIST).
+    """
+    tcmsg = _import_pyroute2()[1]
+    msg = tcmsg()
+    msg["family"] = socket.AF_UNSPEC
+    msg["index"] = lo_index
+    msg["handle"] = 0
+    msg["parent"] = TC_H_ROOT
+    msg["attrs"] = [["TCA_KIND", "fq_codel"],
+                    ["TCA_OPTIONS", {"attrs": [["TCA_FQ_CODEL_FLOWS", 0]]}]]
+    try:
+        _nlm(ipr, msg, RTM_NEWQDISC, FLAGS_ADD)
+    except Exception as err:
+        code = _errno(err)
+        if code is None:
+            raise
+        return {EINVAL: True, ENOENT: False}.get(code)
+    return None  # pragma: no cover - the kernel took flows 0
+
+
+# --------------------------------------------------------------------------
 # Reading back
 # --------------------------------------------------------------------------
 
@@ -584,6 +680,9 @@ class QdiscInfo:
     limit_bytes: Optional[int] = None
     buffer_ticks: Optional[int] = None
     mtu_ticks: Optional[int] = None
+    # fq_codel
+    target_us: Optional[int] = None
+    interval_us: Optional[int] = None
     bytes: int = 0
     packets: int = 0
     drops: int = 0
@@ -630,6 +729,14 @@ def _qdisc_info(msg) -> QdiscInfo:
         peak = _u64(attrs.get(5)) or peak
         extra = {"rate_bytes_per_s": rate, "peak_bytes_per_s": peak or None,
                  "limit_bytes": limit, "buffer_ticks": buffer, "mtu_ticks": mtu}
+    elif kind == "bfifo" and raw and len(raw) >= 4:
+        extra = {"limit_bytes": struct.unpack_from("=I", raw)[0]}
+    elif kind == "fq_codel":
+        def u32(attr):
+            data = attrs.get(attr)
+            return struct.unpack_from("=I", data)[0] if data and len(data) >= 4 else None
+        extra = {"target_us": u32(TCA_FQ_CODEL_TARGET),
+                 "interval_us": u32(TCA_FQ_CODEL_INTERVAL)}
     st = _stats(msg)
     return QdiscInfo(index=msg["index"], kind=kind, handle=msg["handle"],
                      parent=msg["parent"], bytes=st["bytes"],
