@@ -58,7 +58,7 @@ def test_plan_json_is_one_object_with_integer_fields(conf, capsys):
                                      "cburst_bytes", "quantum_bytes", "pool", "leaf_qdisc"}
     assert all(isinstance(v, int) for k, v in data["outbound"].items()
                if k not in ("pool", "leaf_qdisc"))
-    assert data["outbound"]["leaf_qdisc"]["limit_bytes"] == 69406
+    assert data["outbound"]["leaf_qdisc"]["limit_bytes"] == 6250 + 65536
     assert data["outbound"]["rate_bits_per_s"] == 10 ** 6
     assert data["uplink"]["root"]["rate_bits_per_s"] == 10 ** 8   # the seed's 100mbit parent
     assert data["sources"]["inbound.rate_bits_per_s"] == "--qos"

@@ -636,6 +636,10 @@ def _raw_attr(msg, name: str) -> Optional[bytes]:
     nla_obj = msg.get_attr(name)
     if nla_obj is None:
         return None
+    if isinstance(nla_obj, str):
+        # A kind pyroute2 has no plugin for (bfifo): its template decodes the
+        # payload as a hex dump, "10:0f:01:00".
+        return bytes.fromhex(nla_obj.replace(":", ""))
     data = nla_obj.data
     return bytes(data[nla_obj.offset + 4:nla_obj.offset + nla_obj.length])
 

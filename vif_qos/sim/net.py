@@ -28,24 +28,32 @@ The topology (every name below lives only inside namespaces made here)::
   the ULA prefix ``fd7a:5100:0:1::/64``. Duplicate address detection is switched off
   in every namespace made here (``accept_dad=0`` and ``nodad``), so addresses are
   usable at once.
-* Offloads: the sending endpoints' interfaces (the guests' ``eth0`` and the internet
-  host's ``eth0``) get ``gso_max_segs 1``, so TCP hands the stack one MSS-sized
-  packet at a time. Reason: a veth moves a GSO packet whole and counts ``skb->len``
-  (headers once), while tc counts ``qdisc_pkt_len`` (headers once per segment, as on
-  a real wire). With GSO on, the interface byte counters would read up to ~6 %
-  (IPv6) below the wire rate tc enforces; with one segment per packet both count
-  the same bytes. dom0's own netdevs (bridge, ``peth0``, vifs) keep their defaults,
-  so vif-qos sees them as created. Pass ``sender_gso=True`` to keep GSO.
+* Offloads: every interface keeps its defaults, GSO on, as in production: netback
+  hands dom0 a guest's TSO frames whole, and a veth does the same. A TCP sender
+  here passes GSO packets of up to 64 KiB to the bridge, and tc shapes them as
+  the segments they will become (``qdisc_pkt_len``: headers once per segment).
+  ``sender_gso=False`` caps the endpoints at one segment per packet
+  (``gso_max_segs 1``), for comparison only.
 
 Measurement (:meth:`SimHost.measure`, :meth:`SimHost.measure_many`): iperf3 over
 TCP between a guest and the internet host. The iperf3 *client* runs in the
 receiving namespace with ``-R`` (the server sends), so its per-interval JSON figures
-are the receiver's. The wire rate comes from the shaped interface's byte counters,
-read over rtnetlink inside dom0 (``IFLA_STATS64``) after a warm-up and at the end of
-the window, timestamped with ``time.monotonic()``: the vif's tx bytes for
-*inbound* (toward the guest, where the TBF sits), the uplink's tx bytes for
-*outbound* (from the guest, where the HTB sits). Goodput is the sum of iperf3's
-receiver intervals that fall inside the same window (see :class:`Measurement`).
+are the receiver's. The wire rate is read in dom0 on the shaped interface (the
+vif's tx for *inbound*, where the TBF sits; the uplink's tx for *outbound*,
+where the HTB sits), after a warm-up and at the end of the window, timestamped
+with ``time.monotonic()``. With GSO a netdev counts a GSO packet once
+(``skb->len``: headers once), while the wire carries one header per segment, so
+the wire figure is (see :func:`gso_wire_bytes`)::
+
+    wire bytes = interface tx bytes
+                 + (root qdisc's packets - interface tx packets) x header bytes
+
+where the root qdisc (TBF or HTB) counts segments (``gso_segs``, net/sched
+``bstats_update``) and the interface counts packets, and ``header bytes`` is one
+Ethernet + IP + TCP-with-timestamps header (66 bytes IPv4, 86 IPv6). Goodput is
+the sum of iperf3's receiver intervals that fall inside the same window (see
+:class:`Measurement`). :meth:`SimHost.rtt_under_load` pings a guest while many
+TCP flows saturate one direction.
 
 Usage::
 
@@ -67,6 +75,7 @@ import ctypes
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import struct
@@ -98,6 +107,10 @@ INTERNET_IPV6 = SUBNET6_PREFIX + "2"
 
 #: The MAC netback gives every vif (drivers/net/xen-netback/interface.c).
 NETBACK_VIF_MAC = "fe:ff:ff:ff:ff:ff"
+
+#: One Ethernet + IP + TCP (with timestamps) header per family: what each further
+#: segment of a GSO packet adds on the wire.
+SEGMENT_HEADER_BYTES = {4: 14 + 20 + 32, 6: 14 + 40 + 32}
 
 INBOUND = "inbound"    # toward the guest: shaped by the TBF on the vif
 OUTBOUND = "outbound"  # from the guest: shaped by the HTB on the uplink
@@ -189,9 +202,12 @@ class LinkCounters:
         self._sock.bind((0, 0))
         self._seq = 0
         self._lock = threading.Lock()
+        self._ipr = None
 
     def close(self) -> None:
         self._sock.close()
+        if self._ipr is not None:
+            self._ipr.close()
 
     def _getlink(self, ifname: str) -> Tuple[float, Dict[int, bytes]]:
         """(monotonic_s, {IFLA attribute type: payload}) of ``ifname``."""
@@ -233,6 +249,20 @@ class LinkCounters:
             raise EnvironmentProblem(f"simnet: no IFLA_STATS64 for {ifname!r} in {self.ns}")
         rxp, txp, rxb, txb = struct.unpack_from("=QQQQ", attrs[self._IFLA_STATS64], 0)
         return t, {"rx_packets": rxp, "tx_packets": txp, "rx_bytes": rxb, "tx_bytes": txb}
+
+    def read_with_segments(self, ifname: str) -> Tuple[float, Dict[str, int]]:
+        """:meth:`read` plus ``segments``: the packets (GSO segments) of the
+        netdev's root qdisc (``vif_qos.kernel.tc``), 0 when it has none of ours."""
+        from vif_qos.kernel import tc as tcadapter
+
+        t, counters = self.read(ifname)
+        if self._ipr is None:
+            with in_netns(self.ns):
+                self._ipr = tcadapter.open_ipr()
+        link = tcadapter.get_link(self._ipr, ifname)
+        root = tcadapter.get_root_qdisc(self._ipr, link.index) if link else None
+        counters["segments"] = root.packets if root is not None else 0
+        return t, counters
 
     def is_up(self, ifname: str) -> bool:
         """True when ``ifname``'s operstate is UP (``IF_OPER_UP``, RFC 2863).
@@ -289,10 +319,13 @@ class Flow:
 class Measurement:
     """The result of one measured flow.
 
-    * ``wire_bits_per_s``: ``wire_bytes * 8 / window_s``, where ``wire_bytes`` is the
-      tx byte counter delta of ``wire_interface`` (the vif for inbound, the uplink for
-      outbound) between two samples taken in dom0, ``window_s`` apart on the
+    * ``wire_bits_per_s``: ``wire_bytes * 8 / window_s``, where ``wire_bytes`` is
+      :func:`gso_wire_bytes` of ``wire_interface`` (the vif for inbound, the uplink
+      for outbound) between two samples taken in dom0, ``window_s`` apart on the
       monotonic clock: the first after ``warmup_s``, the second before iperf3 ends.
+      ``interface_bytes`` is the netdev's own tx byte delta (headers once per GSO
+      packet), ``segments`` the root qdisc's packet delta (GSO segments) and
+      ``interface_packets`` the netdev's tx packet delta.
       On the uplink the counter counts every flow leaving it: with several outbound
       flows at once it is their sum (the same figure in each Measurement).
     * ``goodput_bits_per_s``: TCP payload bytes the receiver got per second, summed
@@ -318,6 +351,9 @@ class Measurement:
     goodput_window_s: float
     full_run_goodput_bits_per_s: float
     retransmits: Optional[int]
+    interface_bytes: int = 0
+    interface_packets: int = 0
+    segments: int = 0
 
     def wire_ratio(self, configured_bits_per_s: int) -> float:
         """Measured wire rate / configured rate."""
@@ -326,6 +362,36 @@ class Measurement:
     def goodput_ratio(self, configured_bits_per_s: int) -> float:
         """Measured TCP goodput / configured rate."""
         return self.goodput_bits_per_s / configured_bits_per_s
+
+
+@dataclass(frozen=True)
+class RttMeasurement:
+    """Ping RTTs to a guest, idle (``direction`` None) or while ``flows`` parallel
+    TCP flows saturate ``direction``.
+
+    ``rtts_ms`` are the replies' round-trip times (ping's ``time=``), ``sent`` the
+    echo requests sent; ``load_goodput_bits_per_s`` the load's TCP goodput over
+    its whole run (iperf3 receiver sum; 0 when idle). The ping goes from the
+    internet host to the guest: the request crosses the vif's TBF (inbound), the
+    reply the uplink's HTB leaf (outbound), so either direction's queue shows.
+    """
+
+    guest: str
+    direction: Optional[str]
+    family: int
+    flows: int
+    rtts_ms: Tuple[float, ...]
+    sent: int
+    load_goodput_bits_per_s: float
+
+    @property
+    def median_ms(self) -> float:
+        """Median RTT in ms (``inf`` when no reply came back)."""
+        values = sorted(self.rtts_ms)
+        if not values:
+            return math.inf
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 class SimHost:
@@ -346,7 +412,7 @@ class SimHost:
     """
 
     def __init__(self, prefix: str = DEFAULT_PREFIX, bridge: str = DEFAULT_BRIDGE,
-                 uplink: str = DEFAULT_UPLINK, sender_gso: bool = False):
+                 uplink: str = DEFAULT_UPLINK, sender_gso: bool = True):
         if os.geteuid() != 0:
             raise EnvironmentProblem("the simulated dom0 needs root (network namespaces)")
         if shutil.which("ip") is None:
@@ -631,9 +697,11 @@ class SimHost:
                     "-t", str(run_s), "-i", f"{interval_s:g}", "--json",
                     "--connect-timeout", "10000"]))
             _sleep_until(start + warmup_s)
-            first = {key: self.counters(key[0]).read(key[1]) for key in wire_keys}
+            first = {key: self.counters(key[0]).read_with_segments(key[1])
+                     for key in wire_keys}
             _sleep_until(start + warmup_s + window_s)
-            last = {key: self.counters(key[0]).read(key[1]) for key in wire_keys}
+            last = {key: self.counters(key[0]).read_with_segments(key[1])
+                    for key in wire_keys}
             results = []
             for proc, plan in zip(clients, plans):
                 try:
@@ -658,7 +726,9 @@ class SimHost:
         measurements = []
         for (flow, _s, receiver, _a, wire, _p), (out, err, rc) in zip(plans, results):
             (t0, c0), (t1, c1) = first[(self.dom0, wire)], last[(self.dom0, wire)]
-            wire_bytes = c1["tx_bytes"] - c0["tx_bytes"]
+            delta = {key: c1[key] - c0[key] for key in c1}
+            wire_bytes = gso_wire_bytes(delta["tx_bytes"], delta["tx_packets"],
+                                        delta["segments"], flow.family)
             goodput, good_window, full, retrans = _iperf3_receiver(
                 out, err, rc, receiver, warmup_s, warmup_s + window_s)
             measurements.append(Measurement(
@@ -666,8 +736,73 @@ class SimHost:
                 family=flow.family, wire_interface=wire, wire_bytes=wire_bytes,
                 window_s=t1 - t0, wire_bits_per_s=wire_bytes * 8 / (t1 - t0),
                 goodput_bits_per_s=goodput, goodput_window_s=good_window,
-                full_run_goodput_bits_per_s=full, retransmits=retrans))
+                full_run_goodput_bits_per_s=full, retransmits=retrans,
+                interface_bytes=delta["tx_bytes"], interface_packets=delta["tx_packets"],
+                segments=delta["segments"]))
         return measurements
+
+    def rtt_under_load(self, guest: SimGuest, direction: Optional[str], family: int = 4,
+                       flows: int = 32, warmup_s: float = 1.5, ping_s: float = 3.0,
+                       ping_interval_s: float = 0.05) -> RttMeasurement:
+        """Ping ``guest`` from the internet host for ``ping_s`` seconds (one echo
+        request every ``ping_interval_s``, >= 0.002 as root), idle when
+        ``direction`` is None, else after ``warmup_s`` of ``flows`` parallel TCP
+        flows (one iperf3 ``-P``) in ``direction`` that keep running until the
+        last reply is due.
+
+        :raises EnvironmentProblem: iperf3 or ping missing, the load failed.
+        """
+        for tool in ("iperf3", "ping"):
+            if shutil.which(tool) is None:
+                raise EnvironmentProblem(f"measuring RTT needs {tool}")
+        self.wait_up([(self.dom0, self.uplink), (self.internet, "eth0"),
+                      (self.dom0, guest.vif), (guest.ns, "eth0")])
+        count = max(1, int(ping_s / ping_interval_s))
+        ping_args = ["ping", f"-{family}", "-n", "-i",
+                     f"{ping_interval_s:g}", "-c", str(count), "-W", "3",
+                     guest.address(family)]
+        server = client = None
+        try:
+            if direction is not None:
+                sender, receiver, addr, _wire = self._endpoints(Flow(guest, direction,
+                                                                      family))
+                port = self._port()
+                server = self._spawn(sender, ["iperf3", "-s", "-1", "-p", str(port)])
+                deadline = time.monotonic() + 10
+                while not self._listening(server.pid, port):
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise EnvironmentProblem(f"simnet: iperf3 server in {sender} "
+                                                 "did not start")
+                    time.sleep(0.01)
+                run_s = math.ceil(warmup_s + ping_s + 1.5)
+                client = self._spawn(receiver, [
+                    "iperf3", "-c", addr, "-p", str(port), f"-{family}", "-R",
+                    "-P", str(flows), "-t", str(run_s), "--json",
+                    "--connect-timeout", "10000"])
+                time.sleep(warmup_s)
+            res = run(*ping_args, ns=self.internet, check=False,
+                      timeout=ping_s * 3 + 15)
+            goodput = 0.0
+            if client is not None:
+                try:
+                    out, err = client.communicate(timeout=run_s + 20)
+                except subprocess.TimeoutExpired:
+                    raise EnvironmentProblem(f"simnet: iperf3 -P {flows} client hung")
+                goodput = _iperf3_receiver(out, err, client.returncode, guest.ns,
+                                           0.0, float(run_s))[2]
+        finally:
+            for proc in (server, client):
+                if proc is not None:
+                    if proc.poll() is None:
+                        proc.kill()
+                    proc.wait()
+                    with self._lock:
+                        if proc in self._procs:
+                            self._procs.remove(proc)
+        rtts = tuple(float(v) for v in _PING_TIME.findall(res.stdout))
+        return RttMeasurement(guest=guest.name, direction=direction, family=family,
+                              flows=flows if direction else 0, rtts_ms=rtts, sent=count,
+                              load_goodput_bits_per_s=goodput)
 
     # -- teardown ----------------------------------------------------------
     def _kill_ns_processes(self, ns: str) -> None:
@@ -699,6 +834,24 @@ class SimHost:
             run("ip", "netns", "del", ns, check=False)
         self.namespaces.clear()
         self.guests.clear()
+
+
+def gso_wire_bytes(interface_bytes: int, interface_packets: int, segments: int,
+                   family: int) -> int:
+    """Bytes on the wire (Ethernet frames, no FCS) from a netdev's tx counters and
+    its root qdisc's segment count.
+
+    A GSO packet of n segments counts once in the netdev (``skb->len``, one
+    header) and n times in the qdisc (``gso_segs``); its n - 1 further segments
+    each carry one more Ethernet + IP + TCP header (:data:`SEGMENT_HEADER_BYTES`
+    of ``family``). Packets that are not GSO add nothing. Without a qdisc of ours
+    (``segments`` 0, or fewer than the packets) the interface bytes are returned.
+    """
+    extra_segments = max(0, segments - interface_packets)
+    return interface_bytes + extra_segments * SEGMENT_HEADER_BYTES[family]
+
+
+_PING_TIME = re.compile(r"time=([0-9.]+) ms")
 
 
 def _sleep_until(deadline: float) -> None:
