@@ -46,6 +46,11 @@ from vif_qos.errors import EnvironmentProblem, InputError
 
 #: A wire rate further than this from its configured rate fails the run.
 TOLERANCE = 0.05
+#: Parallel TCP flows of the RTT-under-load runs.
+RTT_FLOWS = 32
+#: The largest packet a queue takes whole (a 64 KiB GSO packet): the RTT bound is
+#: base RTT + latency + its time at the rate (README "Measuring shaping").
+GSO_PACKET_BYTES = 65536
 
 #: The built-in scenario's policy file. Every input source appears once:
 #: [defaults] (plain1), a pool (heavy-a, heavy-b), [domains] entries (win1,
@@ -54,7 +59,7 @@ BUILTIN_POLICY = """\
 # vif-qos simulate: the built-in scenario's host policy
 [bridges]
 uplink = auto
-rate = 1gbit
+rate = 10gbit
 
 [defaults]
 # every guest without a limit of its own
@@ -132,7 +137,28 @@ def builtin_guests() -> List[GuestSpec]:
         GuestSpec("heavy-a", 4, pool_run=True),                         # pool members
         GuestSpec("heavy-b", 5, pool_run=True),
         GuestSpec("plain1", 6),                                         # [defaults]
+        GuestSpec("fast1", 7, qos="rate=1gbit"),                        # a 1 Gbit/s guest
     ]
+
+
+@dataclass
+class RttRow:
+    """One guest's ping RTTs (median ms): idle and under ``RTT_FLOWS`` flows each
+    way, with the bound each loaded median must keep (``None``: not shaped)."""
+
+    guest: str
+    vif: str
+    idle_ms: float
+    inbound_ms: Optional[float] = None
+    inbound_bound_ms: Optional[float] = None
+    outbound_ms: Optional[float] = None
+    outbound_bound_ms: Optional[float] = None
+
+    @property
+    def ok(self) -> bool:
+        return all(value is None or value <= bound for value, bound in (
+            (self.inbound_ms, self.inbound_bound_ms),
+            (self.outbound_ms, self.outbound_bound_ms)))
 
 
 @dataclass
@@ -301,6 +327,7 @@ class Simulation:
         hotplug = self._bring_up()
         rows = self._measure_all()
         pool = self._measure_pool()
+        rtts = self._measure_rtts()
         leftovers = self._tear_down()
         ours = list(self.dom0.host.namespaces)
         if not self.keep:
@@ -314,13 +341,15 @@ class Simulation:
             leftovers.append("the root namespace's qdiscs or nftables ruleset changed "
                              "during the run")
         ok = (all(r.ok for r in rows) and all(r.ok for r in pool) and not leftovers
-              and all(h["ok"] for h in hotplug))
+              and all(h["ok"] for h in hotplug) and all(r.ok for r in rtts))
         return {
             "ok": ok,
             "tolerance": TOLERANCE,
             "hotplug": hotplug,
             "rows": [dict(vars(r), ratio=round(r.ratio, 4), ok=r.ok) for r in rows],
             "pool": [dict(vars(r), ratio=round(r.ratio, 4), ok=r.ok) for r in pool],
+            "rtt": [dict(vars(r), ok=r.ok) for r in rtts],
+            "rtt_flows": RTT_FLOWS,
             "leftovers": leftovers,
             "root_namespace_unchanged": root_same,
             "seconds": round(time.monotonic() - started, 1),
@@ -481,6 +510,46 @@ class Simulation:
                             fair=fair))
         return rows
 
+    def _rtt_bound_ms(self, vif: str, direction: str, idle_ms: float) -> Optional[float]:
+        """base + latency + one 64 KiB packet at the rate, or None when not shaped."""
+        plan = self.plans[vif]
+        if direction == "inbound":
+            part = plan.get("inbound")
+            latency_us = part["latency_us"] if part else None
+        else:
+            part = plan.get("outbound")
+            leaf = part.get("leaf_qdisc") if part else None
+            latency_us = leaf["latency_us"] if leaf else None
+        if not part or latency_us is None:
+            return None
+        rate = part["rate_bits_per_s"]
+        return idle_ms + latency_us / 1000 + GSO_PACKET_BYTES * 8 * 1000 / rate
+
+    def _measure_rtts(self) -> List[RttRow]:
+        """Per guest: ping RTT idle and while RTT_FLOWS TCP flows fill each shaped
+        direction (IPv4), judged against :meth:`_rtt_bound_ms`; a loaded median
+        above its bound is measured once more (another job may slow dom0)."""
+        host = self.dom0.host
+        rows = []
+        for g in self.guests.values():
+            self.progress(f"measuring RTT of {g.name}: idle, then under {RTT_FLOWS} flows "
+                          f"each way")
+            idle = host.rtt_under_load(g, None, ping_s=1.0, ping_interval_s=0.05)
+            row = RttRow(guest=g.name, vif=g.vif, idle_ms=round(idle.median_ms, 3))
+            for direction in ("inbound", "outbound"):
+                bound = self._rtt_bound_ms(g.vif, direction, idle.median_ms)
+                if bound is None:
+                    continue
+                for _attempt in range(2):
+                    loaded = host.rtt_under_load(g, direction, flows=RTT_FLOWS,
+                                                 warmup_s=1.0, ping_s=2.0)
+                    if loaded.median_ms <= bound:
+                        break
+                setattr(row, f"{direction}_ms", round(loaded.median_ms, 2))
+                setattr(row, f"{direction}_bound_ms", round(bound, 2))
+            rows.append(row)
+        return rows
+
     # -- 5: teardown, three ways ------------------------------------------------
 
     def _tear_down(self) -> List[str]:
@@ -590,8 +659,9 @@ def format_report(result: dict) -> str:
                      f"hotplug-error {h['hotplug_error']!r} {h['stderr']}")
     head = (f"{'guest':<16} {'vif':<12} {'direction':<9} {'ip':<3} {'configured':>10} "
             f"{'wire':>9} {'goodput':>9} {'wire/conf':>9}  limit came from")
-    lines += ["", "Mbit/s; wire = the shaped interface's byte counters (what tc counts); "
-              "goodput = iperf3 TCP payload", head, "-" * len(head)]
+    lines += ["", "Mbit/s; wire = the shaped interface's tx bytes + one header per further "
+              "GSO segment (what the wire carries); goodput = iperf3 TCP payload", head,
+              "-" * len(head)]
     for r in result["rows"] + result["pool"]:
         flag = "" if r["ok"] else ("  <-- off by more than 5%" if r["fair"]
                                    else "  <-- unfair share")
@@ -601,6 +671,24 @@ def format_report(result: dict) -> str:
                      f"{flag}")
         if r.get("note"):
             lines.append(f"{'':<16} {r['note']}")
+    rtt = result.get("rtt", [])
+    if rtt:
+        head = (f"{'guest':<16} {'vif':<12} {'idle':>7} {'inbound':>9} {'bound':>8} "
+                f"{'outbound':>9} {'bound':>8}")
+        lines += ["", f"ping RTT, median ms: idle, and while {result['rtt_flows']} TCP flows "
+                  "fill one direction (bound = idle + latency + one 64 KiB packet at the "
+                  "rate)", head, "-" * len(head)]
+
+        def cell(value):
+            return f"{value:>9.2f}" if value is not None else f"{'-':>9}"
+
+        def bound_cell(value):
+            return f"{value:>8.1f}" if value is not None else f"{'-':>8}"
+        for r in rtt:
+            lines.append(f"{r['guest']:<16} {r['vif']:<12} {r['idle_ms']:>7.3f} "
+                         f"{cell(r['inbound_ms'])} {bound_cell(r['inbound_bound_ms'])} "
+                         f"{cell(r['outbound_ms'])} {bound_cell(r['outbound_bound_ms'])}"
+                         + ("" if r["ok"] else "  <-- above its bound"))
     lines.append("")
     if result["leftovers"]:
         lines.append("LEFT OVER after every guest went:")
@@ -611,6 +699,8 @@ def format_report(result: dict) -> str:
                      "is as it was")
     lines.append(f"result: {'OK' if result['ok'] else 'FAILED'} "
                  f"(every wire rate within {result['tolerance']:.0%} of configured: "
-                 f"{'yes' if all(r['ok'] for r in result['rows'] + result['pool']) else 'no'}); "
+                 f"{'yes' if all(r['ok'] for r in result['rows'] + result['pool']) else 'no'}; "
+                 f"every RTT under load within its bound: "
+                 f"{'yes' if all(r['ok'] for r in rtt) else 'no'}); "
                  f"{result['seconds']} s")
     return "\n".join(lines)
