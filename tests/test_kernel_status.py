@@ -48,8 +48,14 @@ def test_status_json_and_text_show_limits_and_moving_counters(netns, capsys):
     assert v["inbound"]["sent_packets"] >= 4
     assert v["classified"]["packets"] >= 5 and v["classified"]["bytes"] > 0
     assert by_vif[gone]["netdev_present"] is False and by_vif[gone]["inbound"] is None
+    # kerneltopo's hand-made plan has no leaf qdisc: the default class keeps the
+    # kernel's pfifo, and status says so.
     assert data["uplinks"] == [{"device": UPLINK, "qdisc": "htb 7a51:0",
-                                "direct_packets": 0}]
+                                "direct_packets": 0,
+                                "default_leaf_qdisc": {
+                                    "kind": "pfifo (the kernel's default: no time bound)",
+                                    "handle": None, "limit_bytes": None, "bound_us": None,
+                                    "source": "kernel default"}}]
 
     # The text form, through the installed command in the namespace.
     vif_qos = os.path.join(os.path.dirname(sys.executable), "vif-qos")
