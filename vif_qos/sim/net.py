@@ -774,7 +774,7 @@ class SimHost:
                         raise EnvironmentProblem(f"simnet: iperf3 server in {sender} "
                                                  "did not start")
                     time.sleep(0.01)
-                run_s = math.ceil(warmup_s + ping_s + 1.5)
+                run_s = math.ceil(warmup_s + ping_s + 1.0)
                 client = self._spawn(receiver, [
                     "iperf3", "-c", addr, "-p", str(port), f"-{family}", "-R",
                     "-P", str(flows), "-t", str(run_s), "--json",

@@ -527,27 +527,41 @@ class Simulation:
 
     def _measure_rtts(self) -> List[RttRow]:
         """Per guest: ping RTT idle and while RTT_FLOWS TCP flows fill each shaped
-        direction (IPv4), judged against :meth:`_rtt_bound_ms`; a loaded median
-        above its bound is measured once more (another job may slow dom0)."""
+        direction (IPv4), judged against :meth:`_rtt_bound_ms`. Guests are measured
+        at the same time (each has its own TBF and leaf queue), one direction at a
+        time; a loaded median above its bound is measured once more (another job
+        may slow dom0)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         host = self.dom0.host
-        rows = []
-        for g in self.guests.values():
-            self.progress(f"measuring RTT of {g.name}: idle, then under {RTT_FLOWS} flows "
-                          f"each way")
-            idle = host.rtt_under_load(g, None, ping_s=1.0, ping_interval_s=0.05)
-            row = RttRow(guest=g.name, vif=g.vif, idle_ms=round(idle.median_ms, 3))
-            for direction in ("inbound", "outbound"):
-                bound = self._rtt_bound_ms(g.vif, direction, idle.median_ms)
+        guests = list(self.guests.values())
+        self.progress(f"measuring RTT of {len(guests)} guests at once: idle")
+        with ThreadPoolExecutor(max_workers=len(guests) or 1) as pool:
+            idle = list(pool.map(lambda g: host.rtt_under_load(g, None, ping_s=1.0),
+                                 guests))
+        rows = [RttRow(guest=g.name, vif=g.vif, idle_ms=round(i.median_ms, 3))
+                for g, i in zip(guests, idle)]
+        for direction in ("inbound", "outbound"):
+            self.progress(f"measuring RTT under {RTT_FLOWS} flows {direction}, "
+                          f"{len(guests)} guests at once")
+
+            def one(index: int, direction=direction):
+                g = guests[index]
+                bound = self._rtt_bound_ms(g.vif, direction, idle[index].median_ms)
                 if bound is None:
-                    continue
+                    return None, None
                 for _attempt in range(2):
                     loaded = host.rtt_under_load(g, direction, flows=RTT_FLOWS,
                                                  warmup_s=1.0, ping_s=2.0)
                     if loaded.median_ms <= bound:
                         break
-                setattr(row, f"{direction}_ms", round(loaded.median_ms, 2))
-                setattr(row, f"{direction}_bound_ms", round(bound, 2))
-            rows.append(row)
+                return round(loaded.median_ms, 2), round(bound, 2)
+
+            with ThreadPoolExecutor(max_workers=len(guests) or 1) as pool:
+                results = list(pool.map(one, range(len(guests))))
+            for row, (median, bound) in zip(rows, results):
+                setattr(row, f"{direction}_ms", median)
+                setattr(row, f"{direction}_bound_ms", bound)
         return rows
 
     # -- 5: teardown, three ways ------------------------------------------------
