@@ -476,6 +476,20 @@ class Simulation:
                 self.progress(f"measuring outbound (from the guest) {g.name}, IPv{family}")
                 flow = Flow(g, "outbound", family)
                 rows += self._rows([flow], host.measure_many([flow], window_s=self.window_s))
+        # A reading off by more than the tolerance is measured once more, alone: with
+        # GSO a shaper passes packets of up to 64 KiB whole, so short windows are
+        # lumpy, and another job on the machine can slow a flow; an error of the
+        # shaper shows again. The second reading is the one reported (noted).
+        for i, row in enumerate(rows):
+            if row.ok:
+                continue
+            guest = next(g for g in self.guests.values() if g.vif == row.vif)
+            self.progress(f"measuring {row.direction} {row.guest}, IPv{row.family} again "
+                          f"(wire/conf {row.ratio:.3f})")
+            flow = Flow(guest, row.direction, row.family)
+            again = self._rows([flow], host.measure_many([flow], window_s=self.window_s))[0]
+            again.note = f"measured again; first reading wire/conf {row.ratio:.3f}"
+            rows[i] = again
         return rows
 
     def _measure_pool(self) -> List[Row]:
