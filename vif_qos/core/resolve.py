@@ -80,8 +80,8 @@ from vif_qos.core import spec as specmod
 from vif_qos.core import units
 from vif_qos.core import xenrate
 from vif_qos.errors import InputError
-from vif_qos.model import (LEAF_QDISC_FQ_CODEL, ClassPlan, InboundPlan, LeafQdiscPlan,
-                           OutboundPlan, UplinkPlan, VifFacts, VifPlan)
+from vif_qos.model import (ClassPlan, InboundPlan, LeafQdiscPlan, OutboundPlan, UplinkPlan,
+                           VifFacts, VifPlan)
 from vif_qos.core.settings import BUILTIN, KERNEL_MAX_BUCKET_US, Policy
 
 HZ = 100

@@ -180,6 +180,73 @@ def ip_batch(ns: str, lines: Sequence[str], timeout: float = 300) -> None:
         run("ip", "-n", ns, "-batch", "-", input="\n".join(lines) + "\n", timeout=timeout)
 
 
+def make_namespace(name: str) -> str:
+    """Make network namespace ``name`` with ``lo`` up and IPv6 duplicate address
+    detection off; returns ``name``. The caller deletes it (:func:`delete_namespace`).
+
+    :raises EnvironmentProblem: ``ip``/``sysctl`` failed (the name is taken, not root).
+    """
+    run("ip", "netns", "add", name)
+    try:
+        run("sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0", ns=name)
+        run("ip", "-n", name, "link", "set", "lo", "up")
+    except BaseException:
+        delete_namespace(name)
+        raise
+    return name
+
+
+def _kill_ns_processes(ns: str) -> None:
+    pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
+    for pid in pids:
+        try:
+            os.kill(int(pid), 9)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def delete_namespace(name: str) -> None:
+    """Kill every process in namespace ``name``, then delete it (and with it every
+    netdev, qdisc and nft table in it). Never raises for one already gone."""
+    _kill_ns_processes(name)
+    run("ip", "netns", "del", name, check=False)
+
+
+class Namespaces:
+    """Bare namespaces (no dom0 in them) named ``<prefix><token>-<role>``, made by
+    :meth:`make` and all deleted by :meth:`close`: for kernel tests that need an
+    empty namespace, e.g. to probe what the kernel accepts."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX):
+        self.prefix = prefix
+        self.token = uuid.uuid4().hex[:6]
+        self.names: List[str] = []
+
+    def make(self, role: str = "ns") -> str:
+        name = make_namespace(f"{self.prefix}{self.token}-{role}")
+        self.names.append(name)
+        return name
+
+    def close(self) -> None:
+        for name in reversed(self.names):
+            delete_namespace(name)
+        self.names.clear()
+
+
+def tc_json(ns: str, *args: str):
+    """``tc -j ARGS`` inside ``ns``, parsed (``[]`` for no output): kernel state as
+    iproute2 reads it, independent of vif-qos's own netlink decoding."""
+    out = run("tc", "-j", *args, ns=ns).stdout
+    return json.loads(out) if out.strip() else []
+
+
+def nft_json(ns: str, *args: str):
+    """``nft -j ARGS`` inside ``ns``, parsed (the ``nftables`` list)."""
+    out = run("nft", "-j", *args, ns=ns).stdout
+    return json.loads(out)["nftables"] if out.strip() else []
+
+
 class LinkCounters:
     """Interface counters of one namespace, read over rtnetlink (``RTM_GETLINK``).
 
@@ -465,12 +532,8 @@ class SimHost:
         return self._make_ns(role)
 
     def _make_ns(self, role: str) -> str:
-        name = f"{self.prefix}{self.token}-{role}"
-        run("ip", "netns", "add", name)
+        name = make_namespace(f"{self.prefix}{self.token}-{role}")
         self.namespaces.append(name)
-        run("sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
-            "net.ipv6.conf.default.accept_dad=0", ns=name)
-        run("ip", "-n", name, "link", "set", "lo", "up")
         return name
 
     def _gso_lines(self, dev: str) -> List[str]:
@@ -546,8 +609,7 @@ class SimHost:
         later in a kernel workqueue, and the vif must be gone when this returns."""
         ip_batch(self.dom0, [f"link del {dev}" for dev in (guest.vif, guest.emu)
                              if dev and dev in self.link_names()])
-        self._kill_ns_processes(guest.ns)
-        run("ip", "netns", "del", guest.ns, check=False)
+        delete_namespace(guest.ns)
         with self._lock:
             if guest.ns in self.namespaces:
                 self.namespaces.remove(guest.ns)
@@ -805,14 +867,6 @@ class SimHost:
                               load_goodput_bits_per_s=goodput)
 
     # -- teardown ----------------------------------------------------------
-    def _kill_ns_processes(self, ns: str) -> None:
-        pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), 9)
-            except (ProcessLookupError, ValueError):
-                pass
-
     def close(self) -> None:
         """Kill every process started here or still running in our namespaces and
         delete every namespace (and so every netdev, qdisc and nft table in them).
@@ -830,8 +884,7 @@ class SimHost:
             reader.close()
         self._counters.clear()
         for ns in reversed(self.namespaces):
-            self._kill_ns_processes(ns)
-            run("ip", "netns", "del", ns, check=False)
+            delete_namespace(ns)
         self.namespaces.clear()
         self.guests.clear()
 
