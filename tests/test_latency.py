@@ -13,7 +13,8 @@ Asserted, per guest at 1, 10 and 100 Mbit/s and per direction: the median ping R
     base RTT (idle median) + latency + the time of one 64 KiB packet at the rate
 
 (the leaf holds at most rate x latency + 64 KiB; the TBF at most
-max(rate x latency, its largest whole packet); both drain at the rate). Single-flow
+max(rate x latency, its largest whole packet); both drain at the rate); also for
+a TBF with a ``peak`` bucket at 10 Mbit/s (peak 20). Single-flow
 goodput at these rates is asserted in tests/test_accuracy.py with the same plans.
 A 1 Gbit/s guest reaches TCP goodput >= 0.90 of its rate both ways, IPv4 and IPv6.
 
@@ -38,6 +39,8 @@ RATES_BITS_PER_S = (1 * MBIT, 10 * MBIT, 100 * MBIT)
 LATENCY_US = 50_000
 GSO_PACKET_BYTES = 65536
 FLOWS = 32
+#: (rate, peak) of the guest whose TBF has a peak bucket.
+PEAK_CASE = (10 * MBIT, 20 * MBIT)
 GOODPUT_MIN_SHARE = 0.90
 
 POLICY_TEXT = """
@@ -74,6 +77,13 @@ def shaped(tmp_path_factory):
             with host.in_dom0():
                 apply_vif(plan)
             guests[rate] = guest
+        # A TBF with a second bucket: peak 2x the rate, minburst one frame.
+        guest = host.add_guest(domid=3309)
+        plan = vif_plan(guest.vif, f"rate={PEAK_CASE[0]}bit,peak={PEAK_CASE[1]}bit")
+        assert plan.inbound.peak_bits_per_s == PEAK_CASE[1]
+        with host.in_dom0():
+            apply_vif(plan)
+        guests[PEAK_CASE] = guest
         yield host, guests
 
 
@@ -97,6 +107,26 @@ def test_rtt_under_32_flows_within_latency_plus_one_packet(shaped, rate, directi
     assert len(loaded.rtts_ms) >= loaded.sent // 2, why
     assert loaded.median_ms <= limit, why
     # The flows still fill the rate: the bound does not come from starving them.
+    assert loaded.load_goodput_bits_per_s >= 0.75 * rate, why
+
+
+def test_rtt_under_32_flows_with_a_peak_bucket(shaped):
+    """The TBF's second bucket (``peak``) lets short bursts through faster; the
+    queue still holds at most rate x latency (the peak splits GSO packets into
+    frames), so the inbound bound is the same."""
+    host, guests = shaped
+    guest, rate = guests[PEAK_CASE], PEAK_CASE[0]
+    idle = host.rtt_under_load(guest, None, ping_s=1.0)
+    limit = bound_ms(idle.median_ms, rate)
+    for _attempt in range(2):
+        loaded = host.rtt_under_load(guest, INBOUND, flows=FLOWS)
+        if loaded.median_ms <= limit:
+            break
+    why = (f"inbound {rate // MBIT} Mbit/s peak {PEAK_CASE[1] // MBIT} Mbit/s, {FLOWS} "
+           f"flows: median RTT {loaded.median_ms:.1f} ms, idle {idle.median_ms:.3f} ms, "
+           f"bound {limit:.1f} ms; load goodput {loaded.load_goodput_bits_per_s / rate:.3f}")
+    print("\n" + why)
+    assert loaded.median_ms <= limit, why
     assert loaded.load_goodput_bits_per_s >= 0.75 * rate, why
 
 
