@@ -108,6 +108,9 @@ INTERNET_IPV6 = SUBNET6_PREFIX + "2"
 #: The MAC netback gives every vif (drivers/net/xen-netback/interface.c).
 NETBACK_VIF_MAC = "fe:ff:ff:ff:ff:ff"
 
+#: Interval between wire counter samples inside a measured window, seconds.
+WIRE_SAMPLE_S = 0.1
+
 #: One Ethernet + IP + TCP (with timestamps) header per family: what each further
 #: segment of a GSO packet adds on the wire.
 SEGMENT_HEADER_BYTES = {4: 14 + 20 + 32, 6: 14 + 40 + 32}
@@ -386,10 +389,15 @@ class Flow:
 class Measurement:
     """The result of one measured flow.
 
-    * ``wire_bits_per_s``: ``wire_bytes * 8 / window_s``, where ``wire_bytes`` is
-      :func:`gso_wire_bytes` of ``wire_interface`` (the vif for inbound, the uplink
-      for outbound) between two samples taken in dom0, ``window_s`` apart on the
-      monotonic clock: the first after ``warmup_s``, the second before iperf3 ends.
+    * ``wire_bits_per_s``: the least-squares slope of the cumulative wire bits
+      (:func:`gso_wire_bytes` of ``wire_interface``: the vif for inbound, the uplink
+      for outbound) over samples taken in dom0 every :data:`WIRE_SAMPLE_S` from
+      ``warmup_s`` to ``warmup_s + window_s`` on the monotonic clock. A shaper
+      passes GSO packets of up to 64 KiB whole (0.5 s at 1 Mbit/s), so the
+      cumulative count is a staircase: two end points alone would be off by up to
+      a packet at each edge, the slope over all samples much less.
+      ``wire_bytes`` is the count between the first and last sample,
+      ``window_s`` their distance.
       ``interface_bytes`` is the netdev's own tx byte delta (headers once per GSO
       packet), ``segments`` the root qdisc's packet delta (GSO segments) and
       ``interface_packets`` the netdev's tx packet delta.
@@ -759,11 +767,17 @@ class SimHost:
                     "-t", str(run_s), "-i", f"{interval_s:g}", "--json",
                     "--connect-timeout", "10000"]))
             _sleep_until(start + warmup_s)
-            first = {key: self.counters(key[0]).read_with_segments(key[1])
-                     for key in wire_keys}
-            _sleep_until(start + warmup_s + window_s)
-            last = {key: self.counters(key[0]).read_with_segments(key[1])
-                    for key in wire_keys}
+            samples: Dict[Tuple[str, str], List[Tuple[float, Dict[str, int]]]] = {
+                key: [] for key in wire_keys}
+            end = start + warmup_s + window_s
+            next_at = start + warmup_s
+            while True:
+                _sleep_until(next_at)
+                for key in wire_keys:
+                    samples[key].append(self.counters(key[0]).read_with_segments(key[1]))
+                if next_at >= end:
+                    break
+                next_at = min(end, next_at + WIRE_SAMPLE_S)
             results = []
             for proc, plan in zip(clients, plans):
                 try:
@@ -787,16 +801,22 @@ class SimHost:
                         self._procs.remove(proc)
         measurements = []
         for (flow, _s, receiver, _a, wire, _p), (out, err, rc) in zip(plans, results):
-            (t0, c0), (t1, c1) = first[(self.dom0, wire)], last[(self.dom0, wire)]
+            series = samples[(self.dom0, wire)]
+            (t0, c0), (t1, c1) = series[0], series[-1]
             delta = {key: c1[key] - c0[key] for key in c1}
             wire_bytes = gso_wire_bytes(delta["tx_bytes"], delta["tx_packets"],
                                         delta["segments"], flow.family)
+            wire_rate = _slope([t - t0 for t, _c in series], [
+                gso_wire_bytes(c["tx_bytes"] - c0["tx_bytes"],
+                               c["tx_packets"] - c0["tx_packets"],
+                               c["segments"] - c0["segments"], flow.family) * 8
+                for _t, c in series])
             goodput, good_window, full, retrans = _iperf3_receiver(
                 out, err, rc, receiver, warmup_s, warmup_s + window_s)
             measurements.append(Measurement(
                 guest=flow.guest.name, vif=flow.guest.vif, direction=flow.direction,
                 family=flow.family, wire_interface=wire, wire_bytes=wire_bytes,
-                window_s=t1 - t0, wire_bits_per_s=wire_bytes * 8 / (t1 - t0),
+                window_s=t1 - t0, wire_bits_per_s=wire_rate,
                 goodput_bits_per_s=goodput, goodput_window_s=good_window,
                 full_run_goodput_bits_per_s=full, retransmits=retrans,
                 interface_bytes=delta["tx_bytes"], interface_packets=delta["tx_packets"],
@@ -905,6 +925,15 @@ def gso_wire_bytes(interface_bytes: int, interface_packets: int, segments: int,
 
 
 _PING_TIME = re.compile(r"time=([0-9.]+) ms")
+
+
+def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of ``ys`` over ``xs`` (two points: their difference
+    quotient)."""
+    n = len(xs)
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    var = sum((x - mean_x) ** 2 for x in xs)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var
 
 
 def _sleep_until(deadline: float) -> None:
