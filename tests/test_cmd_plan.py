@@ -225,3 +225,16 @@ def test_check_config_reports_two_files_claiming_one_domain(conf, capsys):
     err = captured.out + captured.err
     assert f"{xen / 'zz-baldr-copy.cfg'}:1: domain name already used by" in err
     assert "'baldr'" in err
+
+
+def test_plan_shows_the_leaf_qdiscs_with_limit_and_source(conf, capsys):
+    status, out, err = run(capsys, "plan", "--qos", "rate=10mbit,latency=20ms")
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    queue = [ln for ln in lines if ln.strip().startswith("queue")]
+    assert queue and "auto (fq_codel where the kernel has it, else bfifo)" in queue[0]
+    # 10 Mbit/s x 20 ms + 64 KiB, the latency from --qos (as the TBF's).
+    limit = [ln for ln in lines if ln.strip().startswith("limit") and "(bfifo)" in ln]
+    assert limit and "90536 bytes" in limit[0] and "rate * latency + 64 KiB" in limit[0]
+    assert any(ln.strip().startswith("latency") and ln.endswith("<- --qos") for ln in lines)
+    assert any("leaf qdisc auto" in ln and "limit" in ln for ln in lines)   # default class
