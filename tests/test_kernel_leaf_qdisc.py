@@ -135,3 +135,25 @@ def test_leaf_qdisc_messages_encode_the_uapi_layouts():
         T.leaf_qdisc_msg(7, 0x7A510100, "bfifo", limit_bytes=0)
     with pytest.raises(KernelError):
         T.leaf_qdisc_msg(7, 0x7A510100, "sfq")
+
+
+def test_a_tree_made_without_leaf_qdiscs_gets_one_under_its_default_class(host):
+    """An uplink whose tree an earlier vif-qos made (no leaf qdiscs): the next apply
+    puts the default class's bfifo in; a failed apply puts back what was there."""
+    from helpers import vif_plan as hand_made_plan
+
+    a, b = host.add_guest(domid=4), host.add_guest(domid=5)
+    with host.in_dom0():
+        got_a = A.apply_vif(hand_made_plan(a.vif))
+    assert leaf_qdiscs(host) == {}
+    with host.in_dom0():
+        with pytest.raises(KernelError, match="unknown"):
+            A.apply_vif(plan(b.vif, "rate=10mbit", "fq_codel"))
+        assert [x.vif for x in A.list_applied()] == [a.vif]
+    assert leaf_qdiscs(host) == {}          # the default class's pfifo is back
+    with host.in_dom0():
+        got_b = A.apply_vif(plan(b.vif, "rate=10mbit", "bfifo"))
+    leaves = leaf_qdiscs(host)
+    assert leaves["7a51:2"]["kind"] == "bfifo"
+    assert T.handle_str(got_b.classid) in leaves
+    assert T.handle_str(got_a.classid) not in leaves   # untouched until its next online
