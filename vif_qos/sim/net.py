@@ -702,6 +702,24 @@ class SimHost:
             return False
         return False
 
+    @staticmethod
+    def _established(pid: int, port: int) -> int:
+        """Established TCP connections on local ``port`` in process ``pid``'s
+        namespace (/proc/PID/net/tcp*, state 01); the iperf3 server's control
+        connection counts too."""
+        count = 0
+        for table in ("tcp6", "tcp"):
+            try:
+                with open(f"/proc/{pid}/net/{table}") as f:
+                    for line in f.readlines()[1:]:
+                        fields = line.split()
+                        if fields[3] == "01" and \
+                                int(fields[1].rsplit(":", 1)[1], 16) == port:
+                            count += 1
+            except (OSError, ValueError, IndexError):
+                pass
+        return count
+
     def measure(self, guest: SimGuest, direction: str, family: int = 4,
                 window_s: float = 2.0, warmup_s: float = 0.75) -> Measurement:
         """Measure one TCP flow; see :meth:`measure_many`."""
@@ -829,8 +847,8 @@ class SimHost:
         """Ping ``guest`` from the internet host for ``ping_s`` seconds (one echo
         request every ``ping_interval_s``, >= 0.002 as root), idle when
         ``direction`` is None, else after ``warmup_s`` of ``flows`` parallel TCP
-        flows (one iperf3 ``-P``) in ``direction`` that keep running until the
-        last reply is due.
+        flows (one iperf3 ``-P``) in ``direction``, counted from when all are
+        connected, that keep running until the last reply is due.
 
         :raises EnvironmentProblem: iperf3 or ping missing, the load failed.
         """
@@ -856,11 +874,20 @@ class SimHost:
                         raise EnvironmentProblem(f"simnet: iperf3 server in {sender} "
                                                  "did not start")
                     time.sleep(0.01)
-                run_s = math.ceil(warmup_s + ping_s + 1.0)
+                run_s = math.ceil(warmup_s + ping_s + 0.3)
                 client = self._spawn(receiver, [
                     "iperf3", "-c", addr, "-p", str(port), f"-{family}", "-R",
                     "-P", str(flows), "-t", str(run_s), "--json",
                     "--connect-timeout", "10000"])
+                # The warm-up counts from when every flow is connected (on a busy
+                # machine iperf3 takes a while to open 32 connections).
+                deadline = time.monotonic() + 15
+                while self._established(server.pid, port) < flows + 1:
+                    if client.poll() is not None or time.monotonic() > deadline:
+                        raise EnvironmentProblem(
+                            f"simnet: iperf3 -P {flows} toward {guest.name} did not "
+                            f"connect all its flows")
+                    time.sleep(0.02)
                 time.sleep(warmup_s)
             res = run(*ping_args, ns=self.internet, check=False,
                       timeout=ping_s * 3 + 15)
