@@ -94,10 +94,10 @@ def test_small_simulation_end_to_end():
     assert measured[("db0", "inbound", 6)]["configured_bits_per_s"] == 20_000_000
     for row in result["rows"]:
         assert abs(row["wire_bits_per_s"] / row["configured_bits_per_s"] - 1) <= 0.05, row
+    # "leftovers" includes the run's own namespaces still listed after it (by name:
+    # other simulate runs on the machine make vqsim-* namespaces of their own).
     assert result["leftovers"] == [] and result["root_namespace_unchanged"]
     assert result["ok"]
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "vqsim-" not in left
 
 
 @pytest.mark.kernel
