@@ -16,15 +16,18 @@ makes is touched):
    libxl runs them (``online type_if=vif``, then ``add type_if=tap`` for an HVM
    guest's ``-emu`` tap), and checks ``hotplug-status`` is ``connected``;
 4. measures every guest's inbound and outbound TCP throughput with iperf3, IPv4 and
-   IPv6, and the members of a shared pool sending at once;
+   IPv6 (GSO on at the senders, as netback delivers a guest's TSO frames), and the
+   members of a shared pool sending at once; then per guest the ping RTT idle and
+   while RTT_FLOWS TCP flows fill each direction, against its bound (idle +
+   latency + one 64 KiB packet at the rate);
 5. tears the guests down the three ways Xen does (``offline`` with the netdev still
    there, the netdev gone before ``offline``, no ``offline`` at all and udev's
    cleanup), checks that no qdisc, class, nft chain, map element or mark refers to a
    guest any more, and that the root namespace is as it was;
 6. deletes everything it made (unless ``--keep``).
 
-Exit status: 0 when every wire rate is within 5 % of its configured rate and nothing
-is left over; 1 otherwise; 2 for bad arguments; 1 with a clear message when not root
+Exit status: 0 when every wire rate is within 5 % of its configured rate, every RTT
+under load within its bound and nothing is left over; 1 otherwise; 2 for bad arguments; 1 with a clear message when not root
 or when the host lacks a tool or kernel feature.
 """
 
