@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from vif_qos.errors import InputError
-from vif_qos.sim.simulate import GuestSpec, Row, builtin_guests, format_report
+from vif_qos.sim.net import SEGMENT_HEADER_BYTES, gso_wire_bytes
+from vif_qos.sim.simulate import GuestSpec, Row, RttRow, builtin_guests, format_report
 
 
 def test_guest_spec_fields():
@@ -61,6 +62,34 @@ def test_report_flags_failures_and_leftovers():
     assert "off by more than 5%" in text and "unfair share" in text
     assert "LEFT OVER" in text and "class left: x" in text
     assert text.splitlines()[-1].startswith("result: FAILED")
+
+
+def test_rtt_rows_are_judged_against_their_bound_and_reported():
+    good = RttRow("web1", "vif1.0", 0.08, 45.0, 102.5, 101.0, 102.5)
+    bad = RttRow("web2", "vif2.0", 0.08, 45.0, 102.5, 3700.0, 102.5)
+    inbound_only = RttRow("db1", "db1-eth0", 0.07, 46.0, 76.3)
+    assert good.ok and not bad.ok and inbound_only.ok
+    result = {"ok": False, "tolerance": 0.05, "seconds": 1.0, "leftovers": [],
+              "hotplug": [], "rows": [], "pool": [], "rtt_flows": 32,
+              "rtt": [dict(vars(r), ok=r.ok) for r in (good, bad, inbound_only)]}
+    text = format_report(result)
+    lines = text.splitlines()
+    assert any(ln.startswith("web2") and "above its bound" in ln for ln in lines)
+    assert not any(ln.startswith("web1") and "above its bound" in ln for ln in lines)
+    assert "every RTT under load within its bound: no" in lines[-1]
+
+
+def test_builtin_scenario_has_a_gbit_guest():
+    assert any(g.qos == "rate=1gbit" for g in builtin_guests())
+
+
+def test_gso_wire_bytes_adds_one_header_per_further_segment():
+    # 2 packets on the interface, 10 segments in the qdisc: 8 more headers.
+    assert gso_wire_bytes(100_000, 2, 10, 4) == 100_000 + 8 * 66
+    assert gso_wire_bytes(100_000, 2, 10, 6) == 100_000 + 8 * 86
+    assert SEGMENT_HEADER_BYTES == {4: 66, 6: 86}
+    # No qdisc of ours (0 segments) or no GSO: the interface bytes.
+    assert gso_wire_bytes(5000, 4, 0, 4) == gso_wire_bytes(5000, 4, 4, 4) == 5000
 
 
 def _vif_qos():
