@@ -8,24 +8,42 @@ import tempfile
 
 import pytest
 
-from nsutil import Namespaces
-
 KERNEL_TOOLS = ("ip", "tc", "nft")
+#: Every namespace the tests make starts with this, so a leftover is easy to see.
+TEST_PREFIX = "vqt-"
 
 
-@pytest.fixture
-def netns():
-    """Make namespaces with ``netns.make(role)``; all are deleted after the test."""
+def _need_kernel_tools() -> None:
     if os.geteuid() != 0:
         pytest.fail("kernel tests need root (they run inside namespaces they create)")
     missing = [tool for tool in KERNEL_TOOLS if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"kernel tests need {', '.join(missing)} (see .ci/run)")
-    registry = Namespaces()
+
+
+@pytest.fixture
+def host():
+    """The simulated dom0 (``vif_qos.sim.net.SimHost``: bridge ``xenbr0``, uplink
+    ``peth0``, an "internet" host; guests by ``host.add_guest(domid)``), deleted
+    after the test."""
+    from vif_qos.sim.net import SimHost
+
+    _need_kernel_tools()
+    with SimHost(prefix=TEST_PREFIX) as made:
+        yield made
+
+
+@pytest.fixture
+def namespaces():
+    """Bare namespaces by ``namespaces.make(role)``; all deleted after the test."""
+    from vif_qos.sim.net import Namespaces
+
+    _need_kernel_tools()
+    registry = Namespaces(prefix=TEST_PREFIX)
     try:
         yield registry
     finally:
-        registry.cleanup()
+        registry.close()
 
 
 @pytest.fixture

@@ -537,13 +537,13 @@ _NAME_CHARS = st.sampled_from(list("abcXYZ019.-_:/ \t@#") + ["\u00e9", "\u00e0",
                                                               "\u20ac", "\U0001f600"])
 
 
-def test_netdev_name_rule_is_the_kernels(netns):
+def test_netdev_name_rule_is_the_kernels(namespaces):
     """ifname_problem() says yes exactly when the kernel creates a bridge of that
     name (dev_valid_name), inside a namespace made for the test."""
-    from nsutil import inside
+    from vif_qos.sim.net import in_netns
     from vif_qos.kernel import tc as tcadapter
-    ns = netns.make("ifname")
-    with inside(ns):
+    ns = namespaces.make("ifname")
+    with in_netns(ns):
         ipr = tcadapter.open_ipr()
         try:
             @settings(max_examples=150, deadline=None, derandomize=True,

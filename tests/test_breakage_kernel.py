@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from kerneltopo import UPLINK, add_vif, cls, make_dom0, uplink_plan, vif_plan
-from nsutil import inside, sh
-from oracle import htb_classes, root_qdisc
+from helpers import UPLINK, cls, uplink_plan, vif_plan
+from vif_qos.sim.net import in_netns, run
+from helpers import htb_classes, root_qdisc
 
 from vif_qos.kernel import apply as A
 
@@ -21,23 +21,23 @@ pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def test_auto_uplink_ignores_the_renamed_vif_itself_and_hvm_taps(netns):
+def test_auto_uplink_ignores_the_renamed_vif_itself_and_hvm_taps(host):
     """vif-bridge puts the vif on the bridge before the hook runs; with a backend
     ``vifname`` its name is not vif*: "auto" once counted the vif being shaped as
     a second uplink candidate and refused every renamed guest."""
-    d = make_dom0(netns, with_inet=False)
-    web = add_vif(netns, d, 1, name="web1e0")
+    d = host
+    web = d.add_guest(1, vifname="web1e0").vif
     auto = uplink_plan(device=None)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         assert A.apply_vif(vif_plan(web, uplink=auto)).uplink == UPLINK
         A.remove_vif(web)
     # An HVM guest with vifname w3: its PV vif w3 and its tap w3-emu, nothing
     # shaped on the bridge yet (no hint from an earlier entry).
-    sh("ip", "link", "set", web, "nomaster", ns=d.dom0)
-    pv = add_vif(netns, d, 3, name="w3")
-    sh("ip", "link", "add", "w3-emu", "type", "veth", "peer", "name", "g3e", ns=d.dom0)
-    sh("ip", "link", "set", "w3-emu", "master", "xenbr0", ns=d.dom0)
-    with inside(d.dom0):
+    run("ip", "link", "set", web, "nomaster", ns=d.dom0)
+    pv = d.add_guest(3, vifname="w3").vif
+    run("ip", "link", "add", "w3-emu", "type", "veth", "peer", "name", "g3e", ns=d.dom0)
+    run("ip", "link", "set", "w3-emu", "master", "xenbr0", ns=d.dom0)
+    with in_netns(d.dom0):
         assert A.apply_vif(vif_plan(pv, uplink=auto)).uplink == UPLINK
         assert A.apply_vif(vif_plan("w3-emu", uplink=auto)).uplink == UPLINK
     assert sorted(c for c in htb_classes(d.dom0, UPLINK)
@@ -47,7 +47,7 @@ def test_auto_uplink_ignores_the_renamed_vif_itself_and_hvm_taps(netns):
 KILL_AFTER = r'''
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
-from kerneltopo import vif_plan
+from helpers import vif_plan
 from vif_qos.kernel import apply as A
 from vif_qos.kernel import tc as tcadapter
 real = getattr(tcadapter, sys.argv[2])
@@ -64,14 +64,14 @@ A.apply_vif(vif_plan(sys.argv[4]))
 
 @pytest.mark.parametrize("step,nth", [("add_htb_qdisc", 1), ("set_htb_class", 1)])
 def test_apply_killed_while_building_the_tree_then_cleanup_restores_the_uplink(
-        netns, tmp_path, step, nth):
+        host, tmp_path, step, nth):
     """SIGKILL right after our HTB root qdisc (or its root class) was made: the
     root has no default class yet and, with direct_qlen 0, drops every frame of
     the uplink, dom0's own included. ``cleanup`` once left it so; an
     incomplete tree that no entry uses is ours to take away."""
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
-    sh("tc", "qdisc", "add", "dev", vif, "root", "handle", "5:", "tbf", "rate", "1mbit",
+    d = host
+    vif = d.add_guest(1).vif
+    run("tc", "qdisc", "add", "dev", vif, "root", "handle", "5:", "tbf", "rate", "1mbit",
        "burst", "10k", "latency", "50ms", ns=d.dom0)  # foreign: must stay
     env = dict(os.environ, VIF_QOS_RUN_DIR=str(tmp_path / "run"))
     proc = subprocess.run(["ip", "netns", "exec", d.dom0, sys.executable, "-c", KILL_AFTER,
@@ -80,42 +80,42 @@ def test_apply_killed_while_building_the_tree_then_cleanup_restores_the_uplink(
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert root_qdisc(d.dom0, UPLINK)["kind"] == "htb"
     assert "7a51:2" not in htb_classes(d.dom0, UPLINK)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         assert A.cleanup_orphans() == [f"htb 7a51:0 on {UPLINK} (incomplete tree)"]
         assert A.cleanup_orphans() == []
     assert root_qdisc(d.dom0, UPLINK).get("kind") != "htb"
     assert root_qdisc(d.dom0, vif)["handle"] == "5:"
     # The next apply builds the whole tree again.
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         assert A.apply_vif(vif_plan(vif, in_rate=None)).classid == 0x7A510100
     assert {"7a51:1", "7a51:2", "7a51:100"} <= set(htb_classes(d.dom0, UPLINK))
 
 
-def test_cleanup_keeps_a_complete_tree_and_one_an_entry_uses(netns):
-    d = make_dom0(netns, with_inet=False)
-    a = add_vif(netns, d, 1)
-    with inside(d.dom0):
+def test_cleanup_keeps_a_complete_tree_and_one_an_entry_uses(host):
+    d = host
+    a = d.add_guest(1).vif
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(a))
         A.remove_vif(a)
         assert A.cleanup_orphans() == []  # the shared tree stays
     assert {"7a51:1", "7a51:2"} <= set(htb_classes(d.dom0, UPLINK))
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(a))
-    sh("tc", "class", "del", "dev", UPLINK, "classid", "7a51:2", ns=d.dom0)
-    with inside(d.dom0):
+    run("tc", "class", "del", "dev", UPLINK, "classid", "7a51:2", ns=d.dom0)
+    with in_netns(d.dom0):
         assert A.cleanup_orphans() == []  # a vif still uses it: never pulled away
     assert root_qdisc(d.dom0, UPLINK)["kind"] == "htb"
 
 
-def test_a_pool_added_before_another_in_the_policy_never_takes_over_its_class(netns):
+def test_a_pool_added_before_another_in_the_policy_never_takes_over_its_class(host):
     """Pool classes were ``0x10 + position in the policy``: adding a pool above
     "overage" made the next apply change overage's class (members still under
     it) to the new pool's rates and put the new pool's members beside them."""
-    d = make_dom0(netns, with_inet=False)
-    a, b, c = (add_vif(netns, d, n) for n in (1, 2, 3))
+    d = host
+    a, b, c = (d.add_guest(n).vif for n in (1, 2, 3))
     before = uplink_plan(pools=(cls("overage", 10 ** 7),))
     after = uplink_plan(pools=(cls("gold", 5 * 10 ** 8), cls("overage", 10 ** 7)))
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(a, pool="overage", uplink=before))
         A.apply_vif(vif_plan(b, pool="gold", uplink=after))
         A.apply_vif(vif_plan(c, pool="overage", uplink=after))
@@ -125,7 +125,7 @@ def test_a_pool_added_before_another_in_the_policy_never_takes_over_its_class(ne
     assert classes["7a51:102"]["parent"] == overage  # the pool kept its class
     assert classes[overage]["rate"] == "10Mbit" and classes[gold]["rate"] == "500Mbit"
     # Once overage's last member left, its class may serve another pool.
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         A.remove_vif(a)
         A.remove_vif(c)
         A.apply_vif(vif_plan(c, pool="overage", uplink=after))
@@ -135,12 +135,12 @@ def test_a_pool_added_before_another_in_the_policy_never_takes_over_its_class(ne
     assert classes[classes["7a51:101"]["parent"]]["rate"] == "500Mbit"
 
 
-def test_a_long_pool_name_still_fits_the_128_character_nft_comment(netns):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1, name="abcdefghijklmno")  # 15: IFNAMSIZ - 1
+def test_a_long_pool_name_still_fits_the_128_character_nft_comment(host):
+    d = host
+    vif = d.add_guest(1, vifname="abcdefghijklmno").vif  # 15: IFNAMSIZ - 1
     name = "p" * 80
     plan = vif_plan(vif, pool=name, uplink=uplink_plan(pools=(cls(name, 10 ** 7),)))
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         applied = A.apply_vif(plan)
         assert [e.vif for e in A.list_applied()] == [vif]
     assert htb_classes(d.dom0, UPLINK)[f"7a51:{applied.classid & 0xFFFF:x}"]["parent"] \
@@ -148,7 +148,7 @@ def test_a_long_pool_name_still_fits_the_128_character_nft_comment(netns):
 
 
 def test_udev_cleanup_of_a_name_racing_the_new_guests_online_keeps_the_new_shaping(
-        netns, capsys):
+        host, capsys):
     """Reboot with a ``vifname``: udev's ``cleanup --vif web1e0`` for the old
     netdev ran while the new guest's online (same name) held the lock. It had
     checked "no such netdev" before waiting for the lock, then removed the new
@@ -160,26 +160,26 @@ def test_udev_cleanup_of_a_name_racing_the_new_guests_online_keeps_the_new_shapi
     from vif_qos.kernel import alloc
     from vif_qos.cli import cleanup as cmd_cleanup
 
-    d = make_dom0(netns, with_inet=False)
-    old = add_vif(netns, d, 1, name="web1e0")
-    with inside(d.dom0):
+    d = host
+    old = d.add_guest(1, vifname="web1e0").vif
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(old, out_rate=10 ** 6))
-    sh("ip", "link", "del", old, ns=d.dom0)  # the old guest is gone, no offline
+    d.remove_guest(d.guests[old])  # the old guest is gone, no offline
     done = []
 
     def udev_cleanup():
-        with inside(d.dom0):
+        with in_netns(d.dom0):
             done.append(cmd_cleanup.run(argparse.Namespace(vif=old, conf=None)))
 
-    with inside(d.dom0), alloc.host_lock():  # the new guest's online is under way
+    with in_netns(d.dom0), alloc.host_lock():  # the new guest's online is under way
         worker = threading.Thread(target=udev_cleanup)
         worker.start()
         time.sleep(0.5)
-        add_vif(netns, d, 11, name="web1e0")
+        d.add_guest(11, vifname="web1e0").vif
         A.apply_vif(vif_plan(old, out_rate=3 * 10 ** 6))
     worker.join(30)
     assert done == [0]
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         assert [(e.vif, e.classid) for e in A.list_applied()] == [(old, 0x7A510100)]
     assert htb_classes(d.dom0, UPLINK)["7a51:100"]["rate"] == "3Mbit"
     assert root_qdisc(d.dom0, old)["kind"] == "tbf"
@@ -199,7 +199,7 @@ def test_what_apply_logs_reaches_the_hotplug_log_as_warning_and_info(tmp_path):
     with Dom0(str(tmp_path / "tree"), policy=policy) as d:
         d.host.add_guest(domid=3, attach=False)
         d.xs.seed_vif(3, 0, name="web3")
-        sh("tc", "qdisc", "add", "dev", "vif3.0", "root", "handle", "5:", "tbf", "rate",
+        run("tc", "qdisc", "add", "dev", "vif3.0", "root", "handle", "5:", "tbf", "rate",
            "1mbit", "burst", "10k", "latency", "50ms", ns=d.host.dom0)
         for _ in range(2):  # the second online finds the first one's entry
             res = d.hotplug("online", 3)
@@ -212,17 +212,17 @@ def test_what_apply_logs_reaches_the_hotplug_log_as_warning_and_info(tmp_path):
     assert "\nvif-qos: " not in text  # nothing bare on stderr any more
 
 
-def test_a_jumbo_mtu_vif_gets_a_tbf_bucket_of_at_least_one_frame(netns, caplog):
+def test_a_jumbo_mtu_vif_gets_a_tbf_bucket_of_at_least_one_frame(host, caplog):
     """vif-bridge gives the vif the bridge's MTU (or the backend's ``mtu``); a plan
     made for the policy's 1500 gave a 2 Mbit/s TBF a 2500-byte bucket, and TBF drops
     every frame longer than its bucket: a jumbo-frame guest received nothing."""
-    d = make_dom0(netns, with_inet=True)
-    vif = add_vif(netns, d, 1, guest=True)
-    for dev, ns in (("wan0", d.inet), (UPLINK, d.dom0), ("xenbr0", d.dom0), (vif, d.dom0),
-                    ("eth0", d.guests[vif])):
-        sh("ip", "link", "set", dev, "mtu", "9000", ns=ns)
+    d = host
+    vif = d.add_guest(1).vif
+    for dev, ns in (("eth0", d.internet), (UPLINK, d.dom0), ("xenbr0", d.dom0), (vif, d.dom0),
+                    ("eth0", d.guests[vif].ns)):
+        run("ip", "link", "set", dev, "mtu", "9000", ns=ns)
     plan = vif_plan(vif, in_rate=2 * 10 ** 6, burst=2500, limit=15000, out_rate=None)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         A.apply_vif(plan)
     q = root_qdisc(d.dom0, vif)
     assert q["kind"] == "tbf" and q["options"]["burst"] >= 9014, q
@@ -230,10 +230,11 @@ def test_a_jumbo_mtu_vif_gets_a_tbf_bucket_of_at_least_one_frame(netns, caplog):
                for r in caplog.records if r.levelname == "WARNING")
     # Five 8000-byte UDP datagrams (not fragmented: the path's MTU is 9000).
     receiver = subprocess.Popen(
-        ["ip", "netns", "exec", d.guests[vif], sys.executable, "-c", UDP_COUNT],
+        ["ip", "netns", "exec", d.guests[vif].ns, sys.executable, "-c", UDP_COUNT,
+         d.guests[vif].ipv4],
         stdout=subprocess.PIPE, text=True)
     try:
-        sh(sys.executable, "-c", UDP_SEND, ns=d.inet)
+        run(sys.executable, "-c", UDP_SEND, d.guests[vif].ipv4, ns=d.internet)
         got = int(receiver.communicate(timeout=30)[0])
     finally:
         receiver.kill()
@@ -241,9 +242,9 @@ def test_a_jumbo_mtu_vif_gets_a_tbf_bucket_of_at_least_one_frame(netns, caplog):
 
 
 UDP_COUNT = """
-import socket
+import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("10.99.0.2", 9999)); s.settimeout(3)
+s.bind((sys.argv[1], 9999)); s.settimeout(3)
 n = 0
 try:
     while n < 5:
@@ -254,91 +255,91 @@ except socket.timeout:
 print(n)
 """
 UDP_SEND = """
-import socket, time
+import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
 time.sleep(0.3)
 for _ in range(5):
-    s.sendto(b"x" * 8000, ("10.99.0.2", 9999)); time.sleep(0.1)
+    s.sendto(b"x" * 8000, (sys.argv[1], 9999)); time.sleep(0.1)
 """
 
 
-def test_after_nft_flush_ruleset_a_cleanup_sweep_keeps_live_guests_tbfs(netns):
+def test_after_nft_flush_ruleset_a_cleanup_sweep_keeps_live_guests_tbfs(host):
     """``systemctl restart nftables`` runs ``flush ruleset`` and takes our table
     with it. A ``vif-qos cleanup`` sweep then saw every live guest's TBF as a
     leftover of a killed apply and stripped them all: the guests lost their
     inbound shaping too. Without the table nothing tells a leftover TBF from a
     live guest's: the sweep keeps them (the leaves, which nothing classifies
     into any more, go)."""
-    d = make_dom0(netns, with_inet=False)
-    a, b, c = (add_vif(netns, d, n) for n in (1, 2, 3))
-    with inside(d.dom0):
+    d = host
+    a, b, c = (d.add_guest(n).vif for n in (1, 2, 3))
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(a))
         A.apply_vif(vif_plan(b))
-    sh("nft", "flush", "ruleset", ns=d.dom0)
-    with inside(d.dom0):
+    run("nft", "flush", "ruleset", ns=d.dom0)
+    with in_netns(d.dom0):
         assert sorted(A.cleanup_orphans()) == ["leaf 7a51:100 on peth0",
                                                "leaf 7a51:101 on peth0"]
         assert A.status()["vifs"] == []
     assert root_qdisc(d.dom0, a)["kind"] == root_qdisc(d.dom0, b)["kind"] == "tbf"
-    with inside(d.dom0):  # the next online still works
+    with in_netns(d.dom0):  # the next online still works
         assert A.apply_vif(vif_plan(c)).classid == 0x7A510100
         assert [v["vif"] for v in A.status()["vifs"]] == [a, b, c]
         assert A.remove_vif(c) is True
 
 
-def test_auto_uplink_ignores_other_renamed_guests_not_shaped_yet(netns):
+def test_auto_uplink_ignores_other_renamed_guests_not_shaped_yet(host):
     """Many guests with ``vifname`` started at once (host boot): vif-bridge has put
     all their vifs on the bridge before any is shaped, so neither the name nor
     our table tells them from the uplink and every online was refused. Netback
     gives every vif the MAC fe:ff:ff:ff:ff:ff (drivers/net/xen-netback/
     interface.c); an uplink never has it."""
-    d = make_dom0(netns, with_inet=False)
+    d = host
     names = ["web1e0", "db2e0", "mail3e0"]
     for n, name in enumerate(names, 1):
-        add_vif(netns, d, n, name=name)
-        sh("ip", "link", "set", name, "address", "fe:ff:ff:ff:ff:ff", ns=d.dom0)
-    with inside(d.dom0):
+        d.add_guest(n, vifname=name).vif
+        run("ip", "link", "set", name, "address", "fe:ff:ff:ff:ff:ff", ns=d.dom0)
+    with in_netns(d.dom0):
         assert A.apply_vif(vif_plan("db2e0", uplink=uplink_plan(device=None))).uplink \
             == UPLINK
 
 
-def test_after_nft_flush_ruleset_the_next_online_records_live_tbfs_again(netns):
+def test_after_nft_flush_ruleset_the_next_online_records_live_tbfs_again(host):
     """After ``flush ruleset`` the next online made a fresh table holding only its
     own vif; udev's full sweep (run whenever any guest's backend goes) then
     took every other live guest's TBF for a killed apply's leftover. The online
     that recreates the table records the vifs still carrying our TBF again
     (inbound only: which leaf was whose is lost)."""
-    d = make_dom0(netns, with_inet=False)
-    a, b, c = (add_vif(netns, d, n) for n in (1, 2, 3))
-    with inside(d.dom0):
+    d = host
+    a, b, c = (d.add_guest(n).vif for n in (1, 2, 3))
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(a))
         A.apply_vif(vif_plan(b, out_rate=None))
-    sh("nft", "flush", "ruleset", ns=d.dom0)
-    with inside(d.dom0):
+    run("nft", "flush", "ruleset", ns=d.dom0)
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(c))
         assert sorted(A.cleanup_orphans()) == ["leaf 7a51:100 on peth0"]
         assert A.cleanup_orphans() == []
         assert [(x.vif, x.inbound, x.classid) for x in A.list_applied()] == [
             (a, True, None), (b, True, None), (c, True, 0x7A510101)]
     assert root_qdisc(d.dom0, a)["kind"] == root_qdisc(d.dom0, b)["kind"] == "tbf"
-    with inside(d.dom0):  # offline of a recorded-again vif takes its TBF away
+    with in_netns(d.dom0):  # offline of a recorded-again vif takes its TBF away
         assert A.remove_vif(a) is True
     assert root_qdisc(d.dom0, a).get("kind") != "tbf"
 
 
 @pytest.mark.parametrize("step,nth", [("set_htb_class", 3), ("replace_tbf", 1)])
 def test_first_apply_killed_then_netdev_gone_then_cleanup_leaves_only_the_tree(
-        netns, tmp_path, step, nth):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
+        host, tmp_path, step, nth):
+    d = host
+    vif = d.add_guest(1).vif
     env = dict(os.environ, VIF_QOS_RUN_DIR=str(tmp_path / "run"))
     proc = subprocess.run(["ip", "netns", "exec", d.dom0, sys.executable, "-c", KILL_AFTER,
                            HERE, step, str(nth), vif], env=env, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    sh("ip", "link", "del", vif, ns=d.dom0)  # libxl fails the device: netdev gone
-    with inside(d.dom0):
+    d.remove_guest(d.guests[vif])  # libxl fails the device: netdev gone
+    with in_netns(d.dom0):
         assert A.cleanup_orphans() == ["leaf 7a51:100 on peth0"]
     assert sorted(htb_classes(d.dom0, UPLINK)) == ["7a51:1", "7a51:2"]
-    assert "vif_qos" not in sh("nft", "list", "ruleset", ns=d.dom0).stdout
+    assert "vif_qos" not in run("nft", "list", "ruleset", ns=d.dom0).stdout

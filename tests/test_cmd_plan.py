@@ -55,8 +55,10 @@ def test_plan_json_is_one_object_with_integer_fields(conf, capsys):
     assert set(data["inbound"]) == {"rate_bits_per_s", "burst_bytes", "latency_us", "limit_bytes",
                                     "peak_bits_per_s", "minburst_bytes"}
     assert set(data["outbound"]) == {"rate_bits_per_s", "ceil_bits_per_s", "burst_bytes",
-                                     "cburst_bytes", "quantum_bytes", "pool"}
-    assert all(isinstance(v, int) for k, v in data["outbound"].items() if k != "pool")
+                                     "cburst_bytes", "quantum_bytes", "pool", "leaf_qdisc"}
+    assert all(isinstance(v, int) for k, v in data["outbound"].items()
+               if k not in ("pool", "leaf_qdisc"))
+    assert data["outbound"]["leaf_qdisc"]["limit_bytes"] == 6250 + 65536
     assert data["outbound"]["rate_bits_per_s"] == 10 ** 6
     assert data["uplink"]["root"]["rate_bits_per_s"] == 10 ** 8   # the seed's 100mbit parent
     assert data["sources"]["inbound.rate_bits_per_s"] == "--qos"
@@ -234,3 +236,16 @@ def test_plan_names_the_fixed_classes_and_leaves_a_pools_minor_to_apply(conf, ca
     assert [row.split("  rate")[0].split() for row in rows] == [
         ["root", "class", "7a51:1"], ["default", "class", "7a51:2"],
         ["pool", "overage", "class", "7a51:(minor", "chosen", "at", "apply)"]]
+
+
+def test_plan_shows_the_leaf_qdiscs_with_limit_and_source(conf, capsys):
+    status, out, err = run(capsys, "plan", "--qos", "rate=10mbit,latency=20ms")
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    queue = [ln for ln in lines if ln.strip().startswith("queue")]
+    assert queue and "auto (fq_codel where the kernel has it, else bfifo)" in queue[0]
+    # 10 Mbit/s x 20 ms + 64 KiB, the latency from --qos (as the TBF's).
+    limit = [ln for ln in lines if ln.strip().startswith("limit") and "(bfifo)" in ln]
+    assert limit and "90536 bytes" in limit[0] and "rate * latency + 64 KiB" in limit[0]
+    assert any(ln.strip().startswith("latency") and ln.endswith("<- --qos") for ln in lines)
+    assert any("leaf qdisc auto" in ln and "limit" in ln for ln in lines)   # default class

@@ -11,16 +11,15 @@ import time
 
 import pytest
 
-from kerneltopo import UPLINK, add_vif, make_dom0, vif_plan
-from nsutil import inside, sh
-from oracle import htb_classes
+from helpers import UPLINK, vif_plan
+from vif_qos.sim.net import in_netns, run
+from helpers import htb_classes
 
 from vif_qos.kernel import alloc
 from vif_qos.kernel import apply as A
 from vif_qos.errors import KernelError
 
 pytestmark = pytest.mark.usefixtures("run_dir")
-
 
 def test_lock_excludes_threads_and_removes_its_file(run_dir):
     inside_lock = []
@@ -86,15 +85,15 @@ def test_allocators_take_the_lowest_free_value_and_refuse_when_full():
 
 
 @pytest.mark.kernel
-def test_a_leftover_leaf_without_entry_is_allocated_around(netns, caplog):
-    d = make_dom0(netns, with_inet=False)
-    a, b = add_vif(netns, d, 1), add_vif(netns, d, 2)
-    with inside(d.dom0):
+def test_a_leftover_leaf_without_entry_is_allocated_around(host, caplog):
+    d = host
+    a, b = d.add_guest(1).vif, d.add_guest(2).vif
+    with in_netns(d.dom0):
         assert A.apply_vif(vif_plan(a)).classid == 0x7A510100
     # A class with the next minor and no nftables entry (an apply killed midway).
-    sh("tc", "class", "add", "dev", UPLINK, "parent", "7a51:1", "classid", "7a51:101",
+    run("tc", "class", "add", "dev", UPLINK, "parent", "7a51:1", "classid", "7a51:101",
        "htb", "rate", "1mbit", ns=d.dom0)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         assert A.apply_vif(vif_plan(b)).classid == 0x7A510102
     assert htb_classes(d.dom0, UPLINK)["7a51:101"]["rate"] == "1Mbit"  # not clobbered
     assert "exists without an entry" in caplog.text

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kerneltopo import BRIDGE, UPLINK, add_vif, make_dom0, uplink_plan, vif_plan
-from oracle import htb_classes, root_qdisc
-from nsutil import inside, nft_json, sh
+from helpers import BRIDGE, UPLINK, htb_classes, our_rules, root_qdisc, uplink_plan, vif_plan
+from vif_qos.sim.net import in_netns, nft_json, run
 
 from vif_qos.kernel import apply as A
 from vif_qos.errors import KernelError
@@ -14,16 +13,11 @@ from vif_qos.errors import KernelError
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 
 
-def our_rules(ns: str) -> list:
-    return [item["rule"] for item in nft_json(ns, "list", "table", "bridge", "vif_qos")
-            if "rule" in item]
-
-
-def test_apply_builds_tbf_leaf_and_entry_then_remove_takes_it_all(netns):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 3)
+def test_apply_builds_tbf_leaf_and_entry_then_remove_takes_it_all(host):
+    d = host
+    vif = d.add_guest(3).vif
     plan = vif_plan(vif, out_rate=20 * 10 ** 6, out_ceil=50 * 10 ** 6, in_rate=30 * 10 ** 6)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         applied = A.apply_vif(plan)
     assert applied.vif == vif and applied.uplink == UPLINK and applied.inbound
     assert applied.classid == 0x7A510100
@@ -46,7 +40,7 @@ def test_apply_builds_tbf_leaf_and_entry_then_remove_takes_it_all(netns):
     assert f"vif={vif}" in vif_rules[0]["comment"]
     assert "classid=7a51:100" in vif_rules[0]["comment"]
 
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         assert [a.vif for a in A.list_applied()] == [vif]
         assert A.remove_vif(vif) is True
         assert A.remove_vif(vif) is False  # idempotent
@@ -61,17 +55,17 @@ def test_apply_builds_tbf_leaf_and_entry_then_remove_takes_it_all(netns):
     assert elems == [[]]
 
 
-def test_auto_uplink_is_the_one_non_guest_port(netns):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
-    add_vif(netns, d, 2)
+def test_auto_uplink_is_the_one_non_guest_port(host):
+    d = host
+    vif = d.add_guest(1).vif
+    d.add_guest(2).vif
     plan = vif_plan(vif, uplink=uplink_plan(device=None))
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         assert A.apply_vif(plan).uplink == UPLINK
         # Once a vif of the bridge is shaped, "auto" keeps that uplink while it
         # is still a port of the bridge (no dump of a thousand vif ports).
-        sh("ip", "link", "add", "peth1", "type", "veth", "peer", "name", "x1", ns=d.dom0)
-        sh("ip", "link", "set", "peth1", "master", BRIDGE, ns=d.dom0)
+        run("ip", "link", "add", "peth1", "type", "veth", "peer", "name", "x1", ns=d.dom0)
+        run("ip", "link", "set", "peth1", "master", BRIDGE, ns=d.dom0)
         assert A.apply_vif(vif_plan("vif2.0", uplink=uplink_plan(device=None))).uplink == UPLINK
         # With nothing shaped yet, a second non-guest port makes "auto" ambiguous.
         A.remove_vif(vif)
@@ -79,8 +73,8 @@ def test_auto_uplink_is_the_one_non_guest_port(netns):
         with pytest.raises(KernelError, match="exactly one port.*peth0, peth1"):
             A.apply_vif(vif_plan("vif2.0", uplink=uplink_plan(device=None)))
         # A bridge with only guest ports has no uplink: refused too.
-        sh("ip", "link", "set", "peth0", "nomaster", ns=d.dom0)
-        sh("ip", "link", "set", "peth1", "nomaster", ns=d.dom0)
+        run("ip", "link", "set", "peth0", "nomaster", ns=d.dom0)
+        run("ip", "link", "set", "peth1", "nomaster", ns=d.dom0)
         with pytest.raises(KernelError, match="found 0 \\(none\\)"):
             A.apply_vif(vif_plan("vif2.0", uplink=uplink_plan(device=None)))
         assert A.list_applied() == []

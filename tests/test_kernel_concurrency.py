@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
-from kerneltopo import BRIDGE, UPLINK, make_dom0, vif_plan
-from nsutil import inside, sh
-from oracle import htb_classes
+from helpers import BRIDGE, UPLINK, vif_plan
+from vif_qos.sim.net import in_netns, run
+from helpers import htb_classes
 
 from vif_qos.kernel import apply as A
 
@@ -30,7 +30,7 @@ def add_vifs(ns: str, domids) -> list:
         lines += [f"link add vif{i}.0 type veth peer name g{i}",
                   f"link set vif{i}.0 master {BRIDGE}",
                   f"link set vif{i}.0 up", f"link set g{i} up"]
-    sh("ip", "-batch", "-", ns=ns, input="\n".join(lines) + "\n")
+    run("ip", "-batch", "-", ns=ns, input="\n".join(lines) + "\n")
     return [f"vif{i}.0" for i in domids]
 
 
@@ -48,13 +48,13 @@ def check_all_distinct(ns: str, applied: list, domids) -> None:
         c = classes[f"{mine[0].classid >> 16:x}:{mine[0].classid & 0xFFFF:x}"]
         assert c["rate"] == f"{rate_of(domid) // 10 ** 6}Mbit", (domid, c)
         assert c["parent"] == "7a51:1"
-    roots = [line for line in sh("tc", "qdisc", "show", "dev", UPLINK, ns=ns)
+    roots = [line for line in run("tc", "qdisc", "show", "dev", UPLINK, ns=ns)
              .stdout.splitlines() if " root " in line]
     assert len(roots) == 1 and roots[0].startswith("qdisc htb 7a51:")
 
 
-def test_c07_50_threads_apply_at_once(netns):
-    d = make_dom0(netns, with_inet=False)
+def test_c07_50_threads_apply_at_once(host):
+    d = host
     domids = range(1, N + 1)
     vifs = add_vifs(d.dom0, domids)
     barrier = threading.Barrier(N)
@@ -62,7 +62,7 @@ def test_c07_50_threads_apply_at_once(netns):
 
     def worker(domid, vif):
         try:
-            with inside(d.dom0):
+            with in_netns(d.dom0):
                 barrier.wait()
                 results.append(A.apply_vif(vif_plan(vif, out_rate=rate_of(domid),
                                                     in_rate=rate_of(domid))))
@@ -76,7 +76,7 @@ def test_c07_50_threads_apply_at_once(netns):
         t.join(120)
     assert errors == []
     assert len(results) == N
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         listed = A.list_applied()
     assert sorted(a.vif for a in listed) == sorted(vifs)
     check_all_distinct(d.dom0, listed, domids)
@@ -90,7 +90,7 @@ def test_c07_50_threads_apply_at_once(netns):
 
     def remover(vif):
         try:
-            with inside(d.dom0):
+            with in_netns(d.dom0):
                 barrier.wait()
                 assert A.remove_vif(vif) is True
         except Exception as err:
@@ -103,7 +103,7 @@ def test_c07_50_threads_apply_at_once(netns):
     for t in threads:
         t.join(120)
     assert errors == []
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         listed = A.list_applied()
     stay_ids = list(range(N // 2 + 1, N + 1)) + list(new_ids)
     assert sorted(a.vif for a in listed) == sorted(f"vif{i}.0" for i in stay_ids)
@@ -115,7 +115,7 @@ def test_c07_50_threads_apply_at_once(netns):
 CHILD = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from kerneltopo import vif_plan
+from helpers import vif_plan
 from vif_qos.kernel.apply import apply_vif
 vif, rate = sys.argv[2], int(sys.argv[3])
 a = apply_vif(vif_plan(vif, out_rate=rate, in_rate=rate))
@@ -123,8 +123,8 @@ print(a.classid, a.mark)
 """
 
 
-def test_c07_separate_processes_apply_at_once(netns):
-    d = make_dom0(netns, with_inet=False)
+def test_c07_separate_processes_apply_at_once(host):
+    d = host
     domids = range(1, 13)
     vifs = add_vifs(d.dom0, domids)
     procs = [subprocess.Popen(["ip", "netns", "exec", d.dom0, sys.executable, "-c", CHILD,
@@ -133,6 +133,6 @@ def test_c07_separate_processes_apply_at_once(netns):
              for i, vif in zip(domids, vifs)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * len(procs), outs
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         listed = A.list_applied()
     check_all_distinct(d.dom0, listed, domids)

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from kerneltopo import UPLINK, add_vif, cls, make_dom0, uplink_plan, vif_plan
-from nsutil import inside, sh
+from helpers import UPLINK, cls, uplink_plan, vif_plan
+from vif_qos.sim.net import in_netns, run
 
 from vif_qos.kernel import apply as A
 from vif_qos.kernel import nft as nftadapter
@@ -22,9 +22,9 @@ pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 def snapshot(ns: str) -> str:
     """qdiscs of every netdev, classes of the uplink, the whole nft ruleset."""
     text = "\n".join([
-        sh("tc", "qdisc", "show", ns=ns).stdout,
-        sh("tc", "class", "show", "dev", UPLINK, ns=ns).stdout,
-        sh("nft", "list", "ruleset", ns=ns).stdout,
+        run("tc", "qdisc", "show", ns=ns).stdout,
+        run("tc", "class", "show", "dev", UPLINK, ns=ns).stdout,
+        run("nft", "list", "ruleset", ns=ns).stdout,
     ])
     text = re.sub(r"direct_packets_stat \d+ ", "", text)
     return re.sub(r"counter packets \d+ bytes \d+", "counter", text)
@@ -66,18 +66,18 @@ FIRST_USE_STEPS = [
 
 @pytest.mark.parametrize("module,name,nth", FIRST_USE_STEPS,
                          ids=[f"{n}#{k}" for _m, n, k in FIRST_USE_STEPS])
-def test_failure_on_first_use_leaves_nothing(netns, monkeypatch, module, name, nth):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
+def test_failure_on_first_use_leaves_nothing(host, monkeypatch, module, name, nth):
+    d = host
+    vif = d.add_guest(1).vif
     before = snapshot(d.dom0)
     calls = fail_on_call(monkeypatch, module, name, nth)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         with pytest.raises(KernelError, match="injected"):
             A.apply_vif(vif_plan(vif, pool="overage", uplink=uplink_plan(pools=POOLS)))
     assert len(calls) == nth
     assert snapshot(d.dom0) == before
     monkeypatch.undo()
-    with inside(d.dom0):  # and a retry then works
+    with in_netns(d.dom0):  # and a retry then works
         assert A.apply_vif(vif_plan(vif, pool="overage",
                                     uplink=uplink_plan(pools=POOLS))).classid == 0x7A510100
 
@@ -94,15 +94,15 @@ SHARED_STEPS = [
 @pytest.mark.parametrize("module,name,nth", SHARED_STEPS,
                          ids=[f"{n}#{k}" for _m, n, k in SHARED_STEPS])
 def test_failure_next_to_another_vif_leaves_it_and_the_tree_untouched(
-        netns, monkeypatch, module, name, nth):
-    d = make_dom0(netns, with_inet=False)
-    other, vif = add_vif(netns, d, 1), add_vif(netns, d, 2)
-    with inside(d.dom0):
+        host, monkeypatch, module, name, nth):
+    d = host
+    other, vif = d.add_guest(1).vif, d.add_guest(2).vif
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(other, pool="overage", uplink=uplink_plan(pools=POOLS)))
     before = snapshot(d.dom0)
     calls = fail_on_call(monkeypatch, module, name, nth)
     changed_pool = uplink_plan(pools=(cls("overage", 2 * 10 ** 8),))
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         with pytest.raises(KernelError, match="injected"):
             A.apply_vif(vif_plan(vif, pool="overage", uplink=changed_pool))
     assert len(calls) >= nth  # (undoing the pool change calls it once more)
@@ -114,36 +114,36 @@ def test_failure_next_to_another_vif_leaves_it_and_the_tree_untouched(
     (dict(in_rate=10 ** 7, peak=2 * 10 ** 7, minburst=None), "a peakrate needs a minburst"),
     (dict(in_rate=10 ** 7, limit=-1), "a TBF needs a queue limit above 0"),
 ])
-def test_tbf_parameters_the_kernel_would_refuse_undo_the_leaf_and_the_tree(netns, kw, message):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
+def test_tbf_parameters_the_kernel_would_refuse_undo_the_leaf_and_the_tree(host, kw, message):
+    d = host
+    vif = d.add_guest(1).vif
     before = snapshot(d.dom0)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         with pytest.raises(KernelError, match=f"tbf root qdisc 7a51:0 on vif1.0: {message}"):
             A.apply_vif(vif_plan(vif, **kw))
     assert snapshot(d.dom0) == before
 
 
-def test_kernel_refusing_the_tbf_undoes_the_leaf_and_the_tree(netns, monkeypatch):
+def test_kernel_refusing_the_tbf_undoes_the_leaf_and_the_tree(host, monkeypatch):
     """With vif-qos's own check switched off, the kernel itself refuses a
     peakrate not above the rate (net/sched/sch_tbf.c, EINVAL): the error names
     the object and the kernel's message, and the leaf and tree are undone."""
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
+    d = host
+    vif = d.add_guest(1).vif
     before = snapshot(d.dom0)
     monkeypatch.setattr(tcadapter, "check_tbf", lambda **kw: None)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         with pytest.raises(KernelError, match=r"tbf root qdisc 7a51:0 on vif1.0: the "
                                               r"kernel refused: Invalid argument"):
             A.apply_vif(vif_plan(vif, in_rate=10 ** 7, peak=10 ** 7, minburst=1600))
     assert snapshot(d.dom0) == before
 
 
-def test_nftables_refusing_the_transaction_undoes_tc(netns):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
+def test_nftables_refusing_the_transaction_undoes_tc(host):
+    d = host
+    vif = d.add_guest(1).vif
     # Someone else's table of the same name whose map has another key type.
-    sh("nft", "-f", "-", ns=d.dom0, input="""
+    run("nft", "-f", "-", ns=d.dom0, input="""
 table bridge vif_qos {
   map vifs {
     type ipv4_addr : verdict
@@ -151,26 +151,26 @@ table bridge vif_qos {
 }
 """)
     before = snapshot(d.dom0)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         with pytest.raises(KernelError, match="nftables entry of vif1.0.*refused"):
             A.apply_vif(vif_plan(vif))
     assert snapshot(d.dom0) == before
 
 
-def test_a_burst_too_large_for_the_tick_field_is_refused_before_the_kernel(netns):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
+def test_a_burst_too_large_for_the_tick_field_is_refused_before_the_kernel(host):
+    d = host
+    vif = d.add_guest(1).vif
     before = snapshot(d.dom0)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         with pytest.raises(KernelError, match="more than 274 s of traffic"):
             A.apply_vif(vif_plan(vif, out_rate=8, in_rate=None, burst=1600))
     assert snapshot(d.dom0) == before
 
 
-def test_a_missing_vif_netdev_is_refused(netns):
-    d = make_dom0(netns, with_inet=False)
+def test_a_missing_vif_netdev_is_refused(host):
+    d = host
     before = snapshot(d.dom0)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         with pytest.raises(KernelError, match="vif vif9.0: no such netdev"):
             A.apply_vif(vif_plan("vif9.0"))
     assert snapshot(d.dom0) == before

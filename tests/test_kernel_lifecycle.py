@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from kerneltopo import UPLINK, add_vif, make_dom0, uplink_plan, vif_plan
-from nsutil import inside, nft_json, sh
-from oracle import htb_classes, root_qdisc
+from helpers import UPLINK, uplink_plan, vif_plan
+from vif_qos.sim.net import in_netns, nft_json, run
+from helpers import htb_classes, root_qdisc
 
 from vif_qos.kernel import apply as A
 from vif_qos.errors import KernelError
@@ -44,7 +44,7 @@ def mentions(ns: str, vif: str) -> list:
 
 
 def qdiscs_without_counters(ns: str, dev: str) -> str:
-    out = sh("tc", "qdisc", "show", "dev", dev, ns=ns).stdout
+    out = run("tc", "qdisc", "show", "dev", dev, ns=ns).stdout
     return re.sub(r"direct_packets_stat \d+ ", "", out)
 
 
@@ -53,15 +53,15 @@ def leaves(ns: str) -> dict:
             if int(cid.split(":")[1], 16) >= 0x100}
 
 
-def test_c06_remove_after_the_netdev_vanished(netns):
-    d = make_dom0(netns, with_inet=False)
-    a, b = add_vif(netns, d, 1), add_vif(netns, d, 2)
-    with inside(d.dom0):
+def test_c06_remove_after_the_netdev_vanished(host):
+    d = host
+    a, b = d.add_guest(1).vif, d.add_guest(2).vif
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(a))
         A.apply_vif(vif_plan(b, out_rate=3 * 10 ** 6))
     before_b = htb_classes(d.dom0, UPLINK)["7a51:101"]
-    sh("ip", "link", "del", a, ns=d.dom0)          # the guest vanished, no offline
-    with inside(d.dom0):
+    d.remove_guest(d.guests[a])          # the guest vanished, no offline
+    with in_netns(d.dom0):
         assert A.remove_vif(a) is True
         assert A.remove_vif(a) is False
     assert mentions(d.dom0, a) == []
@@ -71,15 +71,15 @@ def test_c06_remove_after_the_netdev_vanished(netns):
     assert len(mentions(d.dom0, b)) == 4  # chain, element, rule and element comments
 
 
-def test_c06_same_vif_name_reapplied_gets_only_its_new_limits(netns):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 5)
-    with inside(d.dom0):
+def test_c06_same_vif_name_reapplied_gets_only_its_new_limits(host):
+    d = host
+    vif = d.add_guest(5).vif
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(vif, out_rate=10 ** 6, in_rate=2 * 10 ** 6))
     # The old guest vanished without an offline; a new one got the same name.
-    sh("ip", "link", "del", vif, ns=d.dom0)
-    add_vif(netns, d, 5)
-    with inside(d.dom0):
+    d.remove_guest(d.guests[vif])
+    d.add_guest(5).vif
+    with in_netns(d.dom0):
         applied = A.apply_vif(vif_plan(vif, out_rate=7 * 10 ** 6, in_rate=9 * 10 ** 6))
         assert [x.vif for x in A.list_applied()] == [vif]
     found = leaves(d.dom0)
@@ -92,10 +92,10 @@ def test_c06_same_vif_name_reapplied_gets_only_its_new_limits(netns):
     assert len([c for c in objs["comments"] if f"vif={vif} " in c]) == 2  # rule, element
 
 
-def test_reapply_on_a_live_vif_replaces_not_merges(netns):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
-    with inside(d.dom0):
+def test_reapply_on_a_live_vif_replaces_not_merges(host):
+    d = host
+    vif = d.add_guest(1).vif
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(vif, out_rate=10 ** 6, in_rate=10 ** 6))
         A.apply_vif(vif_plan(vif, out_rate=None, in_rate=4 * 10 ** 6))
         [applied] = A.list_applied()
@@ -104,15 +104,15 @@ def test_reapply_on_a_live_vif_replaces_not_merges(netns):
     assert root_qdisc(d.dom0, vif)["options"]["rate"] == 4 * 10 ** 6 // 8
 
 
-def test_cleanup_orphans_removes_only_vanished_vifs(netns):
-    d = make_dom0(netns, with_inet=False)
-    vifs = [add_vif(netns, d, i) for i in (1, 2, 3)]
-    with inside(d.dom0):
+def test_cleanup_orphans_removes_only_vanished_vifs(host):
+    d = host
+    vifs = [d.add_guest(i).vif for i in (1, 2, 3)]
+    with in_netns(d.dom0):
         for v in vifs:
             A.apply_vif(vif_plan(v))
-    sh("ip", "link", "del", vifs[0], ns=d.dom0)
-    sh("ip", "link", "del", vifs[2], ns=d.dom0)
-    with inside(d.dom0):
+    d.remove_guest(d.guests[vifs[0]])
+    d.remove_guest(d.guests[vifs[2]])
+    with in_netns(d.dom0):
         assert A.cleanup_orphans() == [vifs[0], vifs[2]]
         assert A.cleanup_orphans() == []
         assert [a.vif for a in A.list_applied()] == [vifs[1]]
@@ -120,10 +120,10 @@ def test_cleanup_orphans_removes_only_vanished_vifs(netns):
     assert mentions(d.dom0, vifs[0]) == [] and mentions(d.dom0, vifs[2]) == []
 
 
-def test_freed_classid_and_mark_are_reused(netns):
-    d = make_dom0(netns, with_inet=False)
-    a, b, c = (add_vif(netns, d, i) for i in (1, 2, 3))
-    with inside(d.dom0):
+def test_freed_classid_and_mark_are_reused(host):
+    d = host
+    a, b, c = (d.add_guest(i).vif for i in (1, 2, 3))
+    with in_netns(d.dom0):
         first = A.apply_vif(vif_plan(a))
         A.apply_vif(vif_plan(b))
         A.remove_vif(a)
@@ -136,12 +136,12 @@ def test_freed_classid_and_mark_are_reused(netns):
     ["handle", "7a51:", "tbf", "rate", "1mbit", "burst", "10k", "latency", "50ms"],
     ["handle", "8:", "htb", "default", "2"],
 ])
-def test_foreign_root_qdisc_on_the_uplink_is_refused_and_untouched(netns, foreign):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
-    sh("tc", "qdisc", "add", "dev", UPLINK, "root", *foreign, ns=d.dom0)
+def test_foreign_root_qdisc_on_the_uplink_is_refused_and_untouched(host, foreign):
+    d = host
+    vif = d.add_guest(1).vif
+    run("tc", "qdisc", "add", "dev", UPLINK, "root", *foreign, ns=d.dom0)
     before = qdiscs_without_counters(d.dom0, UPLINK)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         with pytest.raises(KernelError, match=r"uplink peth0: its root qdisc is .* not "
                                               r"vif-qos's htb 7a51:0"):
             A.apply_vif(vif_plan(vif))
@@ -151,62 +151,62 @@ def test_foreign_root_qdisc_on_the_uplink_is_refused_and_untouched(netns, foreig
     assert root_qdisc(d.dom0, vif).get("kind") != "tbf"
 
 
-def test_foreign_root_qdisc_on_the_vif_is_replaced_with_a_warning(netns, caplog):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
-    sh("tc", "qdisc", "add", "dev", vif, "root", "handle", "1:", "tbf", "rate", "1mbit",
+def test_foreign_root_qdisc_on_the_vif_is_replaced_with_a_warning(host, caplog):
+    d = host
+    vif = d.add_guest(1).vif
+    run("tc", "qdisc", "add", "dev", vif, "root", "handle", "1:", "tbf", "rate", "1mbit",
        "burst", "10k", "latency", "50ms", ns=d.dom0)
-    with caplog.at_level(logging.WARNING, logger="vif_qos"), inside(d.dom0):
+    with caplog.at_level(logging.WARNING, logger="vif_qos"), in_netns(d.dom0):
         A.apply_vif(vif_plan(vif, in_rate=5 * 10 ** 6))
     assert root_qdisc(d.dom0, vif)["handle"] == "7a51:"
     assert root_qdisc(d.dom0, vif)["options"]["rate"] == 5 * 10 ** 6 // 8
     assert any("replacing its root qdisc tbf 1:0" in r.getMessage() for r in caplog.records)
     # remove takes ours away and leaves the kernel's default.
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         A.remove_vif(vif)
     assert root_qdisc(d.dom0, vif).get("kind") in (None, "noqueue")
 
 
-def test_remove_leaves_a_foreign_qdisc_on_the_vif_alone(netns):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
-    with inside(d.dom0):
+def test_remove_leaves_a_foreign_qdisc_on_the_vif_alone(host):
+    d = host
+    vif = d.add_guest(1).vif
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(vif))
-    sh("tc", "qdisc", "replace", "dev", vif, "root", "handle", "3:", "tbf", "rate", "1mbit",
+    run("tc", "qdisc", "replace", "dev", vif, "root", "handle", "3:", "tbf", "rate", "1mbit",
        "burst", "10k", "latency", "50ms", ns=d.dom0)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         assert A.remove_vif(vif) is True
     assert root_qdisc(d.dom0, vif)["handle"] == "3:"
 
 
-def test_a_second_uplink_plan_with_auto_finds_the_existing_tree(netns):
-    d = make_dom0(netns, with_inet=False)
-    a, b = add_vif(netns, d, 1), add_vif(netns, d, 2)
-    with inside(d.dom0):
+def test_a_second_uplink_plan_with_auto_finds_the_existing_tree(host):
+    d = host
+    a, b = d.add_guest(1).vif, d.add_guest(2).vif
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(a, uplink=uplink_plan(device=None)))
         A.apply_vif(vif_plan(b, uplink=uplink_plan(device=UPLINK)))
     assert sorted(leaves(d.dom0)) == ["7a51:100", "7a51:101"]
 
 
-def test_cleanup_removes_leftovers_of_a_killed_apply_and_nothing_else(netns):
-    d = make_dom0(netns, with_inet=False)
-    a, b = add_vif(netns, d, 1), add_vif(netns, d, 2)
-    with inside(d.dom0):
+def test_cleanup_removes_leftovers_of_a_killed_apply_and_nothing_else(host):
+    d = host
+    a, b = d.add_guest(1).vif, d.add_guest(2).vif
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(a))
         A.apply_vif(vif_plan(b, in_rate=None))
     # What an apply killed between its tc steps and its nftables transaction
     # leaves: a leaf and a TBF that no entry records.
-    orphan = add_vif(netns, d, 3)
-    sh("tc", "class", "add", "dev", UPLINK, "parent", "7a51:1", "classid", "7a51:105",
+    orphan = d.add_guest(3).vif
+    run("tc", "class", "add", "dev", UPLINK, "parent", "7a51:1", "classid", "7a51:105",
        "htb", "rate", "1mbit", ns=d.dom0)
-    sh("tc", "qdisc", "add", "dev", orphan, "root", "handle", "7a51:", "tbf", "rate",
+    run("tc", "qdisc", "add", "dev", orphan, "root", "handle", "7a51:", "tbf", "rate",
        "1mbit", "burst", "10k", "latency", "50ms", ns=d.dom0)
     # Not ours: another handle on a vif, a class outside the leaf range.
-    sh("tc", "qdisc", "add", "dev", b, "root", "handle", "5:", "tbf", "rate",
+    run("tc", "qdisc", "add", "dev", b, "root", "handle", "5:", "tbf", "rate",
        "1mbit", "burst", "10k", "latency", "50ms", ns=d.dom0)
-    sh("tc", "class", "add", "dev", UPLINK, "parent", "7a51:1", "classid", "7a51:20",
+    run("tc", "class", "add", "dev", UPLINK, "parent", "7a51:1", "classid", "7a51:20",
        "htb", "rate", "1mbit", ns=d.dom0)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         assert sorted(A.cleanup_orphans()) == ["leaf 7a51:105 on peth0",
                                                "tbf 7a51:0 on vif3.0"]
         assert A.cleanup_orphans() == []
@@ -218,16 +218,16 @@ def test_cleanup_removes_leftovers_of_a_killed_apply_and_nothing_else(netns):
     assert root_qdisc(d.dom0, orphan).get("kind") != "tbf"
 
 
-def test_apply_on_a_vif_that_is_still_down_as_at_xen_online(netns):
+def test_apply_on_a_vif_that_is_still_down_as_at_xen_online(host):
     """Xen runs ``online`` while netback's vif is still down: the TBF must be
     in place before it comes up, and stay."""
-    d = make_dom0(netns, with_inet=False)
-    sh("ip", "link", "add", "vif7.0", "type", "veth", "peer", "name", "g7", ns=d.dom0)
-    sh("ip", "link", "set", "vif7.0", "master", "xenbr0", ns=d.dom0)
-    with inside(d.dom0):
+    d = host
+    run("ip", "link", "add", "vif7.0", "type", "veth", "peer", "name", "g7", ns=d.dom0)
+    run("ip", "link", "set", "vif7.0", "master", "xenbr0", ns=d.dom0)
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan("vif7.0", in_rate=3 * 10 ** 6))
-    sh("ip", "link", "set", "vif7.0", "up", ns=d.dom0)
+    run("ip", "link", "set", "vif7.0", "up", ns=d.dom0)
     assert root_qdisc(d.dom0, "vif7.0")["options"]["rate"] == 3 * 10 ** 6 // 8
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         assert A.remove_vif("vif7.0") is True
     assert root_qdisc(d.dom0, "vif7.0").get("kind") != "tbf"

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from kerneltopo import UPLINK, add_vif, make_dom0, vif_plan
-from nsutil import inside, sh
-from oracle import ping
+from helpers import UPLINK, vif_plan
+from vif_qos.sim.net import INTERNET_IPV4, in_netns, run
+from helpers import ping
 
 from vif_qos.kernel import apply as A
 from vif_qos.cli import main
@@ -19,17 +19,17 @@ from vif_qos.cli import main
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 
 
-def test_status_json_and_text_show_limits_and_moving_counters(netns, capsys):
-    d = make_dom0(netns)
-    vif = add_vif(netns, d, 1, guest=True)
-    gone = add_vif(netns, d, 2)
-    with inside(d.dom0):
+def test_status_json_and_text_show_limits_and_moving_counters(host, capsys):
+    d = host
+    vif = d.add_guest(1).vif
+    gone = d.add_guest(2).vif
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(vif, out_rate=10 ** 7, out_ceil=2 * 10 ** 7, in_rate=3 * 10 ** 7))
         A.apply_vif(vif_plan(gone))
-    sh("ip", "link", "del", gone, ns=d.dom0)
-    ping(d.guests[vif], "10.99.0.1", 5)
-    ping(d.inet, "10.99.0.2", 4)
-    with inside(d.dom0):
+    d.remove_guest(d.guests[gone])
+    ping(d.guests[vif].ns, INTERNET_IPV4, 5)
+    ping(d.internet, d.guests[vif].ipv4, 4)
+    with in_netns(d.dom0):
         assert main(["status", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     by_vif = {v["vif"]: v for v in data["vifs"]}
@@ -43,12 +43,18 @@ def test_status_json_and_text_show_limits_and_moving_counters(netns, capsys):
     assert v["inbound"]["sent_packets"] >= 4
     assert v["classified"]["packets"] >= 5 and v["classified"]["bytes"] > 0
     assert by_vif[gone]["netdev_present"] is False and by_vif[gone]["inbound"] is None
+    # helpers.vif_plan (hand-made) has no leaf qdisc: the default class keeps the
+    # kernel's pfifo, and status says so.
     assert data["uplinks"] == [{"device": UPLINK, "qdisc": "htb 7a51:0",
-                                "direct_packets": 0}]
+                                "direct_packets": 0,
+                                "default_leaf_qdisc": {
+                                    "kind": "pfifo (the kernel's default: no time bound)",
+                                    "handle": None, "limit_bytes": None, "bound_us": None,
+                                    "source": "kernel default"}}]
 
     # The text form, through the installed command in the namespace.
     vif_qos = os.path.join(os.path.dirname(sys.executable), "vif-qos")
-    text = sh(vif_qos, "status", ns=d.dom0,
+    text = run(vif_qos, "status", ns=d.dom0,
               ).stdout
     assert "VIF" in text.splitlines()[0]
     line = [ln for ln in text.splitlines() if ln.startswith(vif)][0]
@@ -57,9 +63,9 @@ def test_status_json_and_text_show_limits_and_moving_counters(netns, capsys):
     assert f"uplink {UPLINK}: root qdisc htb 7a51:0, direct_packets_stat 0" in text
 
 
-def test_status_with_nothing_applied(netns, capsys):
-    ns = netns.make("empty")
-    with inside(ns):
+def test_status_with_nothing_applied(namespaces, capsys):
+    ns = namespaces.make("empty")
+    with in_netns(ns):
         assert main(["status"]) == 0
         assert "no vif is shaped" in capsys.readouterr().out
         assert main(["status", "--json"]) == 0

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from kerneltopo import UPLINK, add_vif, cls, make_dom0, uplink_plan, vif_plan
-from nsutil import inside, sh
-from oracle import htb_classes, root_qdisc
+from helpers import UPLINK, cls, uplink_plan, vif_plan
+from vif_qos.sim.net import in_netns, run
+from helpers import htb_classes, root_qdisc
 
 from vif_qos.kernel import apply as A
 from vif_qos.kernel import tc as tcadapter
@@ -45,14 +45,14 @@ def assert_class_matches(found: tcadapter.ClassInfo, plan_cls, parent: int) -> N
 
 
 @pytest.mark.parametrize("rate,tc_word", BIG_RATES)
-def test_c03_rates_above_32_bits_read_back_exactly(netns, rate, tc_word):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
+def test_c03_rates_above_32_bits_read_back_exactly(host, rate, tc_word):
+    d = host
+    vif = d.add_guest(1).vif
     up = uplink_plan(root_rate=100 * G)
     burst = rate // 8 // 1000  # 1 ms of traffic
     plan = vif_plan(vif, out_rate=rate, in_rate=rate, burst=burst, uplink=up,
                     limit=10 ** 8)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         applied = A.apply_vif(plan)
         ipr = tcadapter.open_ipr()
         try:
@@ -77,24 +77,24 @@ def test_c03_rates_above_32_bits_read_back_exactly(netns, rate, tc_word):
     assert burst - rate // 8 // 10 ** 6 <= q["options"]["burst"] <= burst
 
 
-def test_tbf_peakrate_minburst_limit_read_back(netns):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
+def test_tbf_peakrate_minburst_limit_read_back(host):
+    d = host
+    vif = d.add_guest(1).vif
     plan = vif_plan(vif, out_rate=None, in_rate=10 ** 7, burst=20000,
                     peak=2 * 10 ** 7, minburst=1600, limit=123456)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         applied = A.apply_vif(plan)
     assert applied.uplink is None and applied.classid is None and applied.inbound
     q = root_qdisc(d.dom0, vif)
     assert q["options"]["rate"] == 10 ** 7 // 8
     # iproute2 6.1's JSON has no peakrate: read the text.
-    assert "peakrate 20Mbit" in sh("tc", "qdisc", "show", "dev", vif, ns=d.dom0).stdout
+    assert "peakrate 20Mbit" in run("tc", "qdisc", "show", "dev", vif, ns=d.dom0).stdout
     assert q["options"]["minburst"] == 1600
     # tc prints burst from ticks truncated to whole microseconds: within 1 us.
     assert 20000 - 10 ** 7 // 8 // 10 ** 6 - 1 <= q["options"]["burst"] <= 20000
-    limit = sh("tc", "qdisc", "show", "dev", vif, ns=d.dom0).stdout
+    limit = run("tc", "qdisc", "show", "dev", vif, ns=d.dom0).stdout
     assert "lat" in limit  # tc derives latency from limit
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         ipr = tcadapter.open_ipr()
         try:
             info = tcadapter.get_root_qdisc(ipr, tcadapter.get_link(ipr, vif).index)
@@ -108,13 +108,13 @@ def test_tbf_peakrate_minburst_limit_read_back(netns):
     dict(out_rate=2 * 10 ** 9, out_ceil=3 * 10 ** 9, in_rate=5 * 10 ** 8, burst=300000),
     dict(out_rate=8000, in_rate=8000, burst=1600),  # 1000 bytes/s
 ])
-def test_structure_equals_plan_for_a_range_of_plans(netns, plan_kw):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
+def test_structure_equals_plan_for_a_range_of_plans(host, plan_kw):
+    d = host
+    vif = d.add_guest(1).vif
     pools = (cls("overage", 5 * 10 ** 8, 10 ** 9), cls("gold", 10 ** 8, 4 * 10 ** 8))
     up = uplink_plan(root_rate=10 ** 10, pools=pools)
     plan = vif_plan(vif, pool="gold", uplink=up, **plan_kw)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         applied = A.apply_vif(plan)
         ipr = tcadapter.open_ipr()
         try:
@@ -136,12 +136,12 @@ def test_structure_equals_plan_for_a_range_of_plans(netns, plan_kw):
         assert root_qdisc(d.dom0, vif).get("kind") != "tbf"
 
 
-def test_pool_with_other_rates_is_changed_to_the_plans(netns):
-    d = make_dom0(netns, with_inet=False)
-    a, b = add_vif(netns, d, 1), add_vif(netns, d, 2)
+def test_pool_with_other_rates_is_changed_to_the_plans(host):
+    d = host
+    a, b = d.add_guest(1).vif, d.add_guest(2).vif
     first = uplink_plan(pools=(cls("overage", 10 ** 8),))
     second = uplink_plan(pools=(cls("overage", 3 * 10 ** 8, burst=30000),))
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(a, pool="overage", uplink=first))
         assert htb_classes(d.dom0, UPLINK)["7a51:10"]["rate"] == "100Mbit"
         A.apply_vif(vif_plan(b, pool="overage", uplink=second))
@@ -151,13 +151,13 @@ def test_pool_with_other_rates_is_changed_to_the_plans(netns):
     assert classes["7a51:100"]["parent"] == classes["7a51:101"]["parent"] == "7a51:10"
 
 
-def test_other_qdisc_major_and_classid_range_from_host_settings(netns):
-    d = make_dom0(netns, with_inet=False)
-    vif = add_vif(netns, d, 1)
+def test_other_qdisc_major_and_classid_range_from_host_settings(host):
+    d = host
+    vif = d.add_guest(1).vif
     host = HostSettings(qdisc_major=0x1234, classid_min=0x2000, classid_max=0x2001,
                         mark_mask=0xFF)
     plan = vif_plan(vif, uplink=uplink_plan(qdisc_major=0x1234), host=host)
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         applied = A.apply_vif(plan)
         assert applied.classid == 0x12342000 and applied.mark == 0x1
         assert A.remove_vif(vif, host) is True
@@ -165,17 +165,17 @@ def test_other_qdisc_major_and_classid_range_from_host_settings(netns):
     assert root_qdisc(d.dom0, vif).get("kind") != "tbf"
 
 
-def test_check_support_passes_and_leaves_nothing(netns):
-    ns = netns.make("probe")
-    with inside(ns):
+def test_check_support_passes_and_leaves_nothing(namespaces):
+    ns = namespaces.make("probe")
+    with in_netns(ns):
         A.check_support()
-    assert sh("nft", "list", "ruleset", ns=ns).stdout.strip() == ""
+    assert run("nft", "list", "ruleset", ns=ns).stdout.strip() == ""
     assert root_qdisc(ns, "lo").get("kind") in (None, "noqueue")
 
 
-def test_check_support_names_what_the_kernel_lacks(netns, monkeypatch):
-    ns = netns.make("probe")
-    with inside(ns):
+def test_check_support_names_what_the_kernel_lacks(namespaces, monkeypatch):
+    ns = namespaces.make("probe")
+    with in_netns(ns):
         assert tcadapter.probe_qdisc_kinds(("htb", "tbf", "nosuchqdisc")) == ["nosuchqdisc"]
         monkeypatch.setattr(tcadapter, "probe_qdisc_kinds", lambda kinds: ["tbf"])
         with pytest.raises(EnvironmentProblem, match=r"lacks the qdisc\(s\) tbf"):

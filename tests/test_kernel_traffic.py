@@ -11,9 +11,8 @@ import re
 
 import pytest
 
-from kerneltopo import UPLINK, add_vif, make_dom0, vif_plan
-from nsutil import inside, nft_json, sh, tc_json
-from oracle import ping
+from helpers import UPLINK, ping, vif_plan
+from vif_qos.sim.net import INTERNET_IPV4, INTERNET_IPV6, in_netns, nft_json, run, tc_json
 
 from vif_qos.kernel import apply as A
 from vif_qos.model import HostSettings
@@ -36,30 +35,30 @@ def counters(ns: str) -> dict:
 
 
 def set_foreign_mark(ns: str, vif: str, mark: int) -> None:
-    sh("nft", "-f", "-", ns=ns, input=f"""
+    run("nft", "-f", "-", ns=ns, input=f"""
 flush chain bridge vqtest pre
 add rule bridge vqtest pre iifname "{vif}" meta mark set {mark:#x}
 """)
 
 
 def class_packets(ns: str, dev: str, classid: str) -> int:
-    out = sh("tc", "-s", "class", "show", "dev", dev, ns=ns).stdout
+    out = run("tc", "-s", "class", "show", "dev", dev, ns=ns).stdout
     m = re.search(rf"class htb {classid} .*?\n\s*Sent (\d+) bytes (\d+) pkt", out)
     assert m, out
     return int(m.group(2))
 
 
-def test_c04_c05_mark_mask_ipv6_arp_and_no_direct_packets(netns):
-    d = make_dom0(netns)
+def test_c04_c05_mark_mask_ipv6_arp_and_no_direct_packets(host):
+    d = host
     host = HostSettings(mark_mask=MASK)
-    first = add_vif(netns, d, 1, guest=True)
-    vif = add_vif(netns, d, 2, guest=True)
-    guest = d.guests[vif]
-    with inside(d.dom0):
+    first = d.add_guest(1).vif
+    vif = d.add_guest(2).vif
+    guest = d.guests[vif].ns
+    with in_netns(d.dom0):
         assert A.apply_vif(vif_plan(first, host=host)).mark == 0x100
         applied = A.apply_vif(vif_plan(vif, host=host, out_rate=10 ** 7, in_rate=10 ** 7))
     assert applied.mark == 0x200 and applied.classid == 0x7A510101
-    sh("nft", "-f", "-", ns=d.dom0, input=f"""
+    run("nft", "-f", "-", ns=d.dom0, input=f"""
 table bridge vqtest {{
   chain pre {{
     type filter hook prerouting priority -300;
@@ -75,8 +74,8 @@ table bridge vqtest {{
     iifname "{vif}" counter comment "all"
   }}
 }}""")  # one transaction: every counted frame had the foreign mark first
-    ping(guest, "10.99.0.1")
-    ping(guest, "fd99::1")
+    ping(guest, INTERNET_IPV4)
+    ping(guest, INTERNET_IPV6)
     after_4000 = counters(d.dom0)
     assert after_4000["all"] >= 6
     assert after_4000["mark"] == after_4000["all"]   # 0x4000 -> 0x4200
@@ -84,13 +83,13 @@ table bridge vqtest {{
     assert after_4000["ip"] + after_4000["ip6"] + after_4000["arp"] == after_4000["all"]
 
     set_foreign_mark(d.dom0, vif, 0x4300)
-    ping(guest, "10.99.0.1")
+    ping(guest, INTERNET_IPV4)
     after_4300 = counters(d.dom0)
     assert after_4300["all"] - after_4000["all"] >= 3
     assert after_4300["mark"] - after_4000["mark"] == after_4300["all"] - after_4000["all"]
 
     # vif-qos's own counter saw every frame from the vif.
-    with inside(d.dom0):
+    with in_netns(d.dom0):
         mine = {a.vif: a for a in A.list_applied()}[vif]
     assert mine.packets >= after_4300["all"]
 
@@ -100,19 +99,19 @@ table bridge vqtest {{
     assert htb["options"]["direct_packets_stat"] == 0
     # Frames toward the guest go through its TBF.
     tbf = [q for q in tc_json(d.dom0, "-s", "qdisc", "show", "dev", vif) if q.get("root")][0]
-    ping(d.inet, "10.99.0.3", 5)
+    ping(d.internet, d.guests[vif].ipv4, 5)
     tbf = [q for q in tc_json(d.dom0, "-s", "qdisc", "show", "dev", vif) if q.get("root")][0]
     assert tbf["kind"] == "tbf" and tbf["packets"] >= 5
 
 
-def test_unshaped_and_dom0_traffic_take_the_default_class(netns):
-    d = make_dom0(netns)
-    shaped = add_vif(netns, d, 1, guest=True)
-    unshaped = add_vif(netns, d, 2, guest=True)
-    with inside(d.dom0):
+def test_unshaped_and_dom0_traffic_take_the_default_class(host):
+    d = host
+    shaped = d.add_guest(1).vif
+    unshaped = d.add_guest(2).vif
+    with in_netns(d.dom0):
         A.apply_vif(vif_plan(shaped))
-    ping(d.guests[unshaped], "10.99.0.1")
-    ping(d.guests[unshaped], "fd99::1")
+    ping(d.guests[unshaped].ns, INTERNET_IPV4)
+    ping(d.guests[unshaped].ns, INTERNET_IPV6)
     assert class_packets(d.dom0, UPLINK, "7a51:2") >= 6
     htb = [q for q in tc_json(d.dom0, "-s", "qdisc", "show", "dev", UPLINK) if q.get("root")][0]
     assert htb["options"]["direct_packets_stat"] == 0

@@ -9,10 +9,11 @@ refused or mangled by the same kernel, which is why the model corrects them.
 
 import json
 import subprocess
+import uuid
 
 import pytest
 
-from nsutil import sh, unique
+from vif_qos.sim.net import run
 from vif_qos.config import policy as policymod
 from vif_qos.core import resolve
 from vif_qos.model import VifFacts
@@ -21,11 +22,11 @@ pytestmark = pytest.mark.kernel
 
 
 @pytest.fixture
-def dev(netns):
-    ns = netns.make("model")
-    name = unique("vq")
-    sh("ip", "link", "add", name, "type", "veth", "peer", "name", name + "p", ns=ns)
-    sh("ip", "link", "set", name, "up", ns=ns)
+def dev(namespaces):
+    ns = namespaces.make("model")
+    name = "vq" + uuid.uuid4().hex[:8]
+    run("ip", "link", "add", name, "type", "veth", "peer", "name", name + "p", ns=ns)
+    run("ip", "link", "set", name, "up", ns=ns)
     return ns, name
 
 
@@ -35,7 +36,7 @@ def kernel_log_lines(name):
 
 
 def tc(ns, *args, check=True):
-    return sh("tc", *[str(a) for a in args], ns=ns, check=check)
+    return run("tc", *[str(a) for a in args], ns=ns, check=check)
 
 
 def plan_for(spec, policy_text="[bridges]\nrate = 1tbit\n"):

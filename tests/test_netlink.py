@@ -87,8 +87,8 @@ def test_a_message_decodes_to_what_was_encoded():
 
 
 @pytest.mark.kernel
-def test_the_kernel_refusal_names_the_object_and_a_gone_object_is_tolerated(netns):
-    ns = netns.make("nl")
+def test_the_kernel_refusal_names_the_object_and_a_gone_object_is_tolerated(namespaces):
+    ns = namespaces.make("nl")
     run("ip", "link", "add", "nl-dummy", "type", "veth", "peer", "name", "nl-peer", ns=ns)
     with in_netns(ns):
         ipr = tcadapter.open_ipr()

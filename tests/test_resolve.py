@@ -142,7 +142,8 @@ def test_seed_tbf_example_is_corrected_and_says_so():
     assert (i.rate_bits_per_s, i.peak_bits_per_s, i.latency_us) == (10 ** 6, 2 * 10 ** 6, 50_000)
     assert i.burst_bytes == 125_000            # 1 s at 1 Mbit/s (max_burst_time)
     assert i.minburst_bytes == 1514            # one full frame
-    assert i.limit_bytes == min(125_000 + 6250, 12_500 + 1514)
+    # 50 ms at 1 Mbit/s; the peak splits GSO packets into frames (minburst 1514).
+    assert i.limit_bytes == 6250
     assert plan.outbound is None
     assert any(n.startswith("inbound burst 40MB (--qos) is 335.5 s of traffic at 1mbit: "
                             "corrected to 125000 bytes") for n in plan.notes)
@@ -174,8 +175,10 @@ def test_c03_big_rates_exact(tmp_path, word, bits):
     assert data["outbound"]["rate_bits_per_s"] == bits
     for part in ("inbound", "outbound"):
         for key, value in data[part].items():
-            if value is not None and key != "pool":
+            if value is not None and key not in ("pool", "leaf_qdisc"):
                 assert isinstance(value, int) and 0 < value <= max(bits, 2 ** 32 - 1), key
+    leaf = data["outbound"]["leaf_qdisc"]
+    assert leaf["limit_bytes"] == min(bits * 50_000 // 8_000_000 + 65536, 2 ** 32 - 1)
     assert data["inbound"]["burst_bytes"] == bits // 8 // 100
     assert data["inbound"]["limit_bytes"] <= 2 ** 32 - 1
 
@@ -279,14 +282,20 @@ def test_c08_limit_from_a_higher_layer_replaces_latency(tmp_path):
     p, _ = load(tmp_path, "[defaults]\nlatency = 50ms\n")
     plan = resolve.plan_vif(facts(), p, ("rate_in=1mbit,burst=10k,limit=16k", "--qos"))
     assert plan.inbound.limit_bytes == 16384
-    assert plan.inbound.latency_us == (16384 - 10240) * 8   # us at 1 Mbit/s
-    assert plan.sources["inbound.latency_us"].startswith("derived: (limit - burst) / rate")
+    assert plan.inbound.latency_us == 16384 * 8   # us at 1 Mbit/s
+    assert plan.sources["inbound.latency_us"].startswith("derived: limit / rate")
 
 
 def test_tbf_always_has_latency_and_limit():
     plan = resolve.plan_vif(facts(), BUILTIN, ("rate_in=8mbit", "--qos"))
     assert plan.inbound.latency_us == 50_000 and plan.sources["inbound.latency_us"] == "built-in default"
-    assert plan.inbound.limit_bytes == 50_000 + 10_000
+    assert plan.inbound.limit_bytes == 50_000   # 50 ms at 8 Mbit/s
+    # At 100 Mbit/s the 125000-byte bucket takes GSO packets whole: rate * latency
+    # still holds the largest (69406 bytes).
+    plan = resolve.plan_vif(facts(), BUILTIN, ("rate_in=100mbit", "--qos"))
+    assert plan.inbound.limit_bytes == 625_000
+    plan = resolve.plan_vif(facts(), BUILTIN, ("rate_in=1mbit,burst=100k", "--qos"))
+    assert plan.inbound.limit_bytes == 69406   # one GSO packet, above 6250
 
 
 # --- plan_for_facts: the domain config file ----------------------------------------
@@ -389,3 +398,56 @@ def test_xl_form_in_a_spec_means_what_the_xen_rate_means():
     from_spec = resolve.plan_vif(facts(), BUILTIN, ("rate=10MB/s@50ms", "--qos"))
     from_xen = resolve.plan_vif(facts(xen_rate="500000,50000"), BUILTIN)
     assert from_spec.inbound == from_xen.inbound and from_spec.outbound == from_xen.outbound
+
+
+# --- leaf qdisc: the outbound queue bounded in time by the same latency -------------
+
+def test_leaf_qdisc_takes_one_gso_packet_at_a_short_latency(tmp_path):
+    p, _ = load(tmp_path, "[defaults]\nlatency = 1ms\n")
+    leaf = resolve.plan_vif(facts(), p, ("rate=1mbit", "--qos")).outbound.leaf_qdisc
+    assert leaf.limit_bytes == 69406   # 125 + 65536 would refuse a 64 KiB GSO packet
+
+
+def test_gso_packet_wire_bytes_counts_headers_per_segment():
+    # 46 segments of at most 1428 bytes (mtu 1500 - IPv6 40 - TCP 32) carry 64 KiB;
+    # the 45 after the first each add 86 header bytes.
+    assert resolve.gso_packet_wire_bytes(1500) == 65536 + 45 * 86
+    assert resolve.gso_packet_wire_bytes(9000) == 65536 + 7 * 86
+
+
+@pytest.mark.parametrize("word, bits, limit", [
+    ("1mbit", 10 ** 6, 6250 + 65536),          # rate * latency + 64 KiB
+    ("10mbit", 10 ** 7, 62_500 + 65536),
+    ("100mbit", 10 ** 8, 625_000 + 65536),
+    ("1gbit", 10 ** 9, 6_250_000 + 65536)])
+def test_leaf_qdisc_limit_from_latency(tmp_path, word, bits, limit):
+    p, path = load(tmp_path, "[host]\nleaf_qdisc = bfifo\n[bridges]\nrate = 10gbit\n")
+    plan = resolve.plan_vif(facts(), p, (f"rate={word}", "--qos"))
+    leaf = plan.outbound.leaf_qdisc
+    assert (leaf.kind, leaf.latency_us, leaf.limit_bytes) == ("bfifo", 50_000, limit)
+    assert plan.sources["outbound.leaf_qdisc.kind"] == f"{path}:2"
+    assert plan.sources["outbound.leaf_qdisc.latency_us"] == "built-in default"
+    assert plan.sources["outbound.leaf_qdisc.limit_bytes"].startswith("derived: ")
+    # The same latency sizes the TBF (inbound) and the leaf qdisc (outbound).
+    assert plan.inbound.latency_us == leaf.latency_us
+
+
+def test_leaf_qdisc_latency_setting_and_default_class(tmp_path):
+    p, path = load(tmp_path, "[defaults]\nlatency = 20ms\n[bridges]\nrate = 1gbit\n")
+    plan = resolve.plan_vif(facts(), p, ("rate=1gbit,latency=10ms", "--qos"))
+    leaf = plan.outbound.leaf_qdisc
+    assert (leaf.kind, leaf.latency_us, leaf.limit_bytes) == ("auto", 10_000, 1_250_000 + 65536)
+    assert (leaf.target_us, leaf.interval_us) == (1000, 20_000)
+    assert plan.sources["outbound.leaf_qdisc.latency_us"] == "--qos"
+    default = plan.uplink.default.leaf_qdisc
+    # The default class (100 Mbit/s) takes the policy's [defaults] latency.
+    assert (default.latency_us, default.limit_bytes) == (20_000, 250_000 + 65536)
+    assert plan.uplink.root.leaf_qdisc is None
+    assert plan.sources["uplink.default.leaf_qdisc.latency_us"] == f"{path}:2"
+
+
+def test_leaf_qdisc_fq_codel_target_at_least_one_frame(tmp_path):
+    p, _ = load(tmp_path, "[host]\nleaf_qdisc = fq_codel\n")
+    leaf = resolve.plan_vif(facts(), p, ("rate=1mbit", "--qos")).outbound.leaf_qdisc
+    # 1514 bytes take 12.112 ms at 1 Mbit/s: above latency/10 = 5 ms.
+    assert (leaf.kind, leaf.target_us, leaf.interval_us) == ("fq_codel", 12112, 100_000)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from nsutil import sh
+from vif_qos.sim.net import run
 from vif_qos.errors import EnvironmentProblem
 from vif_qos.sim.net import (INBOUND, NETBACK_VIF_MAC, OUTBOUND, Flow, SimHost,
                             in_netns)
@@ -23,11 +23,11 @@ pytestmark = pytest.mark.kernel
 
 
 def links(ns):
-    return {link["ifname"]: link for link in json.loads(sh("ip", "-j", "-n", ns, "link").stdout)}
+    return {link["ifname"]: link for link in json.loads(run("ip", "-j", "-n", ns, "link").stdout)}
 
 
 def our_namespaces(host):
-    listed = sh("ip", "netns", "list").stdout.split()
+    listed = run("ip", "netns", "list").stdout.split()
     return [name for name in listed if name.startswith(f"{PREFIX}{host.token}")]
 
 
@@ -54,7 +54,7 @@ def test_topology_names_bridge_ports_and_addresses():
         host.wait_up([(host.dom0, cold.vif), (cold.ns, "eth0")])
         assert (pv.vif, hvm.emu, renamed.vif, renamed.emu) == (
             "vif7.0", "vif8.0-emu", "baldr", "baldr-emu")
-        addrs = json.loads(sh("ip", "-j", "-n", pv.ns, "addr", "show", "eth0").stdout)[0]
+        addrs = json.loads(run("ip", "-j", "-n", pv.ns, "addr", "show", "eth0").stdout)[0]
         got = {(a["family"], a["local"]) for a in addrs["addr_info"]}
         assert ("inet", pv.ipv4) in got and ("inet6", pv.ipv6) in got
         # The global addresses are usable at once (nodad); the link-local one
@@ -91,11 +91,11 @@ def test_measurement_through_hand_made_tbf_and_htb():
     rate, family = 20_000_000, 4
     with SimHost(prefix=PREFIX) as host:
         guest = host.add_guest(domid=4)
-        sh("tc", "qdisc", "add", "dev", guest.vif, "root", "tbf", "rate", f"{rate}bit",
+        run("tc", "qdisc", "add", "dev", guest.vif, "root", "tbf", "rate", f"{rate}bit",
            "burst", "25000", "latency", "50ms", ns=host.dom0)
-        sh("tc", "qdisc", "add", "dev", "peth0", "root", "handle", "1:", "htb", "default", "1",
+        run("tc", "qdisc", "add", "dev", "peth0", "root", "handle", "1:", "htb", "default", "1",
            ns=host.dom0)
-        sh("tc", "class", "add", "dev", "peth0", "parent", "1:", "classid", "1:1", "htb",
+        run("tc", "class", "add", "dev", "peth0", "parent", "1:", "classid", "1:1", "htb",
            "rate", f"{rate}bit", "ceil", f"{rate}bit", ns=host.dom0)
         # One MSS per packet: 1448 (IPv4) or 1428 (IPv6) payload bytes per 1514-byte
         # frame, with TCP timestamps.
@@ -111,7 +111,7 @@ def test_measurement_through_hand_made_tbf_and_htb():
             assert m.wire_bits_per_s == pytest.approx(rate, rel=0.03), m
             assert m.goodput_bits_per_s / m.wire_bits_per_s == \
                 pytest.approx(payload_share, rel=0.03), m
-        stats = json.loads(sh("tc", "-s", "-j", "qdisc", "show", "dev", guest.vif,
+        stats = json.loads(run("tc", "-s", "-j", "qdisc", "show", "dev", guest.vif,
                               ns=host.dom0).stdout)
         assert stats[0]["kind"] == "tbf" and stats[0]["bytes"] > 0
 
@@ -124,7 +124,7 @@ def test_close_removes_everything_after_an_error_and_kills_processes():
             # A process not started by simnet: found through `ip netns pids` once it
             # runs inside the namespace.
             deadline = time.monotonic() + 10
-            while str(sleeper.pid) not in sh("ip", "netns", "pids", guest.ns).stdout.split():
+            while str(sleeper.pid) not in run("ip", "netns", "pids", guest.ns).stdout.split():
                 assert time.monotonic() < deadline, "sleep never entered the namespace"
                 time.sleep(0.01)
             raise RuntimeError("test body failed")

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from vif_qos.errors import InputError
-from vif_qos.sim.simulate import GuestSpec, Row, builtin_guests, format_report
+from vif_qos.sim.net import SEGMENT_HEADER_BYTES, gso_wire_bytes
+from vif_qos.sim.simulate import GuestSpec, Row, RttRow, builtin_guests, format_report
 
 
 def test_guest_spec_fields():
@@ -63,6 +64,34 @@ def test_report_flags_failures_and_leftovers():
     assert text.splitlines()[-1].startswith("result: FAILED")
 
 
+def test_rtt_rows_are_judged_against_their_bound_and_reported():
+    good = RttRow("web1", "vif1.0", 0.08, 45.0, 102.5, 101.0, 102.5)
+    bad = RttRow("web2", "vif2.0", 0.08, 45.0, 102.5, 3700.0, 102.5)
+    inbound_only = RttRow("db1", "db1-eth0", 0.07, 46.0, 76.3)
+    assert good.ok and not bad.ok and inbound_only.ok
+    result = {"ok": False, "tolerance": 0.05, "seconds": 1.0, "leftovers": [],
+              "hotplug": [], "rows": [], "pool": [], "rtt_flows": 32,
+              "rtt": [dict(vars(r), ok=r.ok) for r in (good, bad, inbound_only)]}
+    text = format_report(result)
+    lines = text.splitlines()
+    assert any(ln.startswith("web2") and "above its bound" in ln for ln in lines)
+    assert not any(ln.startswith("web1") and "above its bound" in ln for ln in lines)
+    assert "every RTT under load within its bound: no" in lines[-1]
+
+
+def test_builtin_scenario_has_a_gbit_guest():
+    assert any(g.qos == "rate=1gbit" for g in builtin_guests())
+
+
+def test_gso_wire_bytes_adds_one_header_per_further_segment():
+    # 2 packets on the interface, 10 segments in the qdisc: 8 more headers.
+    assert gso_wire_bytes(100_000, 2, 10, 4) == 100_000 + 8 * 66
+    assert gso_wire_bytes(100_000, 2, 10, 6) == 100_000 + 8 * 86
+    assert SEGMENT_HEADER_BYTES == {4: 66, 6: 86}
+    # No qdisc of ours (0 segments) or no GSO: the interface bytes.
+    assert gso_wire_bytes(5000, 4, 0, 4) == gso_wire_bytes(5000, 4, 4, 4) == 5000
+
+
 def _vif_qos():
     return os.path.join(os.path.dirname(sys.executable), "vif-qos")
 
@@ -97,17 +126,10 @@ def test_small_simulation_end_to_end(tmp_path):
     assert measured[("db0", "inbound", 6)]["configured_bits_per_s"] == 20_000_000
     for row in result["rows"]:
         assert abs(row["wire_bits_per_s"] / row["configured_bits_per_s"] - 1) <= 0.05, row
+    # "leftovers" includes the run's own namespaces still listed after it (by name:
+    # other simulate runs on the machine make vqsim-* namespaces of their own).
     assert result["leftovers"] == [] and result["root_namespace_unchanged"]
     assert result["ok"]
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "vqsim-" not in left
-    usage = result["usage"]["json"]
-    assert {g["domain"] for g in usage["guests"]} == {"web", "db"}
-    # each guest was measured sending and receiving at >= 9.5 Mbit/s for >= 1.5 s
-    assert all(g["in"]["bytes"] > 1_500_000 and g["out"]["bytes"] > 1_500_000
-               for g in usage["guests"]), usage["guests"]
-    assert [u["uplink"] for u in usage["uplinks"]] == ["peth0"]
-    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.kernel

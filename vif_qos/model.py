@@ -53,6 +53,32 @@ class InboundPlan:
     minburst_bytes: Optional[int] = None
 
 
+#: The leaf qdisc kinds a policy may ask for (``[host] leaf_qdisc``).
+LEAF_QDISC_AUTO = "auto"          # fq_codel where the kernel has it, else bfifo
+LEAF_QDISC_FQ_CODEL = "fq_codel"
+LEAF_QDISC_BFIFO = "bfifo"
+LEAF_QDISC_KINDS = (LEAF_QDISC_AUTO, LEAF_QDISC_FQ_CODEL, LEAF_QDISC_BFIFO)
+
+
+@dataclass(frozen=True)
+class LeafQdiscPlan:
+    """The qdisc under an HTB leaf class on the uplink: it bounds the class's queue.
+
+    ``kind`` is ``auto``, ``fq_codel`` or ``bfifo`` (see :data:`LEAF_QDISC_KINDS`;
+    the kernel side resolves ``auto``). ``latency_us`` is the time bound it is sized
+    from; ``limit_bytes`` the bfifo queue length in bytes (``tc-bfifo(8)``
+    ``limit``: a packet is queued while the backlog plus its length stays within
+    it); ``target_us``/``interval_us`` fq_codel's CoDel target and interval
+    (``tc-fq_codel(8)``).
+    """
+
+    kind: str
+    latency_us: int
+    limit_bytes: int
+    target_us: int
+    interval_us: int
+
+
 @dataclass(frozen=True)
 class OutboundPlan:
     """HTB leaf class on the uplink (traffic from the guest).
@@ -68,11 +94,16 @@ class OutboundPlan:
     cburst_bytes: int
     quantum_bytes: int
     pool: Optional[str] = None
+    leaf_qdisc: Optional[LeafQdiscPlan] = None
 
 
 @dataclass(frozen=True)
 class ClassPlan:
-    """An HTB class shared by many vifs: the root class, the default class or a pool."""
+    """An HTB class shared by many vifs: the root class, the default class or a pool.
+
+    ``leaf_qdisc`` is set for a class that queues packets itself (the default
+    class); ``None`` for inner classes (root, pools).
+    """
 
     name: str
     rate_bits_per_s: int
@@ -80,6 +111,7 @@ class ClassPlan:
     burst_bytes: int
     cburst_bytes: int
     quantum_bytes: int
+    leaf_qdisc: Optional[LeafQdiscPlan] = None
 
 
 @dataclass(frozen=True)

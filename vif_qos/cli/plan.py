@@ -177,6 +177,22 @@ def _row(lines: List[str], label: str, value: str, source: Optional[str]) -> Non
     lines.append(f"  {label:<10} {value:<48} <- {source or '?'}")
 
 
+def _leaf_kind(kind: str) -> str:
+    return "auto (fq_codel where the kernel has it, else bfifo)" if kind == "auto" else kind
+
+
+def _leaf_rows(lines: List[str], q, s, prefix: str) -> None:
+    """The leaf qdisc under the guest's HTB leaf: kind, the time bound and its sizes."""
+    _row(lines, "queue", _leaf_kind(q.kind), s.get(f"{prefix}.leaf_qdisc.kind"))
+    _row(lines, "latency", units.human_time(q.latency_us),
+         s.get(f"{prefix}.leaf_qdisc.latency_us"))
+    _row(lines, "limit", units.human_size(q.limit_bytes) + " (bfifo)",
+         s.get(f"{prefix}.leaf_qdisc.limit_bytes"))
+    _row(lines, "codel", f"target {units.format_time(q.target_us)} interval "
+         f"{units.format_time(q.interval_us)} (fq_codel)",
+         "derived: latency/10 (at least one frame's time), 2 x latency")
+
+
 def format_plan(plan: VifPlan, policy_name: str) -> str:
     """The human form: every value with its unit and its source, then the notes."""
     s = plan.sources
@@ -209,6 +225,8 @@ def format_plan(plan: VifPlan, policy_name: str) -> str:
         _row(lines, "cburst", units.human_size(o.cburst_bytes), s.get("outbound.cburst_bytes"))
         _row(lines, "quantum", units.human_size(o.quantum_bytes), s.get("outbound.quantum_bytes"))
         _row(lines, "pool", o.pool or "none", s.get("outbound.pool"))
+        if o.leaf_qdisc is not None:
+            _leaf_rows(lines, o.leaf_qdisc, s, "outbound")
     u = plan.uplink
     if u is not None:
         device = u.device or "auto (the bridge's port that is not a vif/tap)"
@@ -224,6 +242,11 @@ def format_plan(plan: VifPlan, policy_name: str) -> str:
                          f"{units.format_rate(cls.rate_bits_per_s)} ceil "
                          f"{units.format_rate(cls.ceil_bits_per_s)} burst {cls.burst_bytes} "
                          f"cburst {cls.cburst_bytes} quantum {cls.quantum_bytes} bytes")
+            if cls.leaf_qdisc is not None:
+                q = cls.leaf_qdisc
+                lines.append(f"  {'':<14} leaf qdisc {_leaf_kind(q.kind)}, limit "
+                             f"{q.limit_bytes} bytes (latency {units.format_time(q.latency_us)}"
+                             f" <- {s.get('uplink.default.leaf_qdisc.latency_us', '?')})")
         lines.append(f"  uplink rate <- {s.get('uplink.rate_bits_per_s', '?')}")
     if plan.notes:
         lines.append("notes:")

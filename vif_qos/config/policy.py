@@ -361,8 +361,8 @@ def _build(cfg, problems: _Problems) -> Policy:
 
 def _build_host(host, n_pools: int, problems: _Problems, policy: Policy) -> None:
     for key in ("mark_mask", "qdisc_major", "classid_min", "classid_max", "on_failure",
-                "admission", "debug", "domain_config_dirs", "xen_rate_inbound", "xen_rate_outbound",
-                "mtu", "max_burst_time"):
+                "admission", "debug", "domain_config_dirs", "xen_rate_inbound",
+                "xen_rate_outbound", "mtu", "max_burst_time", "leaf_qdisc"):
         policy.sources[f"host.{key}"] = problems.where("host", key) \
             if _set_in_file(problems, "host", key) else BUILTIN
 
@@ -398,6 +398,7 @@ def _build_host(host, n_pools: int, problems: _Problems, policy: Policy) -> None
     policy.xen_rate_outbound = host["xen_rate_outbound"]
     policy.mtu_bytes = host["mtu"]
     policy.max_burst_time_us = min(host["max_burst_time"], KERNEL_MAX_BUCKET_US)
+    policy.leaf_qdisc = host["leaf_qdisc"]
 
 
 def _check_rate_floors(section, frame_bytes: int, problems: _Problems, *keys: str) -> None:

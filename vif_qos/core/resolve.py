@@ -35,16 +35,36 @@ Ethernet header; HZ = 100):
   ``max_burst_time`` of traffic at its rate (default 1 s; the kernel keeps TBF
   bucket times in 32-bit nanoseconds, 4.29 s, sch_tbf.c ``tbf_change``); a rate
   too slow to pass one frame within 4.29 s is refused.
-- TBF ``limit`` from ``latency``: rate*latency + burst, and with a peakrate the
-  smaller of that and peak*latency + minburst [tc/q_tbf.c, tc-tbf(8)]; at most
-  2**32-1 bytes (tc_tbf_qopt.limit is u32); at least one frame.
-- TBF ``latency`` from a given ``limit``: (limit - burst)/rate, and with a peak
-  the larger of that and (limit - minburst)/peak [tc/q_tbf.c tbf_print_opt].
+- TBF ``limit`` from ``latency``: max(rate*latency, the largest packet the TBF
+  queues whole), that packet being the smallest of the burst, the minburst (with
+  a peak) and one GSO packet as tc counts it (see the leaf qdisc below): TBF
+  splits a GSO packet longer than its buckets into segments and queues those
+  (sch_tbf.c ``tbf_segment``). The queue drains at the rate, so a packet waits
+  at most max(latency, that packet's time at the rate). (tc's own
+  rate*latency + burst, tc/q_tbf.c, lets it wait latency + burst/rate: 60 ms at
+  100 Mbit/s for latency 50 ms.) At most 2**32-1 bytes (tc_tbf_qopt.limit is
+  u32); at least one frame.
+- TBF ``latency`` from a given ``limit``: limit/rate.
 - TBF ``minburst`` when a peak is given: one frame [tc/q_tbf.c refuses a
   peakrate without mtu/minburst]; the peak must exceed the rate [sch_tbf.c:
   "peakrate ... is lower than or equals to rate", EINVAL].
 - HTB ``ceil``: the rate [tc-htb(8)], raised to the rate if below it, lowered
   to the parent's ceil (pool or uplink rate) if above it.
+- the leaf qdisc under each HTB class that queues (a guest's leaf, the default
+  class), from the same ``latency`` as the TBF [README "Measuring shaping"]:
+  bfifo ``limit`` = max(rate * latency + 64 KiB, one GSO packet as tc counts
+  it): a packet waits at most latency + one 64 KiB packet's time at the rate
+  (measured: with only max(rate * latency, one GSO packet) a single TCP flow
+  at 10 Mbit/s loses whole GSO packets and reaches 0.90 of the rate, with
+  this 0.97; README "Measuring shaping"). One GSO packet: 64 KiB (GSO_LEGACY_MAX_SIZE, the netdev default
+  ``gso_max_size``, include/linux/netdevice.h) plus one Ethernet + IPv6 + TCP
+  header with timestamps (86 bytes) for each further segment, as
+  ``qdisc_pkt_len_init`` (net/core/dev.c) counts it: 69406 bytes at mtu 1500. A
+  smaller queue refuses such a packet whatever its backlog (sch_fifo.c
+  ``bfifo_enqueue``). fq_codel: ``target`` = max(latency/10, one frame at the
+  rate), ``interval`` = 2 * latency (tc-fq_codel(8)'s 5 ms / 100 ms at the
+  built-in 50 ms). Sized at the class's rate (its guaranteed drain rate), so the
+  bound holds when it cannot borrow.
 - HTB ``quantum``: rate/10 bytes (r2q 10) kept within [frame, 200000]
   [sch_htb.c htb_change_class: outside 1000..200000 the kernel clamps and warns
   "quantum of class ... is small/big. Consider r2q change"; an explicit quantum
@@ -57,6 +77,7 @@ written in the same place) raises :class:`~vif_qos.errors.InputError`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from vif_qos.core import spec as specmod
@@ -64,7 +85,8 @@ from vif_qos.core import units
 from vif_qos.constants import ETH_HLEN_BYTES, U32_MAX
 from vif_qos.core import xenrate
 from vif_qos.errors import InputError
-from vif_qos.model import ClassPlan, InboundPlan, OutboundPlan, UplinkPlan, VifFacts, VifPlan
+from vif_qos.model import (ClassPlan, InboundPlan, LeafQdiscPlan, OutboundPlan, UplinkPlan,
+                           VifFacts, VifPlan)
 from vif_qos.core.settings import BUILTIN, KERNEL_MAX_BUCKET_US, Policy
 
 HZ = 100
@@ -73,6 +95,12 @@ R2Q = 10
 QUANTUM_MAX_BYTES = 200_000
 DEFAULT_LATENCY_US = 50_000
 POOL_MEMBER_SHARE = 100
+#: The largest GSO packet a netdev takes by default, bytes (GSO_LEGACY_MAX_SIZE,
+#: include/linux/netdevice.h; netback's vif and a veth keep it).
+GSO_MAX_BYTES = 65536
+#: Ethernet + IPv6 + TCP-with-timestamps headers, bytes: what tc adds per further
+#: segment of a GSO packet (net/core/dev.c ``qdisc_pkt_len_init``), worst case.
+GSO_SEGMENT_HEADER_BYTES = 14 + 40 + 32
 
 #: Layer names, lowest precedence first.
 LAYERS = ("built-in", "policy defaults", "pool", "xen rate", "domain qos", "policy entry",
@@ -82,6 +110,18 @@ LAYERS = ("built-in", "policy defaults", "pool", "xen rate", "domain qos", "poli
 def _whole_bytes(bits: int) -> int:
     """Round a derived rate down to whole bytes per second, at least 8 bit/s."""
     return max(8, bits // 8 * 8)
+
+
+def gso_packet_wire_bytes(mtu_bytes: int) -> int:
+    """One 64 KiB GSO packet as tc counts it (``qdisc_pkt_len``), at ``mtu_bytes``.
+
+    Segments: ceil((64 KiB - headers) / MSS) with MSS = mtu - 72 (IPv6 40 + TCP
+    with timestamps 32); each segment after the first adds 86 header bytes
+    (Ethernet 14 + 72). 69406 bytes at mtu 1500. Pure; ``mtu_bytes`` > 72.
+    """
+    mss = mtu_bytes - (GSO_SEGMENT_HEADER_BYTES - 14)
+    segments = -(-(GSO_MAX_BYTES - GSO_SEGMENT_HEADER_BYTES) // mss)
+    return GSO_MAX_BYTES + (segments - 1) * GSO_SEGMENT_HEADER_BYTES
 
 
 def _secs(size_bytes: int, rate_bits_per_s: int) -> str:
@@ -266,11 +306,8 @@ class _Resolver:
                 limit = self.frame
                 self.sources["inbound.limit_bytes"] = \
                     f"corrected ({limit_item.source}): at least one full frame"
-            latency = max(0, (limit - burst) * 8_000_000 // rate)
-            if peak is not None and minburst is not None:
-                latency = max(latency, max(0, (limit - minburst) * 8_000_000 // peak))
-            self.sources["inbound.latency_us"] = \
-                "derived: (limit - burst) / rate (tc/q_tbf.c)"
+            latency = limit * 8_000_000 // rate
+            self.sources["inbound.latency_us"] = "derived: limit / rate"
         else:
             if latency_item is None:
                 latency, lsource = DEFAULT_LATENCY_US, BUILTIN
@@ -278,13 +315,14 @@ class _Resolver:
                 latency, lsource = latency_item.value, latency_item.source
             assert isinstance(latency, int)
             self.sources["inbound.latency_us"] = lsource
-            limit = rate * latency // 8_000_000 + burst
-            rule = "rate * latency + burst"
-            if peak is not None and minburst is not None:
-                limit2 = peak * latency // 8_000_000 + minburst
-                if limit2 < limit:
-                    limit, rule = limit2, "peak * latency + minburst (the smaller)"
-            self.sources["inbound.limit_bytes"] = f"derived: {rule} (tc/q_tbf.c)"
+            whole = min([burst, gso_packet_wire_bytes(self.policy.mtu_bytes)]
+                        + ([minburst] if minburst is not None else []))
+            by_time = rate * latency // 8_000_000
+            limit = max(by_time, whole, self.frame)
+            rule = ("rate * latency" if limit == by_time else
+                    f"the largest packet queued whole ({limit} bytes: burst, minburst or "
+                    f"one GSO packet), above rate * latency")
+            self.sources["inbound.limit_bytes"] = f"derived: {rule}"
             if limit > U32_MAX:
                 self.notes.append(f"inbound limit for latency {units.format_time(latency)} at "
                                   f"{word} is {limit} bytes, above the kernel's 32-bit field: "
@@ -292,6 +330,35 @@ class _Resolver:
                 limit = U32_MAX
                 self.sources["inbound.limit_bytes"] += ", capped at 2**32-1"
         return limit, latency
+
+    # -- leaf qdiscs -------------------------------------------------------------
+    def latency(self) -> Tuple[int, str]:
+        """The ``latency`` setting (us) and its source; the built-in 50 ms layer is
+        always there."""
+        item, _ = self.get("latency")
+        assert item is not None and isinstance(item.value, int)
+        return item.value, item.source
+
+    def leaf_qdisc(self, prefix: Optional[str], rate: int, latency_us: int,
+                   latency_source: str) -> LeafQdiscPlan:
+        """The leaf qdisc of a class of ``rate`` bits/s (see the module doc);
+        records sources under ``<prefix>.leaf_qdisc.*`` when ``prefix`` is given."""
+        gso = gso_packet_wire_bytes(self.policy.mtu_bytes)
+        by_time = rate * latency_us // 8_000_000
+        limit = max(by_time + GSO_MAX_BYTES, gso)
+        frame_us = -(-self.frame * 8_000_000 // rate)
+        plan = LeafQdiscPlan(kind=self.policy.leaf_qdisc, latency_us=latency_us,
+                             limit_bytes=min(limit, U32_MAX),
+                             target_us=max(latency_us // 10, frame_us),
+                             interval_us=2 * latency_us)
+        if prefix is not None:
+            self.sources[f"{prefix}.leaf_qdisc.kind"] = self.policy.source("host.leaf_qdisc")
+            self.sources[f"{prefix}.leaf_qdisc.latency_us"] = latency_source
+            rule = ("rate * latency + 64 KiB" if limit > gso else
+                    f"one 64 KiB GSO packet as tc counts it ({gso} bytes), above "
+                    f"rate * latency + 64 KiB")
+            self.sources[f"{prefix}.leaf_qdisc.limit_bytes"] = f"derived: {rule}"
+        return plan
 
     # -- outbound -----------------------------------------------------------------
     def htb_buckets(self, prefix: str, rate: int, ceil: int,
@@ -353,6 +420,13 @@ class _Resolver:
                               f"ceil {units.format_rate(default_ceil)}: corrected to it")
             default_rate = default_ceil
         default = self.class_plan("default", default_rate, default_ceil)
+        latency_item = self.policy.defaults.get("latency")
+        latency, latency_source = ((latency_item.value, latency_item.source)
+                                   if latency_item is not None else (DEFAULT_LATENCY_US,
+                                                                     BUILTIN))
+        assert isinstance(latency, int)
+        default = replace(default, leaf_qdisc=self.leaf_qdisc(
+            "uplink.default", default_rate, latency, latency_source))
         pools = []
         for pool in sorted(self.policy.pools.values(), key=lambda p: p.index):
             ceil = pool.effective_ceil_bits_per_s
@@ -428,8 +502,10 @@ class _Resolver:
         burst, cburst = self.htb_buckets("outbound", rate, ceil, burst_item, cburst_item)
         quantum_item, _ = self.get("quantum")
         quantum = self.quantum("outbound", rate, quantum_item)
+        leaf = self.leaf_qdisc("outbound", rate, *self.latency())
         return OutboundPlan(rate_bits_per_s=rate, ceil_bits_per_s=ceil, burst_bytes=burst,
-                            cburst_bytes=cburst, quantum_bytes=quantum, pool=pool_name)
+                            cburst_bytes=cburst, quantum_bytes=quantum, pool=pool_name,
+                            leaf_qdisc=leaf)
 
 
 def _xen_rate_layer(facts: VifFacts, policy: Policy, notes: List[str]

@@ -104,6 +104,7 @@ class Policy:
     xen_rate_outbound: bool = True
     mtu_bytes: int = 1500
     max_burst_time_us: int = 1_000_000
+    leaf_qdisc: str = "auto"
     bridge_defaults: BridgeSettings = field(default_factory=lambda: BridgeSettings(
         "*", None, 10 ** 9, None, None))
     bridges: Dict[str, BridgeSettings] = field(default_factory=dict)

@@ -15,6 +15,9 @@ What one vif gets (see README.rst, "What vif-qos puts in the kernel"):
   ``default 2``, root class ``:1``, default class ``:2``, pools ``:0x10+i``
   or, when the policy's pools moved while members remain, the class their
   members sit under, see :func:`_pool_minors`), created on first use;
+- under that leaf (and under the default class) a leaf qdisc bounding its queue
+  in time (bfifo, or fq_codel where the kernel has it; ``model.LeafQdiscPlan``),
+  created with the class and deleted by the kernel with it;
 - classification: a chain and a map element in the nftables table
   ``bridge vif_qos`` setting skb priority = leaf classid and the mark value
   (``mark & ~mask | value``), with a counter; its rule comment records vif,
@@ -37,7 +40,9 @@ from vif_qos.kernel import alloc, ledger
 from vif_qos.kernel import nft as nftadapter
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.errors import EnvironmentProblem, KernelError
-from vif_qos.model import ClassPlan, HostSettings, InboundPlan, UplinkPlan, VifPlan
+from vif_qos.model import (LEAF_QDISC_AUTO, LEAF_QDISC_BFIFO, LEAF_QDISC_FQ_CODEL,
+                           ClassPlan, HostSettings, InboundPlan, LeafQdiscPlan, UplinkPlan,
+                           VifPlan)
 
 log = logging.getLogger("vif_qos")
 
@@ -123,6 +128,66 @@ def _restore_class(ipr, found: tcadapter.ClassInfo, what: str) -> None:
         ceil_bits_per_s=found.ceil_bytes_per_s * 8, burst_bytes=0, cburst_bytes=0,
         quantum_bytes=found.quantum_bytes, mode="change", what=what,
         buffer_ticks=found.buffer_ticks, cbuffer_ticks=found.cbuffer_ticks)
+
+
+#: The answer of :func:`tcadapter.kernel_has_fq_codel` (one kernel per process).
+_FQ_CODEL_KNOWN: List[bool] = []
+
+
+def leaf_qdisc_kind(ipr, plan: LeafQdiscPlan) -> str:
+    """The qdisc kind to create for ``plan``: its kind, with ``auto`` resolved to
+    fq_codel when the kernel has it (asked once per process over netlink, see
+    :func:`vif_qos.kernel.tc.kernel_has_fq_codel`), else bfifo."""
+    if plan.kind != LEAF_QDISC_AUTO:
+        return plan.kind
+    if not _FQ_CODEL_KNOWN:
+        lo = tcadapter.get_link(ipr, "lo")
+        known = tcadapter.kernel_has_fq_codel(ipr, lo.index) if lo is not None else None
+        _FQ_CODEL_KNOWN.append(bool(known))
+    return LEAF_QDISC_FQ_CODEL if _FQ_CODEL_KNOWN[0] else LEAF_QDISC_BFIFO
+
+
+def _leaf_params(plan: LeafQdiscPlan, quantum_bytes: int) -> dict:
+    return dict(limit_bytes=plan.limit_bytes, target_us=plan.target_us,
+                interval_us=plan.interval_us, quantum_bytes=quantum_bytes)
+
+
+def _leaf_qdisc_of(ipr, index: int, classid: int) -> Optional[tcadapter.QdiscInfo]:
+    """Our qdisc under class ``classid`` (None: the class's built-in pfifo)."""
+    for q in tcadapter.dump_qdiscs(ipr, index):
+        if q.parent == classid:
+            return q
+    return None
+
+
+def _same_leaf(found: Optional[tcadapter.QdiscInfo], kind: str, plan: LeafQdiscPlan) -> bool:
+    if found is None or found.kind != kind:
+        return False
+    if kind == LEAF_QDISC_BFIFO:
+        return found.limit_bytes == plan.limit_bytes
+    return (found.target_us, found.interval_us) == (plan.target_us, plan.interval_us)
+
+
+def _ensure_leaf_qdisc(ipr, link: tcadapter.LinkInfo, classid: int, plan: LeafQdiscPlan,
+                       quantum_bytes: int, what: str, undo: "_Undo",
+                       class_is_new: bool) -> None:
+    """The leaf qdisc ``plan`` under ``classid``; when the class existed before,
+    what was there is put back if this apply fails."""
+    kind = leaf_qdisc_kind(ipr, plan)
+    found = None if class_is_new else _leaf_qdisc_of(ipr, link.index, classid)
+    if _same_leaf(found, kind, plan):
+        return
+    tcadapter.replace_leaf_qdisc(ipr, link.index, classid, kind, what,
+                                 **_leaf_params(plan, quantum_bytes))
+    if class_is_new:
+        return  # deleting the class (its undo) deletes the qdisc
+    if found is None:
+        undo.push(what, lambda: tcadapter.del_leaf_qdisc(ipr, link.index, classid, what))
+    else:
+        undo.push(what, lambda: tcadapter.replace_leaf_qdisc(
+            ipr, link.index, classid, found.kind, what, limit_bytes=found.limit_bytes or 0,
+            target_us=found.target_us or 0, interval_us=found.interval_us or 0,
+            quantum_bytes=quantum_bytes))
 
 
 def _resolve_uplink(ipr, uplink: UplinkPlan, state: nftadapter.TableState,
@@ -238,11 +303,15 @@ def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
     wanted = [(uplink.root, major | ROOT_MINOR, tcadapter.TC_H_ROOT),
               (uplink.default, major | DEFAULT_MINOR, major | ROOT_MINOR)]
     pool_minors = pool_minors or {}
+    leaves: List[Tuple[int, ClassPlan, bool]] = []
     wanted += [(pool, major | pool_minors.get(pool.name, POOL_MINOR_BASE + i),
                 major | ROOT_MINOR) for i, pool in enumerate(uplink.pools)]
     for plan, classid, parent in wanted:
         what = f"htb class {tcadapter.handle_str(classid)} ({plan.name}) on {dev}"
         found = None if created else tcadapter.get_class(ipr, link.index, classid)
+        if plan.leaf_qdisc is not None:
+            # After the class changes below (pushed later, undone first).
+            leaves.append((classid, plan, found is None))
         if found is None:
             tcadapter.set_htb_class(ipr, link.index, classid, parent, mode="add",
                                     what=what, **_class_params(plan))
@@ -256,6 +325,11 @@ def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
             tcadapter.set_htb_class(ipr, link.index, classid, parent, mode="change",
                                     what=what, **_class_params(plan))
             undo.push(what, lambda f=found, w=what: _restore_class(ipr, f, w))
+    for classid, plan, is_new in leaves:
+        assert plan.leaf_qdisc is not None
+        _ensure_leaf_qdisc(ipr, link, classid, plan.leaf_qdisc, plan.quantum_bytes,
+                           f"leaf qdisc of htb class {tcadapter.handle_str(classid)} "
+                           f"({plan.name}) on {dev}", undo, is_new)
 
 
 def _add_leaf(ipr, link: tcadapter.LinkInfo, plan: VifPlan, host: HostSettings,
@@ -373,6 +447,10 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
             leaf_what = f"htb leaf class {tcadapter.handle_str(classid)} of {plan.vif}"
             undo.push(leaf_what, lambda: tcadapter.del_class(ipr, link.index, classid,
                                                              leaf_what))
+            if plan.outbound.leaf_qdisc is not None:
+                _ensure_leaf_qdisc(ipr, link, classid, plan.outbound.leaf_qdisc,
+                                   plan.outbound.quantum_bytes,
+                                   f"leaf qdisc of {leaf_what} on {link.name}", undo, True)
 
         if plan.inbound is not None:
             _apply_tbf(ipr, vif_link, plan, host, undo)
@@ -658,14 +736,37 @@ def status() -> dict:
                         "rate_bits_per_s": c.rate_bytes_per_s * 8,
                         "ceil_bits_per_s": c.ceil_bytes_per_s * 8,
                         "sent_bytes": c.bytes, "sent_packets": c.packets,
-                        "drops": c.drops}
+                        "drops": c.drops,
+                        "leaf_qdisc": _leaf_status(ipr, up.index, c)}
                 if e.uplink not in uplinks:
                     q = tcadapter.get_root_qdisc(ipr, up.index)
+                    default = None
+                    if q is not None and q.kind == "htb":
+                        default = tcadapter.get_class(ipr, up.index,
+                                                      q.handle | DEFAULT_MINOR)
                     uplinks[e.uplink] = {
                         "device": e.uplink,
                         "qdisc": f"{q.kind} {tcadapter.handle_str(q.handle)}" if q else None,
-                        "direct_packets": q.direct_packets if q else None}
+                        "direct_packets": q.direct_packets if q else None,
+                        "default_leaf_qdisc": (_leaf_status(ipr, up.index, default)
+                                               if default is not None else None)}
             vifs.append(item)
     finally:
         ipr.close()
     return {"vifs": vifs, "uplinks": [uplinks[k] for k in sorted(uplinks)]}
+
+
+def _leaf_status(ipr, index: int, cls: tcadapter.ClassInfo) -> dict:
+    """The leaf qdisc under ``cls`` as read back: kind, handle, limit and the time
+    it holds at the class's rate; ``source`` says it was read from the kernel."""
+    q = _leaf_qdisc_of(ipr, index, cls.classid)
+    if q is None:
+        return {"kind": "pfifo (the kernel's default: no time bound)", "handle": None,
+                "limit_bytes": None, "bound_us": None, "source": "kernel default"}
+    bound = None
+    if q.limit_bytes and cls.rate_bytes_per_s:
+        bound = q.limit_bytes * 1_000_000 // cls.rate_bytes_per_s
+    return {"kind": q.kind, "handle": tcadapter.handle_str(q.handle),
+            "limit_bytes": q.limit_bytes, "bound_us": bound,
+            "target_us": q.target_us, "interval_us": q.interval_us,
+            "drops": q.drops, "source": "read back from the kernel"}

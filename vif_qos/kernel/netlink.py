@@ -244,6 +244,11 @@ def attr_u64(attrs: Mapping[int, bytes], atype: int) -> Optional[int]:
     return struct.unpack_from("=Q", data)[0] if data and len(data) >= 8 else None
 
 
+def attr_u32(attrs: Mapping[int, bytes], atype: int) -> Optional[int]:
+    data = attrs.get(atype)
+    return struct.unpack_from("=I", data)[0] if data and len(data) >= 4 else None
+
+
 def decode(data: bytes, offset: int = 0) -> Message:
     """The netlink message at ``offset`` of ``data`` -> :class:`Message`."""
     hdr = NLMSGHDR.unpack(data, offset)

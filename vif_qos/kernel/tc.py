@@ -268,6 +268,97 @@ def del_root_qdisc(ipr, index: int, handle: int, what: str) -> bool:
 
 
 # --------------------------------------------------------------------------
+# Leaf qdiscs (the queue under an HTB leaf class)
+# --------------------------------------------------------------------------
+
+#: ``TCA_FQ_CODEL_*`` attribute numbers (include/uapi/linux/pkt_sched.h).
+TCA_FQ_CODEL_TARGET, TCA_FQ_CODEL_LIMIT, TCA_FQ_CODEL_INTERVAL = 1, 2, 3
+TCA_FQ_CODEL_FLOWS, TCA_FQ_CODEL_QUANTUM = 5, 6
+
+
+def leaf_qdisc_options(kind: str, *, limit_bytes: int = 0, target_us: int = 0,
+                       interval_us: int = 0, quantum_bytes: int = 0) -> bytes:
+    """The ``TCA_OPTIONS`` payload of a leaf qdisc. Pure.
+
+    ``bfifo``: ``struct tc_fifo_qopt { __u32 limit; }`` in bytes
+    (include/uapi/linux/pkt_sched.h). ``fq_codel``: nested ``TCA_FQ_CODEL_TARGET``
+    and ``TCA_FQ_CODEL_INTERVAL`` in microseconds, ``TCA_FQ_CODEL_QUANTUM`` in bytes
+    (sch_fq_codel.c ``fq_codel_change``); ``limit_bytes`` is not sent (fq_codel's
+    limit is in packets and its memory_limit in truesize: kernel defaults kept).
+
+    :raises KernelError: another kind, or a bfifo limit outside 1..2**32-1.
+    """
+    if kind == "bfifo":
+        if not 0 < int(limit_bytes) <= U32_MAX:
+            raise KernelError(f"bfifo limit {limit_bytes} bytes is outside 1..{U32_MAX}")
+        return nl.u32(int(limit_bytes))
+    if kind == "fq_codel":
+        return nl.encode_attrs([(TCA_FQ_CODEL_TARGET, nl.u32(int(target_us))),
+                                (TCA_FQ_CODEL_INTERVAL, nl.u32(int(interval_us))),
+                                (TCA_FQ_CODEL_QUANTUM, nl.u32(int(quantum_bytes)))])
+    raise KernelError(f"leaf qdisc kind {kind!r}: vif-qos makes bfifo or fq_codel")
+
+
+def leaf_qdisc_msg(index: int, parent: int, kind: str, **params: int) -> bytes:
+    """The whole RTM_NEWQDISC message (header, ``struct tcmsg``, TCA_KIND,
+    TCA_OPTIONS) that :func:`replace_leaf_qdisc` sends, sequence 0. Pure.
+
+    The handle is 0: the kernel picks a free one (``qdisc_alloc_handle``,
+    net/sched/sch_api.c); the qdisc is found again by its parent. ``params``: see
+    :func:`leaf_qdisc_options`.
+    """
+    fixed = nl.TCMSG.pack(family=0, pad1=0, pad2=0, index=index, handle=0,
+                          parent=parent, info=0)
+    return nl.encode_message(nl.RTM_NEWQDISC, nl.FLAGS_REPLACE, 0, fixed, [
+        (nl.TCA_KIND, nl.asciiz(kind)),
+        (nl.TCA_OPTIONS, leaf_qdisc_options(kind, **params))])
+
+
+def replace_leaf_qdisc(ipr, index: int, parent: int, kind: str, what: str,
+                       **params: int) -> None:
+    """Create the leaf qdisc under HTB class ``parent``, replacing the one there
+    (the class's default pfifo, or ours): NLM_F_CREATE | NLM_F_REPLACE. Deleting
+    the class deletes it too (sch_htb.c ``htb_destroy_class``). ``params``: see
+    :func:`leaf_qdisc_options`.
+
+    :raises KernelError: the kernel refused (ENOENT "Specified qdisc kind is
+        unknown" when it has no such kind).
+    """
+    nl.tc_request(ipr, nl.RTM_NEWQDISC, nl.FLAGS_REPLACE, index=index, handle=0,
+                  parent=parent, kind=kind, options=leaf_qdisc_options(kind, **params),
+                  what=what)
+
+
+def del_leaf_qdisc(ipr, index: int, parent: int, what: str) -> bool:
+    """Delete the qdisc under class ``parent`` (the class gets its built-in
+    pfifo back, sch_htb.c ``htb_graft``); False when none or gone."""
+    for item in dump_qdiscs(ipr, index):
+        if item.parent == parent:
+            return nl.tc_request(ipr, nl.RTM_DELQDISC, nl.FLAGS_DEL, index=index,
+                                 handle=item.handle, parent=parent, what=what,
+                                 tolerate=_GONE_IS_FALSE) is not False
+    return False
+
+
+def kernel_has_fq_codel(ipr, lo_index: int) -> Optional[bool]:
+    """Whether the kernel knows the fq_codel qdisc, asked without creating one.
+
+    Sends an fq_codel root qdisc for netdev ``lo_index`` with
+    ``TCA_FQ_CODEL_FLOWS`` 0, which ``fq_codel_change`` refuses (EINVAL, "flows
+    must be 1..65536") after the kind was found; an unknown kind fails earlier
+    with ENOENT (sch_api.c ``qdisc_create``, after trying to load the module).
+    Nothing is created either way. ``None`` when the answer says neither
+    (another root qdisc holds the place: EEXIST).
+    """
+    answer = nl.tc_request(ipr, nl.RTM_NEWQDISC, nl.FLAGS_ADD, index=lo_index,
+                           parent=TC_H_ROOT, kind="fq_codel",
+                           options=nl.encode_attrs([(TCA_FQ_CODEL_FLOWS, nl.u32(0))]),
+                           what=f"fq_codel probe on ifindex {lo_index}",
+                           tolerate={EINVAL: True, ENOENT: False, EEXIST: None})
+    return answer if isinstance(answer, bool) or answer is None else None
+
+
+# --------------------------------------------------------------------------
 # Reading back
 # --------------------------------------------------------------------------
 
@@ -305,6 +396,9 @@ class QdiscInfo:
     limit_bytes: Optional[int] = None
     buffer_ticks: Optional[int] = None
     mtu_ticks: Optional[int] = None
+    # fq_codel
+    target_us: Optional[int] = None
+    interval_us: Optional[int] = None
     bytes: int = 0
     packets: int = 0
     drops: int = 0
@@ -350,6 +444,13 @@ def _qdisc_info(msg: nl.Message) -> QdiscInfo:
         extra = {"rate_bytes_per_s": rate, "peak_bytes_per_s": peak or None,
                  "limit_bytes": q["limit"], "buffer_ticks": q["buffer"],
                  "mtu_ticks": q["mtu"]}
+    elif kind == "bfifo":
+        raw = msg.attrs.get(nl.TCA_OPTIONS)
+        if raw and len(raw) >= 4:
+            extra = {"limit_bytes": nl.attr_u32(msg.attrs, nl.TCA_OPTIONS)}
+    elif kind == "fq_codel":
+        extra = {"target_us": nl.attr_u32(attrs, TCA_FQ_CODEL_TARGET),
+                 "interval_us": nl.attr_u32(attrs, TCA_FQ_CODEL_INTERVAL)}
     st = _stats(msg)
     return QdiscInfo(index=msg.get("index"), kind=kind, handle=msg.get("handle"),
                      parent=msg.get("parent"), bytes=st["bytes"],

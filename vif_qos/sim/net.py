@@ -28,24 +28,32 @@ The topology (every name below lives only inside namespaces made here)::
   the ULA prefix ``fd7a:5100:0:1::/64``. Duplicate address detection is switched off
   in every namespace made here (``accept_dad=0`` and ``nodad``), so addresses are
   usable at once.
-* Offloads: the sending endpoints' interfaces (the guests' ``eth0`` and the internet
-  host's ``eth0``) get ``gso_max_segs 1``, so TCP hands the stack one MSS-sized
-  packet at a time. Reason: a veth moves a GSO packet whole and counts ``skb->len``
-  (headers once), while tc counts ``qdisc_pkt_len`` (headers once per segment, as on
-  a real wire). With GSO on, the interface byte counters would read up to ~6 %
-  (IPv6) below the wire rate tc enforces; with one segment per packet both count
-  the same bytes. dom0's own netdevs (bridge, ``peth0``, vifs) keep their defaults,
-  so vif-qos sees them as created. Pass ``sender_gso=True`` to keep GSO.
+* Offloads: every interface keeps its defaults, GSO on, as in production: netback
+  hands dom0 a guest's TSO frames whole, and a veth does the same. A TCP sender
+  here passes GSO packets of up to 64 KiB to the bridge, and tc shapes them as
+  the segments they will become (``qdisc_pkt_len``: headers once per segment).
+  ``sender_gso=False`` caps the endpoints at one segment per packet
+  (``gso_max_segs 1``), for comparison only.
 
 Measurement (:meth:`SimHost.measure`, :meth:`SimHost.measure_many`): iperf3 over
 TCP between a guest and the internet host. The iperf3 *client* runs in the
 receiving namespace with ``-R`` (the server sends), so its per-interval JSON figures
-are the receiver's. The wire rate comes from the shaped interface's byte counters,
-read over rtnetlink inside dom0 (``IFLA_STATS64``) after a warm-up and at the end of
-the window, timestamped with ``time.monotonic()``: the vif's tx bytes for
-*inbound* (toward the guest, where the TBF sits), the uplink's tx bytes for
-*outbound* (from the guest, where the HTB sits). Goodput is the sum of iperf3's
-receiver intervals that fall inside the same window (see :class:`Measurement`).
+are the receiver's. The wire rate is read in dom0 on the shaped interface (the
+vif's tx for *inbound*, where the TBF sits; the uplink's tx for *outbound*,
+where the HTB sits), after a warm-up and at the end of the window, timestamped
+with ``time.monotonic()``. With GSO a netdev counts a GSO packet once
+(``skb->len``: headers once), while the wire carries one header per segment, so
+the wire figure is (see :func:`gso_wire_bytes`)::
+
+    wire bytes = interface tx bytes
+                 + (root qdisc's packets - interface tx packets) x header bytes
+
+where the root qdisc (TBF or HTB) counts segments (``gso_segs``, net/sched
+``bstats_update``) and the interface counts packets, and ``header bytes`` is one
+Ethernet + IP + TCP-with-timestamps header (66 bytes IPv4, 86 IPv6). Goodput is
+the sum of iperf3's receiver intervals that fall inside the same window (see
+:class:`Measurement`). :meth:`SimHost.rtt_under_load` pings a guest while many
+TCP flows saturate one direction.
 
 Usage::
 
@@ -67,6 +75,7 @@ import ctypes
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -98,6 +107,13 @@ INTERNET_IPV6 = SUBNET6_PREFIX + "2"
 
 #: The MAC netback gives every vif (drivers/net/xen-netback/interface.c).
 NETBACK_VIF_MAC = "fe:ff:ff:ff:ff:ff"
+
+#: Interval between wire counter samples inside a measured window, seconds.
+WIRE_SAMPLE_S = 0.1
+
+#: One Ethernet + IP + TCP (with timestamps) header per family: what each further
+#: segment of a GSO packet adds on the wire.
+SEGMENT_HEADER_BYTES = {4: 14 + 20 + 32, 6: 14 + 40 + 32}
 
 INBOUND = "inbound"    # toward the guest: shaped by the TBF on the vif
 OUTBOUND = "outbound"  # from the guest: shaped by the HTB on the uplink
@@ -167,6 +183,73 @@ def ip_batch(ns: str, lines: Sequence[str], timeout: float = 300) -> None:
         run("ip", "-n", ns, "-batch", "-", input="\n".join(lines) + "\n", timeout=timeout)
 
 
+def make_namespace(name: str) -> str:
+    """Make network namespace ``name`` with ``lo`` up and IPv6 duplicate address
+    detection off; returns ``name``. The caller deletes it (:func:`delete_namespace`).
+
+    :raises EnvironmentProblem: ``ip``/``sysctl`` failed (the name is taken, not root).
+    """
+    run("ip", "netns", "add", name)
+    try:
+        run("sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0", ns=name)
+        run("ip", "-n", name, "link", "set", "lo", "up")
+    except BaseException:
+        delete_namespace(name)
+        raise
+    return name
+
+
+def _kill_ns_processes(ns: str) -> None:
+    pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
+    for pid in pids:
+        try:
+            os.kill(int(pid), 9)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def delete_namespace(name: str) -> None:
+    """Kill every process in namespace ``name``, then delete it (and with it every
+    netdev, qdisc and nft table in it). Never raises for one already gone."""
+    _kill_ns_processes(name)
+    run("ip", "netns", "del", name, check=False)
+
+
+class Namespaces:
+    """Bare namespaces (no dom0 in them) named ``<prefix><token>-<role>``, made by
+    :meth:`make` and all deleted by :meth:`close`: for kernel tests that need an
+    empty namespace, e.g. to probe what the kernel accepts."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX):
+        self.prefix = prefix
+        self.token = uuid.uuid4().hex[:6]
+        self.names: List[str] = []
+
+    def make(self, role: str = "ns") -> str:
+        name = make_namespace(f"{self.prefix}{self.token}-{role}")
+        self.names.append(name)
+        return name
+
+    def close(self) -> None:
+        for name in reversed(self.names):
+            delete_namespace(name)
+        self.names.clear()
+
+
+def tc_json(ns: str, *args: str):
+    """``tc -j ARGS`` inside ``ns``, parsed (``[]`` for no output): kernel state as
+    iproute2 reads it, independent of vif-qos's own netlink decoding."""
+    out = run("tc", "-j", *args, ns=ns).stdout
+    return json.loads(out) if out.strip() else []
+
+
+def nft_json(ns: str, *args: str):
+    """``nft -j ARGS`` inside ``ns``, parsed (the ``nftables`` list)."""
+    out = run("nft", "-j", *args, ns=ns).stdout
+    return json.loads(out)["nftables"] if out.strip() else []
+
+
 class LinkCounters:
     """Interface counters of one namespace, read over rtnetlink (``RTM_GETLINK``).
 
@@ -186,9 +269,12 @@ class LinkCounters:
         self._sock.bind((0, 0))
         self._seq = 0
         self._lock = threading.Lock()
+        self._ipr = None
 
     def close(self) -> None:
         self._sock.close()
+        if self._ipr is not None:
+            self._ipr.close()
 
     def _getlink(self, ifname: str) -> Tuple[float, nl.Message]:
         """(monotonic_s, the decoded RTM_NEWLINK reply) of ``ifname``."""
@@ -219,6 +305,20 @@ class LinkCounters:
         if not stats or len(stats) < nl.LINK_STATS64.size:
             raise EnvironmentProblem(f"simnet: no IFLA_STATS64 for {ifname!r} in {self.ns}")
         return t, nl.LINK_STATS64.unpack(stats)
+
+    def read_with_segments(self, ifname: str) -> Tuple[float, Dict[str, int]]:
+        """:meth:`read` plus ``segments``: the packets (GSO segments) of the
+        netdev's root qdisc (``vif_qos.kernel.tc``), 0 when it has none of ours."""
+        from vif_qos.kernel import tc as tcadapter
+
+        t, counters = self.read(ifname)
+        if self._ipr is None:
+            with in_netns(self.ns):
+                self._ipr = tcadapter.open_ipr()
+        link = tcadapter.get_link(self._ipr, ifname)
+        root = tcadapter.get_root_qdisc(self._ipr, link.index) if link else None
+        counters["segments"] = root.packets if root is not None else 0
+        return t, counters
 
     def is_up(self, ifname: str) -> bool:
         """True when ``ifname``'s operstate is UP (``IF_OPER_UP``, RFC 2863).
@@ -278,10 +378,18 @@ class Flow:
 class Measurement:
     """The result of one measured flow.
 
-    * ``wire_bits_per_s``: ``wire_bytes * 8 / window_s``, where ``wire_bytes`` is the
-      tx byte counter delta of ``wire_interface`` (the vif for inbound, the uplink for
-      outbound) between two samples taken in dom0, ``window_s`` apart on the
-      monotonic clock: the first after ``warmup_s``, the second before iperf3 ends.
+    * ``wire_bits_per_s``: the least-squares slope of the cumulative wire bits
+      (:func:`gso_wire_bytes` of ``wire_interface``: the vif for inbound, the uplink
+      for outbound) over samples taken in dom0 every :data:`WIRE_SAMPLE_S` from
+      ``warmup_s`` to ``warmup_s + window_s`` on the monotonic clock. A shaper
+      passes GSO packets of up to 64 KiB whole (0.5 s at 1 Mbit/s), so the
+      cumulative count is a staircase: two end points alone would be off by up to
+      a packet at each edge, the slope over all samples much less.
+      ``wire_bytes`` is the count between the first and last sample,
+      ``window_s`` their distance.
+      ``interface_bytes`` is the netdev's own tx byte delta (headers once per GSO
+      packet), ``segments`` the root qdisc's packet delta (GSO segments) and
+      ``interface_packets`` the netdev's tx packet delta.
       On the uplink the counter counts every flow leaving it: with several outbound
       flows at once it is their sum (the same figure in each Measurement).
     * ``goodput_bits_per_s``: TCP payload bytes the receiver got per second, summed
@@ -307,6 +415,9 @@ class Measurement:
     goodput_window_s: float
     full_run_goodput_bits_per_s: float
     retransmits: Optional[int]
+    interface_bytes: int = 0
+    interface_packets: int = 0
+    segments: int = 0
 
     def wire_ratio(self, configured_bits_per_s: int) -> float:
         """Measured wire rate / configured rate."""
@@ -315,6 +426,36 @@ class Measurement:
     def goodput_ratio(self, configured_bits_per_s: int) -> float:
         """Measured TCP goodput / configured rate."""
         return self.goodput_bits_per_s / configured_bits_per_s
+
+
+@dataclass(frozen=True)
+class RttMeasurement:
+    """Ping RTTs to a guest, idle (``direction`` None) or while ``flows`` parallel
+    TCP flows saturate ``direction``.
+
+    ``rtts_ms`` are the replies' round-trip times (ping's ``time=``), ``sent`` the
+    echo requests sent; ``load_goodput_bits_per_s`` the load's TCP goodput over
+    its whole run (iperf3 receiver sum; 0 when idle). The ping goes from the
+    internet host to the guest: the request crosses the vif's TBF (inbound), the
+    reply the uplink's HTB leaf (outbound), so either direction's queue shows.
+    """
+
+    guest: str
+    direction: Optional[str]
+    family: int
+    flows: int
+    rtts_ms: Tuple[float, ...]
+    sent: int
+    load_goodput_bits_per_s: float
+
+    @property
+    def median_ms(self) -> float:
+        """Median RTT in ms (``inf`` when no reply came back)."""
+        values = sorted(self.rtts_ms)
+        if not values:
+            return math.inf
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 class SimHost:
@@ -335,7 +476,7 @@ class SimHost:
     """
 
     def __init__(self, prefix: str = DEFAULT_PREFIX, bridge: str = DEFAULT_BRIDGE,
-                 uplink: str = DEFAULT_UPLINK, sender_gso: bool = False):
+                 uplink: str = DEFAULT_UPLINK, sender_gso: bool = True):
         if os.geteuid() != 0:
             raise EnvironmentProblem("the simulated dom0 needs root (network namespaces)")
         if shutil.which("ip") is None:
@@ -388,12 +529,8 @@ class SimHost:
         return self._make_ns(role)
 
     def _make_ns(self, role: str) -> str:
-        name = f"{self.prefix}{self.token}-{role}"
-        run("ip", "netns", "add", name)
+        name = make_namespace(f"{self.prefix}{self.token}-{role}")
         self.namespaces.append(name)
-        run("sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
-            "net.ipv6.conf.default.accept_dad=0", ns=name)
-        run("ip", "-n", name, "link", "set", "lo", "up")
         return name
 
     def _gso_lines(self, dev: str) -> List[str]:
@@ -465,8 +602,7 @@ class SimHost:
         later in a kernel workqueue, and the vif must be gone when this returns."""
         ip_batch(self.dom0, [f"link del {dev}" for dev in (guest.vif, guest.emu)
                              if dev and dev in self.link_names()])
-        self._kill_ns_processes(guest.ns)
-        run("ip", "netns", "del", guest.ns, check=False)
+        delete_namespace(guest.ns)
         with self._lock:
             if guest.ns in self.namespaces:
                 self.namespaces.remove(guest.ns)
@@ -551,6 +687,24 @@ class SimHost:
             return False
         return False
 
+    @staticmethod
+    def _established(pid: int, port: int) -> int:
+        """Established TCP connections on local ``port`` in process ``pid``'s
+        namespace (/proc/PID/net/tcp*, state 01); the iperf3 server's control
+        connection counts too."""
+        count = 0
+        for table in ("tcp6", "tcp"):
+            try:
+                with open(f"/proc/{pid}/net/{table}") as f:
+                    for line in f.readlines()[1:]:
+                        fields = line.split()
+                        if fields[3] == "01" and \
+                                int(fields[1].rsplit(":", 1)[1], 16) == port:
+                            count += 1
+            except (OSError, ValueError, IndexError):
+                pass
+        return count
+
     def measure(self, guest: SimGuest, direction: str, family: int = 4,
                 window_s: float = 2.0, warmup_s: float = 0.75) -> Measurement:
         """Measure one TCP flow; see :meth:`measure_many`."""
@@ -604,9 +758,17 @@ class SimHost:
                 "-R", "-t", str(run_s), "-i", f"{interval_s:g}", "--json",
                 "--connect-timeout", "10000"]) for run in runs]
             _sleep_until(start + warmup_s)
-            first = {wire: self.counters(self.dom0).read(wire) for wire in wires}
-            _sleep_until(start + warmup_s + window_s)
-            last = {wire: self.counters(self.dom0).read(wire) for wire in wires}
+            samples: Dict[str, List[Tuple[float, Dict[str, int]]]] = {
+                wire: [] for wire in wires}
+            end = start + warmup_s + window_s
+            next_at = start + warmup_s
+            while True:
+                _sleep_until(next_at)
+                for wire in wires:
+                    samples[wire].append(self.counters(self.dom0).read_with_segments(wire))
+                if next_at >= end:
+                    break
+                next_at = min(end, next_at + WIRE_SAMPLE_S)
             outputs = [self._client_output(proc, run, run_s)
                        for proc, run in zip(clients, runs)]
             for proc in servers:
@@ -618,17 +780,27 @@ class SimHost:
             self._reap(servers + clients)
         measurements = []
         for run, (out, err, rc) in zip(runs, outputs):
-            (t0, c0), (t1, c1) = first[run.wire], last[run.wire]
-            wire_bytes = c1["tx_bytes"] - c0["tx_bytes"]
+            series = samples[run.wire]
+            (t0, c0), (t1, c1) = series[0], series[-1]
+            delta = {key: c1[key] - c0[key] for key in c1}
+            wire_bytes = gso_wire_bytes(delta["tx_bytes"], delta["tx_packets"],
+                                        delta["segments"], run.flow.family)
+            wire_rate = _slope([t - t0 for t, _c in series], [
+                gso_wire_bytes(c["tx_bytes"] - c0["tx_bytes"],
+                               c["tx_packets"] - c0["tx_packets"],
+                               c["segments"] - c0["segments"], run.flow.family) * 8
+                for _t, c in series])
             got = _iperf3_receiver(out, err, rc, run.receiver, warmup_s, warmup_s + window_s)
             measurements.append(Measurement(
                 guest=run.flow.guest.name, vif=run.flow.guest.vif,
                 direction=run.flow.direction, family=run.flow.family,
                 wire_interface=run.wire, wire_bytes=wire_bytes, window_s=t1 - t0,
-                wire_bits_per_s=wire_bytes * 8 / (t1 - t0),
+                wire_bits_per_s=wire_rate,
                 goodput_bits_per_s=got.goodput_bits_per_s, goodput_window_s=got.window_s,
                 full_run_goodput_bits_per_s=got.full_run_bits_per_s,
-                retransmits=got.retransmits))
+                retransmits=got.retransmits,
+                interface_bytes=delta["tx_bytes"], interface_packets=delta["tx_packets"],
+                segments=delta["segments"]))
         return measurements
 
     def _start_servers(self, runs: Sequence["_FlowRun"],
@@ -732,15 +904,79 @@ class SimHost:
                     if proc in self._procs:
                         self._procs.remove(proc)
 
-    # -- teardown ----------------------------------------------------------
-    def _kill_ns_processes(self, ns: str) -> None:
-        pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), 9)
-            except (ProcessLookupError, ValueError):
-                pass
+    def rtt_under_load(self, guest: SimGuest, direction: Optional[str], family: int = 4,
+                       flows: int = 32, warmup_s: float = 1.5, ping_s: float = 3.0,
+                       ping_interval_s: float = 0.05) -> RttMeasurement:
+        """Ping ``guest`` from the internet host for ``ping_s`` seconds (one echo
+        request every ``ping_interval_s``, >= 0.002 as root), idle when
+        ``direction`` is None, else after ``warmup_s`` of ``flows`` parallel TCP
+        flows (one iperf3 ``-P``) in ``direction``, counted from when all are
+        connected, that keep running until the last reply is due.
 
+        :raises EnvironmentProblem: iperf3 or ping missing, the load failed.
+        """
+        for tool in ("iperf3", "ping"):
+            if shutil.which(tool) is None:
+                raise EnvironmentProblem(f"measuring RTT needs {tool}")
+        self.wait_up([(self.dom0, self.uplink), (self.internet, "eth0"),
+                      (self.dom0, guest.vif), (guest.ns, "eth0")])
+        count = max(1, int(ping_s / ping_interval_s))
+        ping_args = ["ping", f"-{family}", "-n", "-i",
+                     f"{ping_interval_s:g}", "-c", str(count), "-W", "3",
+                     guest.address(family)]
+        server = client = None
+        try:
+            if direction is not None:
+                sender, receiver, addr, _wire = self._endpoints(Flow(guest, direction,
+                                                                      family))
+                port = self._port()
+                server = self._spawn(sender, ["iperf3", "-s", "-1", "-p", str(port)])
+                deadline = time.monotonic() + 10
+                while not self._listening(server.pid, port):
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise EnvironmentProblem(f"simnet: iperf3 server in {sender} "
+                                                 "did not start")
+                    time.sleep(0.01)
+                run_s = math.ceil(warmup_s + ping_s + 0.3)
+                client = self._spawn(receiver, [
+                    "iperf3", "-c", addr, "-p", str(port), f"-{family}", "-R",
+                    "-P", str(flows), "-t", str(run_s), "--json",
+                    "--connect-timeout", "10000"])
+                # The warm-up counts from when every flow is connected (on a busy
+                # machine iperf3 takes a while to open 32 connections).
+                deadline = time.monotonic() + 15
+                while self._established(server.pid, port) < flows + 1:
+                    if client.poll() is not None or time.monotonic() > deadline:
+                        raise EnvironmentProblem(
+                            f"simnet: iperf3 -P {flows} toward {guest.name} did not "
+                            f"connect all its flows")
+                    time.sleep(0.02)
+                time.sleep(warmup_s)
+            res = run(*ping_args, ns=self.internet, check=False,
+                      timeout=ping_s * 3 + 15)
+            goodput = 0.0
+            if client is not None:
+                try:
+                    out, err = client.communicate(timeout=run_s + 20)
+                except subprocess.TimeoutExpired:
+                    raise EnvironmentProblem(f"simnet: iperf3 -P {flows} client hung")
+                goodput = _iperf3_receiver(out, err, client.returncode, guest.ns,
+                                           0.0, float(run_s))[2]
+        finally:
+            for proc in (server, client):
+                if proc is not None:
+                    if proc.poll() is None:
+                        proc.kill()
+                    proc.wait()
+                    with self._lock:
+                        if proc in self._procs:
+                            self._procs.remove(proc)
+        rtts = tuple(float(v) for v in _PING_TIME.findall(res.stdout))
+        return RttMeasurement(guest=guest.name, direction=direction, family=family,
+                              flows=flows if direction else 0, rtts_ms=rtts, sent=count,
+                              load_goodput_bits_per_s=goodput)
+
+    # -- teardown ----------------------------------------------------------
     def close(self) -> None:
         """Kill every process started here or still running in our namespaces and
         delete every namespace (and so every netdev, qdisc and nft table in them).
@@ -758,10 +994,36 @@ class SimHost:
             reader.close()
         self._counters.clear()
         for ns in reversed(self.namespaces):
-            self._kill_ns_processes(ns)
-            run("ip", "netns", "del", ns, check=False)
+            delete_namespace(ns)
         self.namespaces.clear()
         self.guests.clear()
+
+
+def gso_wire_bytes(interface_bytes: int, interface_packets: int, segments: int,
+                   family: int) -> int:
+    """Bytes on the wire (Ethernet frames, no FCS) from a netdev's tx counters and
+    its root qdisc's segment count.
+
+    A GSO packet of n segments counts once in the netdev (``skb->len``, one
+    header) and n times in the qdisc (``gso_segs``); its n - 1 further segments
+    each carry one more Ethernet + IP + TCP header (:data:`SEGMENT_HEADER_BYTES`
+    of ``family``). Packets that are not GSO add nothing. Without a qdisc of ours
+    (``segments`` 0, or fewer than the packets) the interface bytes are returned.
+    """
+    extra_segments = max(0, segments - interface_packets)
+    return interface_bytes + extra_segments * SEGMENT_HEADER_BYTES[family]
+
+
+_PING_TIME = re.compile(r"time=([0-9.]+) ms")
+
+
+def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of ``ys`` over ``xs`` (two points: their difference
+    quotient)."""
+    n = len(xs)
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    var = sum((x - mean_x) ** 2 for x in xs)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var
 
 
 def _sleep_until(deadline: float) -> None:
