@@ -68,10 +68,10 @@ class Kernel:
         from vif_qos.core import resolve
         from vif_qos.config import planning
 
-        def apply_vif(plan: VifPlan):
+        def apply_vif(plan: VifPlan, owner=None):
             self.applied.append(plan)
 
-        def remove_vif(vif, host=None):
+        def remove_vif(vif, host=None, owner=None):
             self.removed.append(vif)
             return True
         return Services(policymod.load_policy, planning.plan_for_facts, apply_vif,
@@ -179,7 +179,7 @@ def test_cleanup_refuses_a_name_no_netdev_can_have(capsys, monkeypatch):
     import types
     calls = []
     module = types.ModuleType("vif_qos.kernel.apply")
-    module.remove_vif = lambda vif, host=None: calls.append(vif) or True
+    module.remove_vif = lambda vif, host=None, owner=None: calls.append(vif) or True
     module.cleanup_orphans = lambda host=None: calls.append("*") or []
     monkeypatch.setitem(sys.modules, "vif_qos.kernel.apply", module)
     import vif_qos.kernel

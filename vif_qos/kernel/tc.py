@@ -379,21 +379,22 @@ def _tcmsg(kind: str, index: int, handle: int, parent: int, options: Optional[di
     return msg
 
 
-def add_htb_qdisc(ipr, index: int, handle: int, default_minor: int, what: str) -> None:
+def add_htb_qdisc(ipr, index: int, handle: int, default_minor: int, what: str,
+                  direct_qlen_packets: int = 0) -> None:
     """Add an HTB root qdisc ``handle`` (``major<<16``) with ``default default_minor``.
 
     Uses NLM_F_EXCL: the kernel itself refuses if a non-default root qdisc exists.
     ``r2q`` 10 and version 3 as tc sets them (tc/q_htb.c).
 
-    ``direct_qlen`` is 0: between this qdisc's creation and its default class's, a
-    frame that finds no class would be sent *direct*, unshaped
-    (``net/sched/sch_htb.c: htb_classify`` returns ``HTB_DIRECT`` and
-    ``htb_enqueue`` queues it while ``direct_queue.qlen < direct_qlen``); with 0 it
-    is dropped instead, so ``direct_packets_stat`` stays 0 (cases.md C05).
+    ``direct_qlen_packets``: how many frames that find no class (no default class
+    yet) may wait to be sent *direct*, unshaped; beyond it they are dropped
+    (``net/sched/sch_htb.c: htb_classify`` returns ``HTB_DIRECT``, ``htb_enqueue``
+    queues it while ``direct_queue.qlen < direct_qlen``). 0 drops them all.
     """
     opts = {"attrs": [["TCA_HTB_INIT", {
         "version": 3, "rate2quantum": 10, "defcls": default_minor,
-        "debug": 0, "direct_pkts": 0}], ["TCA_HTB_DIRECT_QLEN", 0]]}
+        "debug": 0, "direct_pkts": 0}],
+        ["TCA_HTB_DIRECT_QLEN", int(direct_qlen_packets)]]}
     msg = _tcmsg("htb", index, handle, TC_H_ROOT, opts)
     _request(ipr, msg, RTM_NEWQDISC, FLAGS_ADD, what)
 

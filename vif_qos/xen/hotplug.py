@@ -373,13 +373,13 @@ def default_services(env: Mapping[str, str]) -> Services:
         from vif_qos.config.planning import plan_for_facts as real
         return real(facts, policy)
 
-    def apply_vif(plan):
+    def apply_vif(plan, owner=None):
         from vif_qos.kernel.apply import apply_vif as real
-        return real(plan)
+        return real(plan, owner=owner)
 
-    def remove_vif(vif, host=None):
+    def remove_vif(vif, host=None, owner=None):
         from vif_qos.kernel.apply import remove_vif as real
-        return real(vif, host=host)
+        return real(vif, host=host, owner=owner)
 
     try:
         timeout_s = float(env.get("VIF_QOS_XENSTORE_TIMEOUT", DEFAULT_XENSTORE_TIMEOUT_S))
@@ -491,7 +491,7 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
             for name, source in sorted((getattr(plan, "sources", None) or {}).items()):
                 log.debug(f"{name} from {source}")
             applied_to = facts.vif
-            sv.apply_vif(plan)
+            sv.apply_vif(plan, owner=(inv.domid, inv.devid))
         if plan.inbound is None and plan.outbound is None:
             log.info("not shaped: no limit is set for this vif (stale shaping removed)")
         else:
@@ -509,7 +509,8 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
         if applied_to is not None:
             try:
                 with deadline(UNDO_TIMEOUT_S, "undoing the partial shaping"):
-                    sv.remove_vif(applied_to, host=getattr(policy, "host", None))
+                    sv.remove_vif(applied_to, host=getattr(policy, "host", None),
+                                  owner=(inv.domid, inv.devid))
             except Exception as undo_err:
                 log.warning(f"undoing the partial shaping failed: {_one_line(undo_err)}")
         if warn:
@@ -541,7 +542,7 @@ def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugL
             log.warning(f"backend vifname not readable ({_one_line(err)}); using {name}")
     log.context = f"{inv.command} {name}"
     try:
-        removed = sv.remove_vif(name, host=host)
+        removed = sv.remove_vif(name, host=host, owner=(inv.domid, inv.devid))
         log.info("shaping removed" if removed else "nothing of vif-qos was left to remove")
     except Exception as err:
         log.warning(f"removal incomplete (udev's vif-qos cleanup will retry): {_one_line(err)}")
