@@ -347,4 +347,4 @@ def test_first_apply_killed_then_netdev_gone_then_cleanup_leaves_only_the_tree(
     with inside(d.dom0):  # the entry was written before the leaf: it is recorded
         assert A.cleanup_orphans() == [vif]
     assert sorted(htb_classes(d.dom0, UPLINK)) == ["7a51:1", "7a51:2"]
-    assert "vif_qos" not in sh("nft", "list", "ruleset", ns=d.dom0).stdout
+    assert vif not in sh("nft", "list", "ruleset", ns=d.dom0).stdout
