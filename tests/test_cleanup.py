@@ -19,7 +19,8 @@ from vif_qos.cli.cleanup import netdev_exists
 def fake_apply(monkeypatch, tmp_path):
     calls = []
     module = types.ModuleType("vif_qos.kernel.apply")
-    module.remove_vif = lambda vif, host=None: calls.append(("remove", vif, host)) or True
+    module.remove_vif = (lambda vif, host=None, only_if_gone=False:
+                         calls.append(("remove", vif, host)) or True)
     module.cleanup_orphans = lambda host=None: calls.append(("orphans", host)) or ["vif9.0"]
     monkeypatch.setitem(sys.modules, "vif_qos.kernel.apply", module)
     import vif_qos.kernel

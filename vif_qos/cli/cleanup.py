@@ -70,15 +70,13 @@ def run(args) -> int:
 def _run(args, conf, log, apply) -> int:
     host = _host_settings(conf, log)
     if args.vif:
-        # Look for the netdev under the host lock: a new guest's online for the
-        # same name (a reboot keeping its vifname) may hold it right now, and
+        if netdev_exists(args.vif):
+            log.debug(f"netdev {args.vif} exists: nothing to clean up")
+            return 0
+        # The netdev is looked for under the host lock: a new guest's online for
+        # the same name (a reboot keeping its vifname) may hold it right now, and
         # its fresh shaping must not be taken for the old guest's leftovers.
-        from vif_qos.kernel.alloc import host_lock
-        with host_lock():
-            if netdev_exists(args.vif):
-                log.debug(f"netdev {args.vif} exists: nothing to clean up")
-                return 0
-            removed = apply.remove_vif(args.vif, host=host)
+        removed = apply.remove_vif(args.vif, host=host, only_if_gone=True)
         if removed:
             log.info("orphaned shaping removed")
             print(args.vif)

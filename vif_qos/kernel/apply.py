@@ -554,7 +554,8 @@ def _fit_frame(inbound: InboundPlan, vif_link: tcadapter.LinkInfo,
 
 
 def remove_vif(vif: str, host: Optional[HostSettings] = None,
-               owner: Optional[Tuple[int, int]] = None) -> bool:
+               owner: Optional[Tuple[int, int]] = None,
+               only_if_gone: bool = False) -> bool:
     """Remove everything vif-qos holds for ``vif``; True if anything was removed.
 
     Idempotent; works when the netdev is already gone (its TBF went with it).
@@ -565,12 +566,18 @@ def remove_vif(vif: str, host: Optional[HostSettings] = None,
     an entry recorded for another guest is left alone (False, logged); an entry
     without an owner (written before vif-qos recorded one) is removed. Partial
     state on the recorded uplink is repaired (:func:`repair_uplink`).
+    ``only_if_gone``: do nothing (False) when a netdev called ``vif`` exists,
+    looked up under the lock (udev's ``cleanup --vif`` of an old guest's name
+    racing a new guest's ``online`` for it).
     """
     host = host or HostSettings()
     ipr = tcadapter.open_ipr()  # imports pyroute2: before the lock, not under it
     try:
         nft = nftadapter.open_ctx()
         with alloc.host_lock():
+            if only_if_gone and tcadapter.get_link(ipr, vif) is not None:
+                log.debug("vif-qos: netdev %s exists: nothing to clean up", vif)
+                return False
             state = nftadapter.read_table(ctx=nft)
             entry = state.entries.get(vif)
             if (entry is not None and owner is not None and entry.owner is not None

@@ -32,8 +32,11 @@ bad input, 1 otherwise) -- unless the policy's ``on_failure = warn``, which logs
 warning and exits 0 with the vif unshaped. ``offline``/``remove`` are best effort
 and always exit 0, also when the netdev is already gone or ``online`` never ran.
 
-A whole run has a time budget (``VIF_QOS_HOTPLUG_TIMEOUT``, default 30 s, inside
-libxl's 40 s): past it ``online``/``add`` fail with that reason, undone.
+A whole run has a time budget for its own work (``VIF_QOS_HOTPLUG_TIMEOUT``,
+default 30 s): past it ``online``/``add`` fail with that reason, undone. Waiting
+for the host lock while other guests' runs take their turn does not count, up to
+a wall of 36 s (libxl kills the script at 40 s); a lock held still for the whole
+budget (a stuck run) does.
 
 Environment knobs: ``VIF_QOS_CONFIG`` (the policy file, default
 ``/etc/xen/vif-qos.conf``, see :mod:`vif_qos.config.policy`), ``VIF_QOS_XENSTORE_TIMEOUT``
@@ -48,6 +51,7 @@ import os
 import re
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -68,6 +72,10 @@ DEFAULT_XENSTORE_TIMEOUT_S = 5.0
 DEFAULT_HOTPLUG_TIMEOUT_S = 30.0
 #: Budget of undoing a failed apply, seconds.
 UNDO_TIMEOUT_S = 5.0
+#: Wall time after which a run gives up even while the host lock still moves,
+#: seconds: libxl's 40 s less what vif-bridge and Python's start-up take first.
+HARD_WALL_S = 36.0
+LOCK_WAIT_WHERE = "$VIF_QOS_RUN_DIR/lock, default /run/vif-qos/lock"
 
 # [0-9], not \d (which takes any Unicode digit); used with fullmatch (a '$' would let
 # a trailing newline through).
@@ -113,18 +121,41 @@ class HotplugTimeout(EnvironmentProblem):
 
 
 @contextmanager
-def deadline(seconds: float, what: str) -> Iterator[None]:
-    """Raise :class:`HotplugTimeout` in the block after ``seconds`` (SIGALRM).
+def deadline(seconds: float, what: str,
+             hard_wall_s: float = HARD_WALL_S) -> Iterator[None]:
+    """Raise :class:`HotplugTimeout` in the block once its own work took ``seconds``.
 
-    Only in the main thread (signals); elsewhere, or with ``seconds <= 0``, no limit.
+    Time spent waiting for the host lock while the lock changes hands (other
+    guests' runs ahead in the queue: :data:`vif_qos.kernel.alloc.LOCK_WAIT`) is
+    not counted, up to ``hard_wall_s`` of wall time (libxl kills the script at
+    40 s); a lock that does not change hands for ``seconds`` (a stuck holder)
+    ends the wait. SIGALRM: only in the main thread; elsewhere, or with
+    ``seconds <= 0``, no limit.
     """
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
+    from vif_qos.kernel.alloc import LOCK_WAIT
+
+    start = time.monotonic()
+    waited_before = LOCK_WAIT.total_s()
+    wall = max(seconds, hard_wall_s)
 
     def on_alarm(signum, frame):
-        raise HotplugTimeout(f"{what} did not finish within {seconds:g} s "
-                             "(libxl kills a hotplug script after 40 s)")
+        elapsed = time.monotonic() - start
+        own = elapsed - (LOCK_WAIT.total_s() - waited_before)
+        stalled = LOCK_WAIT.stalled_s()
+        if stalled >= seconds:
+            raise HotplugTimeout(f"{what} did not finish: the host lock "
+                                 f"({LOCK_WAIT_WHERE}) did not change hands for "
+                                 f"{stalled:.0f} s (a stuck vif-qos run?)")
+        if own >= seconds or elapsed >= wall:
+            raise HotplugTimeout(f"{what} did not finish within {seconds:g} s of its "
+                                 f"own work ({elapsed:.0f} s in all, {elapsed - own:.0f} "
+                                 "s waiting for the host lock; libxl kills a hotplug "
+                                 "script after 40 s)")
+        signal.setitimer(signal.ITIMER_REAL, max(0.05, min(
+            seconds - own, wall - elapsed, seconds - stalled)))
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -508,7 +539,8 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
             applied_to = known_vif
         if applied_to is not None:
             try:
-                with deadline(UNDO_TIMEOUT_S, "undoing the partial shaping"):
+                with deadline(UNDO_TIMEOUT_S, "undoing the partial shaping",
+                              hard_wall_s=UNDO_TIMEOUT_S):
                     sv.remove_vif(applied_to, host=getattr(policy, "host", None),
                                   owner=(inv.domid, inv.devid))
             except Exception as undo_err:
