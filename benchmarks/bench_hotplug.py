@@ -4,17 +4,23 @@ without the vif-post.d hook, in a simulated dom0 (figures, no assertions).
 Run as root from the checkout::
 
     sudo .venv/bin/python benchmarks/bench_hotplug.py [--runs 10] [--concurrent 20]
+        [--bursts 50,100,150]
 
 Prints, per configuration, the median and max wall time of one ``online`` run
 (unshare + ip netns exec + vif-bridge [+ hook + vif-qos]), and the wall time of
-N ``online`` runs started at once. Everything runs in namespaces and a private
-mount namespace (vif_qos/sim/dom0.py) and is deleted afterwards.
+N ``online`` runs started at once. ``--bursts`` then starts each number of
+``online`` runs at once on a fresh simulated dom0, with and without the hook
+side by side: the wall time until the last one ended, how many succeeded, and
+(with the hook) how long each vif-qos run held the host lock and waited for it
+(median/max, from its debug log line). Everything runs in namespaces and a
+private mount namespace (vif_qos/sim/dom0.py) and is deleted afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -64,16 +70,55 @@ def one_config(hook: bool, runs: int, concurrent: int) -> None:
                   f"{wall:5.2f} s wall, {codes.count(0)}/{concurrent} succeeded")
 
 
+def burst(hook: bool, count: int) -> None:
+    """``count`` vif-bridge onlines started at once on a fresh simulated dom0."""
+    with tempfile.TemporaryDirectory() as tree:
+        with Dom0(tree, policy=POLICY, prefix="vqb-") as dom0:
+            if not hook:
+                os.unlink(os.path.join(tree, HOOK_DIR_REL, "00-vif-qos.hook"))
+            domids = list(range(1000, 1000 + count))
+            for domid in domids:
+                dom0.host.add_guest(domid=domid, attach=False)
+                dom0.xs.seed_vif(domid, 0, name=f"g{domid}")
+            env = {"VIF_QOS_DEBUG": "1"}
+            start = time.monotonic()
+            procs = [dom0.popen(["/etc/xen/scripts/vif-bridge", "online", "type_if=vif"],
+                                dict(dom0.script_env(domid, 0), **env)) for domid in domids]
+            codes = [p.wait() for p in procs]
+            wall = time.monotonic() - start
+            for p in procs:
+                p.communicate()
+            label = "vif-bridge + vif-qos hook" if hook else "vif-bridge alone"
+            line = (f"{count:4} at once, {label:26}: {wall:6.2f} s wall, "
+                    f"{codes.count(0)}/{count} succeeded")
+            if hook:
+                found = [(int(w), int(h)) for w, h in re.findall(
+                    r"host lock: waited (\d+) ms, held (\d+) ms", dom0.hotplug_log())]
+                if found:
+                    waited = sorted(w for w, _ in found)
+                    held = sorted(h for _, h in found)
+                    line += (f"; lock held median {statistics.median(held):.0f} ms, max "
+                             f"{held[-1]} ms; waited median {statistics.median(waited) / 1000:.1f}"
+                             f" s, max {waited[-1] / 1000:.1f} s")
+            print(line, flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--concurrent", type=int, default=20)
+    parser.add_argument("--bursts", default="",
+                        help="comma-separated burst sizes, e.g. 50,100,150")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_hotplug: needs root (namespaces, mounts)", file=sys.stderr)
         return 1
-    one_config(False, args.runs, args.concurrent)
-    one_config(True, args.runs, args.concurrent)
+    if args.runs:
+        one_config(False, args.runs, args.concurrent)
+        one_config(True, args.runs, args.concurrent)
+    for count in [int(n) for n in args.bursts.split(",") if n.strip()]:
+        burst(False, count)
+        burst(True, count)
     return 0
 
 

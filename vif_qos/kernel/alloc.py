@@ -45,6 +45,8 @@ class LockWait:
         self.done_s = 0.0
         self.since: Optional[float] = None
         self.progress_at: Optional[float] = None
+        #: Seconds the lock was held, summed over this process's holds.
+        self.held_s = 0.0
 
     def total_s(self) -> float:
         now = time.monotonic()
@@ -103,9 +105,11 @@ def host_lock(name: str = "lock") -> Iterator[None]:
             break
         os.close(fd)  # the holder released and removed it: the lock moved on
     _held.depth = 1
+    taken = time.monotonic()
     try:
         yield
     finally:
+        LOCK_WAIT.held_s += time.monotonic() - taken
         _held.depth = 0
         try:
             os.unlink(path)

@@ -78,6 +78,8 @@ KILL_STEPS = ("locked", "stale-removed", "htb-qdisc", "htb-root-class",
               "htb-default-class", "htb-pools", "entry", "leaf", "tbf",
               "remove-leaf", "remove-tbf", "remove-entry")
 KILL_ENV = "VIF_QOS_TEST_KILL_AT"
+#: Netdev kinds (IFLA_INFO_KIND) that hold other netdevs: never a guest's port.
+MASTER_KINDS = ("bridge", "bond", "team", "openvswitch")
 
 
 def _step(name: str) -> None:
@@ -347,6 +349,8 @@ def apply_vif(plan: VifPlan, owner: Optional[Tuple[int, int]] = None) -> Applied
     ipr = tcadapter.open_ipr()  # imports pyroute2: before the lock, not under it
     try:
         nft = nftadapter.open_ctx()
+        # pyroute2 builds its message parsers on first use (tens of ms): here.
+        tcadapter.get_link(ipr, plan.vif)
         with alloc.host_lock():
             _step("locked")
             return _apply_locked(ipr, nft, plan, host, owner)
@@ -360,14 +364,14 @@ def _owner_text(owner: Optional[Tuple[int, int]]) -> Optional[str]:
 
 def _check_guest_port(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
                       state: nftadapter.TableState) -> None:
-    """Refuse a netdev that is not a guest's port: a bridge (it has ports), the
-    plan's bridge or uplink, an uplink our entries record, or a netdev carrying
+    """Refuse a netdev that is not a guest's port: a bridge or another master
+    (:data:`MASTER_KINDS`), the plan's bridge or uplink, an uplink our entries record, or a netdev carrying
     our HTB tree. A ``vifname`` naming one of them would replace every guest's
     classes with a TBF or shape the bridge itself."""
     name = vif_link.name
     role = None
-    if vif_link.kind == "bridge" or name == plan.bridge:
-        role = "a bridge"
+    if vif_link.kind in MASTER_KINDS or name == plan.bridge:
+        role = f"a {vif_link.kind or 'bridge'}"
     elif plan.uplink is not None and plan.uplink.device == name:
         role = f"the uplink of bridge {plan.uplink.bridge}"
     elif any(e.uplink == name for e in state.entries.values()):
@@ -377,8 +381,6 @@ def _check_guest_port(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
         if (root is not None and root.kind == "htb"
                 and root.handle == plan.host.qdisc_major << 16):
             role = "a netdev carrying vif-qos's HTB tree (an uplink)"
-        elif tcadapter.bridge_ports(ipr, vif_link.index):
-            role = "a bridge (it has ports)"
     if role is not None:
         raise InputError(f"the netdev to shape is {role}, not a guest's port; "
                          "vif-qos refuses it (check the vif's vifname)", token=name,
@@ -428,8 +430,9 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings,
                     raise KernelError(f"vif {plan.vif}: pool {plan.outbound.pool!r} "
                                       f"is not in the uplink plan ({', '.join(names)})")
                 parent = (major << 16) | pool_minors[plan.outbound.pool]
-            repair_uplink(ipr, link, host, state)
-            _ensure_tree(ipr, link, plan.uplink, undo, pool_minors)
+            if not state.exists:  # a flushed table: leaves nothing classifies into
+                repair_uplink(ipr, link, host, state, sweep_leaves=True)
+            _ensure_tree(ipr, link, plan.uplink, undo, pool_minors)  # completes it
             used = [e.classid & 0xFFFF for e in state.entries.values()
                     if e.classid is not None and e.classid >> 16 == major]
             classid = (major << 16) | alloc.allocate_minor(used, host.classid_min,
@@ -624,20 +627,29 @@ def _remove_locked(ipr, vif: str, host: HostSettings,
 
 
 def repair_uplink(ipr, link: tcadapter.LinkInfo, host: HostSettings,
-                  state: nftadapter.TableState) -> List[str]:
+                  state: nftadapter.TableState, sweep_leaves: bool = False) -> List[str]:
     """Repair what an interrupted run left on the uplink ``link``, under the lock.
 
     Our HTB root without its root or default class (killed while building the
     tree) is removed when no entry uses the uplink (the kernel's default qdisc
-    comes back); leaf classes in the leaf range that no entry records are
-    removed. Returns what was removed, one string each (see
+    comes back): three netlink requests. With ``sweep_leaves`` also the leaf
+    classes in the leaf range that no entry records: that needs a dump of the
+    uplink's classes (about 0.75 s with 1000 through pyroute2, too slow for
+    every run under the host lock; an apply that is killed never leaves one,
+    its entry comes first). Returns what was removed, one string each (see
     :func:`cleanup_orphans`); logs each as a warning.
     """
     handle = host.qdisc_major << 16
     root = tcadapter.get_root_qdisc(ipr, link.index)
     if root is None or root.kind != "htb" or root.handle != handle:
         return []
-    removed = _repair_tree(ipr, link, host, state)
+    if sweep_leaves:
+        removed = _repair_tree(ipr, link, host, state)
+    elif (tcadapter.get_class(ipr, link.index, handle | ROOT_MINOR) is None
+          or tcadapter.get_class(ipr, link.index, handle | DEFAULT_MINOR) is None):
+        removed = _repair_tree(ipr, link, host, state)
+    else:
+        removed = []
     for what in removed:
         log.warning("vif-qos: removed %s: no entry records it (left by an "
                     "interrupted run, or its entry went with a flushed table)", what)

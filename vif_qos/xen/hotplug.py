@@ -523,6 +523,9 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
                 log.debug(f"{name} from {source}")
             applied_to = facts.vif
             sv.apply_vif(plan, owner=(inv.domid, inv.devid))
+        from vif_qos.kernel.alloc import LOCK_WAIT
+        log.debug(f"host lock: waited {LOCK_WAIT.total_s() * 1000:.0f} ms, held "
+                  f"{LOCK_WAIT.held_s * 1000:.0f} ms")
         if plan.inbound is None and plan.outbound is None:
             log.info("not shaped: no limit is set for this vif (stale shaping removed)")
         else:
