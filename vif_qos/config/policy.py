@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from vif_qos.core import spec as specmod
 from vif_qos.core import units
+from vif_qos.core.units import MAX_NUMBER_CHARS
 from vif_qos.errors import ConfigError, InputError
 from vif_qos.core.ifname import ifname_problem
 from vif_qos.core.settings import (BUILTIN, KERNEL_MAX_BUCKET_US, BridgeSettings,
@@ -134,6 +135,8 @@ def _validator():
         else:
             # ASCII digits only: int() alone also takes '_' and any Unicode digit.
             text = str(value).strip().lower()
+            if len(text) > MAX_NUMBER_CHARS:
+                raise UnitError(f"not an integer of at most {MAX_NUMBER_CHARS} digits")
             if _HEX_INT.fullmatch(text):
                 number = int(text, 16)
             elif _DEC_INT.fullmatch(text):
@@ -152,6 +155,8 @@ def _validator():
     def integer(value, *args, **kwargs):
         if isinstance(value, str) and not _DEC_INT.fullmatch(value.strip()):
             raise UnitError("not an integer (decimal digits)")
+        if isinstance(value, str) and len(value.strip()) > MAX_NUMBER_CHARS:
+            raise UnitError(f"not an integer of at most {MAX_NUMBER_CHARS} digits")
         return builtin_integer(value, *args, **kwargs)
 
     validator.functions.update({
@@ -170,6 +175,16 @@ class _Problems:
         self.path = path
         self.lines = lines
         self.items: List[ConfigError] = []
+        self.raw_cfg: dict = {}  # the file's values as written, before validation
+
+    def raw(self, converted: object, *keys: str) -> str:
+        """The value of ``keys`` as the admin wrote it (errors quote that, not
+        ``converted``, what validation made of it)."""
+        node = _get(self.raw_cfg, keys[:-1])
+        value = node.get(keys[-1]) if isinstance(node, dict) else None
+        if isinstance(value, list):
+            return ", ".join(str(v) for v in value)
+        return str(converted) if value is None or isinstance(value, dict) else str(value)
 
     def where(self, *keys: str) -> str:
         keys_t = tuple(keys)
@@ -242,6 +257,7 @@ def check_policy_text(text: str, path: str) -> Tuple[Optional[Policy], List[Conf
                                               source=f"{path}:{line}" if line else path))
         return None, problems.items
 
+    problems.raw_cfg = cfg.dict()
     validator = _validator()
     result = cfg.validate(validator, preserve_errors=True, copy=False)
     broken: List[Tuple[str, ...]] = []
@@ -356,18 +372,21 @@ def _build(cfg, problems: _Problems) -> Policy:
     low = mask & -mask
     if ((mask // low) & ((mask // low) + 1)) != 0:
         problems.add("[host] mark_mask: must be one contiguous run of bits",
-                     hex(mask), "host", "mark_mask")
+                     problems.raw(hex(mask), "host", "mark_mask"), "host", "mark_mask")
     n_pools = len(cfg["pools"])
     if host["classid_min"] > host["classid_max"]:
-        problems.add("[host] classid_min: above classid_max", hex(host["classid_min"]),
+        problems.add("[host] classid_min: above classid_max",
+                     problems.raw(hex(host["classid_min"]), "host", "classid_min"),
                      "host", "classid_min")
     if host["classid_min"] < 0x10 + n_pools:
         problems.add(f"[host] classid_min: must lie above the pool classes "
                      f"(0x10..{0x10 + n_pools - 1:#x}) and the root/default classes (1, 2)",
-                     hex(host["classid_min"]), "host", "classid_min")
+                     problems.raw(hex(host["classid_min"]), "host", "classid_min"),
+                     "host", "classid_min")
     if host["max_burst_time"] > KERNEL_MAX_BUCKET_US:
         problems.add("[host] max_burst_time: above 4s (the kernel keeps TBF bucket "
-                     "times in 32-bit nanoseconds)", str(host["max_burst_time"]),
+                     "times in 32-bit nanoseconds)",
+                     problems.raw(host["max_burst_time"], "host", "max_burst_time"),
                      "host", "max_burst_time")
     policy.host = HostSettings(mark_mask=mask, qdisc_major=host["qdisc_major"],
                                classid_min=host["classid_min"],
@@ -395,7 +414,7 @@ def _build(cfg, problems: _Problems) -> Policy:
                 problems.add(f"{_section_label(keys)} {key}: too slow: one full frame "
                              f"({frame} bytes) takes {frame * 8 / rate:.4g} s at this rate, "
                              f"beyond the 4.29 s the kernel can keep in a bucket",
-                             units.format_rate(rate), *keys, key)
+                             problems.raw(units.format_rate(rate), *keys, key), *keys, key)
 
     bridges = cfg["bridges"]
     check_floor(bridges, "bridges")
@@ -456,7 +475,8 @@ def _build(cfg, problems: _Problems) -> Policy:
         if pool["ceil"] is not None and pool["ceil"] < pool["rate"]:
             problems.add(f"[pools][[{name}]] ceil: below the pool's rate "
                          f"({units.format_rate(pool['rate'])})",
-                         units.format_rate(pool["ceil"]), "pools", name, "ceil")
+                         problems.raw(units.format_rate(pool["ceil"]), "pools", name, "ceil"),
+                         "pools", name, "ceil")
         policy.pools[name] = PoolSettings(
             name, index, pool["rate"], pool["ceil"], pool["member_rate"],
             pool["member_ceil"], problems.where("pools", name), psrc)
