@@ -19,8 +19,10 @@ private mount namespace (vif_qos/sim/dom0.py) and is deleted afterwards.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import re
+import signal
 import statistics
 import sys
 import tempfile
@@ -101,6 +103,11 @@ def burst(hook: bool, count: int) -> None:
                              f"{held[-1]} ms; waited median {statistics.median(waited) / 1000:.1f}"
                              f" s, max {waited[-1] / 1000:.1f} s")
             print(line, flush=True)
+            reasons = collections.Counter(
+                re.sub(r"vif\d+\.\d+|\d+(\.\d+)? ?(ms|s)\b", "N", m)[:110]
+                for m in re.findall(r" err: online \S+: (.*)", dom0.hotplug_log()))
+            for reason, n in reasons.most_common(5):
+                print(f"      {n:4} failed: {reason}", flush=True)
 
 
 def main() -> int:
@@ -113,6 +120,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_hotplug: needs root (namespaces, mounts)", file=sys.stderr)
         return 1
+    # SIGTERM (timeout, kill): unwind, so the simulated dom0 deletes its namespaces.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.runs:
         one_config(False, args.runs, args.concurrent)
         one_config(True, args.runs, args.concurrent)

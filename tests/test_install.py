@@ -38,7 +38,7 @@ def test_install_puts_everything_in_place(tmp_path):
     assert f'_vif_qos_bin="{FAKE_BIN}"' in hook and "@VIF_QOS@" not in hook
     assert f'vif_qos="{FAKE_BIN}"' in wrapper
     assert 'wrapped="${VIF_QOS_WRAPPED_SCRIPT:-vif-bridge}"' in wrapper
-    assert f'RUN+="{FAKE_BIN} cleanup --vif %k"' in rules
+    assert f'RUN+="{FAKE_BIN} cleanup --vif=%k"' in rules
     for rel in (HOOK_PATH, WRAPPER_PATH):
         assert stat.S_IMODE(os.stat(tmp_path / rel).st_mode) == 0o755
     assert stat.S_IMODE(os.stat(tmp_path / UDEV_PATH).st_mode) == 0o644

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from vif_qos.core import spec as specmod
@@ -216,12 +217,22 @@ def check_policy(path: Optional[str] = None) -> Tuple[Optional[Policy], List[Con
     explicit = path is not None or bool(os.environ.get(ENV_VAR))
     path = path or os.environ.get(ENV_VAR) or DEFAULT_PATH
     try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-            # a FIFO would block the open, /dev/zero would never end
-            return None, [ConfigError("policy file is not a regular file", source=path)]
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
+        for attempt in (1, 2):
+            before = os.stat(path)
+            if not stat.S_ISREG(before.st_mode) and not stat.S_ISDIR(before.st_mode):
+                # a FIFO would block the open, /dev/zero would never end
+                return None, [ConfigError("policy file is not a regular file", source=path)]
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+                opened = os.fstat(handle.fileno())
+            after = _settled_stat(path)
+            if _same_file_state(before, opened) and _same_file_state(before, after):
+                break
+            if attempt == 2:
+                return None, [ConfigError(
+                    "policy file changed while it was read, twice (an edit in place: "
+                    "write a new file and rename it over the old one, e.g. "
+                    "vif-qos check-config NEW && mv NEW FILE)", source=path)]
     except FileNotFoundError:
         if explicit:
             return None, [ConfigError("policy file not found", source=path)]
@@ -237,6 +248,30 @@ def check_policy(path: Optional[str] = None) -> Tuple[Optional[Policy], List[Con
         line = data[:err.start].count(b"\n") + 1
         return None, [ConfigError("not UTF-8 text", source=f"{path}:{line}")]
     return check_policy_text(text, path)
+
+
+#: A policy file modified less than this long ago may be in the middle of an edit
+#: in place (truncated, the new text not all written yet): its state is looked at
+#: again after this long, nanoseconds.
+SETTLE_NS = 20_000_000
+
+
+def _settled_stat(path: str) -> os.stat_result:
+    """``os.stat(path)``; for a file modified within :data:`SETTLE_NS`, the stat
+    taken that long later (so that a read between an editor's truncate and its
+    write shows up as a change)."""
+    first = os.stat(path)
+    if 0 <= time.time_ns() - first.st_mtime_ns < SETTLE_NS:
+        time.sleep(SETTLE_NS / 1e9)
+        return os.stat(path)
+    return first
+
+
+def _same_file_state(a: os.stat_result, b: os.stat_result) -> bool:
+    """Whether two stats show the same file with the same contents as far as the
+    kernel tells: inode, size and modification time (ns)."""
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (
+        b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
 
 
 def check_policy_text(text: str, path: str) -> Tuple[Optional[Policy], List[ConfigError]]:

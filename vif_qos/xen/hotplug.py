@@ -477,7 +477,9 @@ def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, s
     except VifQosError as err:
         log.error(err.one_line())
         if command in UP_COMMANDS:
-            # Without a valid XENBUS_PATH there is nowhere to write hotplug-error.
+            # With a valid XENBUS_PATH (a bad vif or dev= beside it) xl still gets
+            # the reason; without one there is nowhere to write hotplug-error.
+            _report_bad_invocation(command, argv, env, err, services, log)
             return err.exit_status
         return 0
     if inv is None:
@@ -499,6 +501,31 @@ def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, s
         except HotplugTimeout as err:
             log.warning(f"{err.one_line()}; udev's vif-qos cleanup will finish the removal")
             return 0
+
+
+def _report_bad_invocation(command: str, argv: Sequence[str], env: Mapping[str, str],
+                           err: VifQosError, services: Optional[Services],
+                           log: HotplugLog) -> None:
+    """Write ``err`` as hotplug-error when the run's XENBUS_PATH is a valid vif
+    backend path (or, for the tap, INTERFACE names one)."""
+    _cmd, words = parse_words(command, argv)
+    merged = dict(env, **words)
+    path = merged.get("XENBUS_PATH", "")
+    try:
+        if (merged.get("type_if") or "vif") == "tap":
+            domid, devid = tap_ids(merged.get("INTERFACE", ""))
+            path = f"/local/domain/0/backend/vif/{domid}/{devid}"
+        else:
+            xenbus_ids(path)
+    except VifQosError:
+        return
+    try:
+        xenstore = (services or default_services(env)).xenstore
+        xenstore.write_many([(f"{path}/hotplug-error",
+                              _fit_xenstore(f"vif-qos: {err.one_line()}")),
+                             (f"{path}/hotplug-status", "error")])
+    except Exception as xs_err:
+        log.error(f"could not write hotplug-error: {_one_line(xs_err)}")
 
 
 def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog,
