@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
 
@@ -196,18 +195,26 @@ def test_latin1_file_name_reaches_syslog_and_hotplug_error(xs, tmp_path):
                for ln in lines), lines
 
 
-def test_non_utf8_vifname_reaches_syslog(tmp_path):
-    """A vifname with a byte that is not UTF-8 (argv dev=, as the hook passes it)
-    is refused in one line, and the line reaches syslog."""
+def test_non_utf8_vifname_reaches_syslog_and_hotplug_error(xs, netns, tmp_path):
+    """The hook's dev= (vif-bridge's final name) with a byte that is not UTF-8:
+    every line after the facts names it, and syslog.syslog raised on the first;
+    the real reason never reached hotplug-error. vif-qos refuses the name (nftables
+    takes UTF-8 only)."""
     if os.geteuid() != 0:
         pytest.fail("needs root (a private mount namespace for /dev/log)")
+    ns = netns.make("sys")
+    xs.seed_vif(3, 0, name="web1")
     devdir = tmp_path / "dev"
     devdir.mkdir()
-    env = dict(os.environ, **PV_ENV, VIF_QOS_CONFIG=os.devnull,
+    policy = tmp_path / "vif-qos.conf"
+    policy.write_text("[defaults]\nrate_in = 1mbit\n")
+    env = dict(os.environ, **PV_ENV, **xs.env(), VIF_QOS_CONFIG=str(policy),
                VIF_QOS_HOTPLUG_LOG=str(tmp_path / "hotplug.log"))
-    env["XENBUS_PATH"] = "not/a/backend"  # nowhere to write hotplug-error: exit 2 only
-    argv = [os.fsencode(vif_qos_program()), b"online", b"type_if=vif", b"dev=w\xe9b:0"]
+    argv = [b"ip", b"netns", b"exec", ns.encode(), os.fsencode(vif_qos_program()),
+            b"online", b"type_if=vif", b"dev=w\xe9b0"]
     proc, received = run_with_syslog(argv, env, devdir)
     assert proc.returncode == 2 and b"Traceback" not in proc.stderr, proc.stderr
-    assert any(b"online" in m for m in received), received
-    assert sys.getfilesystemencoding() == "utf-8"
+    error = xs.read("backend/vif/3/0/hotplug-error")
+    assert "not UTF-8" in error and "'w\\udce9b0'" in error, error
+    lines = [m.decode("utf-8") for m in received]
+    assert any("online w\\xe9b0: " in ln and "not UTF-8" in ln for ln in lines), lines

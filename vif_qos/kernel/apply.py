@@ -346,6 +346,7 @@ def apply_vif(plan: VifPlan, owner: Optional[Tuple[int, int]] = None) -> Applied
     vifs are untouched.
     """
     host = plan.host
+    _check_utf8(plan.vif)
     ipr = tcadapter.open_ipr()  # imports pyroute2: before the lock, not under it
     try:
         nft = nftadapter.open_ctx()
@@ -385,6 +386,17 @@ def _check_guest_port(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
         raise InputError(f"the netdev to shape is {role}, not a guest's port; "
                          "vif-qos refuses it (check the vif's vifname)", token=name,
                          source="vif")
+
+
+def _check_utf8(name: str) -> None:
+    """Refuse a netdev name holding bytes that are not UTF-8 (kept as surrogate
+    escapes): the kernel takes any byte, but nftables names a vif by UTF-8 text."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("the netdev name is not UTF-8 text; vif-qos names vifs in "
+                         "nftables, which takes UTF-8 only", token=name,
+                         source="vif") from None
 
 
 def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings,
@@ -574,6 +586,7 @@ def remove_vif(vif: str, host: Optional[HostSettings] = None,
     racing a new guest's ``online`` for it).
     """
     host = host or HostSettings()
+    _check_utf8(vif)
     ipr = tcadapter.open_ipr()  # imports pyroute2: before the lock, not under it
     try:
         nft = nftadapter.open_ctx()
