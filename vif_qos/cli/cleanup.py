@@ -78,11 +78,15 @@ def _run(args, conf, log, apply) -> int:
         # its fresh shaping must not be taken for the old guest's leftovers.
         removed = apply.remove_vif(args.vif, host=host, only_if_gone=True)
         if removed:
-            log.info("orphaned shaping removed")
+            # On a real Xen host netback frees the netdev before libxl runs
+            # offline: this is the normal teardown, not a leftover.
+            log.info("netdev gone: its shaping removed")
             print(args.vif)
+        else:
+            log.debug("netdev gone: nothing of vif-qos held for it")
         return 0
     removed = apply.cleanup_orphans(host=host)
     for name in removed:
-        log.info(f"orphaned shaping of {name} removed")
+        log.info(f"removed {name}: nothing of it is alive any more")
         print(name)
     return 0

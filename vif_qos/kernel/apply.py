@@ -733,11 +733,6 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
                     _remove_locked(ipr, vif, host, state, nft)
                     state = nftadapter.read_table(ctx=nft)
                     gone.append(vif)
-            if not state.exists:
-                log.warning("vif-qos: table bridge %s is absent (nft flush ruleset?): "
-                            "tbfs of vif-qos on netdevs are kept, they may be live "
-                            "guests' inbound shaping; bring those guests online again",
-                            nftadapter.TABLE)
             gone += _remove_leftovers(ipr, host, state)
         finally:
             ipr.close()
@@ -748,7 +743,19 @@ def _remove_leftovers(ipr, host: HostSettings, state: nftadapter.TableState) -> 
     handle = host.qdisc_major << 16
     shaped_in = {e.vif for e in state.entries.values() if e.inbound}
     removed: List[str] = []
-    for q in tcadapter.dump_qdiscs(ipr):
+    qdiscs = tcadapter.dump_qdiscs(ipr)
+    if not state.exists:
+        kept = [q for q in qdiscs if q.parent == tcadapter.TC_H_ROOT
+                and q.handle == handle and q.kind == "tbf"]
+        if kept:  # our TBFs without our table: it was deleted under live guests
+            log.warning("vif-qos: table bridge %s is absent while %d netdev(s) carry "
+                        "vif-qos's tbf (nft flush ruleset?): those tbfs are kept, they "
+                        "may be live guests' inbound shaping; bring those guests "
+                        "online again", nftadapter.TABLE, len(kept))
+        else:  # no guest shaped since boot (or since the last one left)
+            log.debug("vif-qos: table bridge %s does not exist (yet): nothing is "
+                      "classified", nftadapter.TABLE)
+    for q in qdiscs:
         if q.parent != tcadapter.TC_H_ROOT or q.handle != handle:
             continue
         link = tcadapter.get_link_by_index(ipr, q.index)

@@ -605,7 +605,13 @@ def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugL
     log.context = f"{inv.command} {name}"
     try:
         removed = sv.remove_vif(name, host=host, owner=(inv.domid, inv.devid))
-        log.info("shaping removed" if removed else "nothing of vif-qos was left to remove")
+        if removed:
+            log.info("shaping removed")
+        else:
+            # The usual case on a real Xen host: netback freed the netdev first and
+            # udev's cleanup --vif already took the shaping away.
+            log.info("no shaping left to remove (already removed when the netdev "
+                     "went, or never shaped)")
     except Exception as err:
         log.warning(f"removal incomplete (udev's vif-qos cleanup will retry): {_one_line(err)}")
     return 0
