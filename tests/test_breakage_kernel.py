@@ -71,9 +71,9 @@ A.apply_vif(vif_plan(sys.argv[4]))
 def test_apply_killed_while_building_the_tree_then_cleanup_restores_the_uplink(
         netns, tmp_path, step, nth):
     """SIGKILL right after our HTB root qdisc (or its root class) was made: the
-    root has no default class yet and, with direct_qlen 0, drops every frame of
-    the uplink, dom0's own included. ``cleanup`` once left it so; an
-    incomplete tree that no entry uses is ours to take away."""
+    root has no default class yet (with direct_qlen 0, as vif-qos once made it,
+    it dropped every frame of the uplink, dom0's own included). ``cleanup`` once
+    left it so; an incomplete tree that no entry uses is ours to take away."""
     d = make_dom0(netns, with_inet=False)
     vif = add_vif(netns, d, 1)
     sh("tc", "qdisc", "add", "dev", vif, "root", "handle", "5:", "tbf", "rate", "1mbit",

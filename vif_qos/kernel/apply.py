@@ -590,6 +590,8 @@ def remove_vif(vif: str, host: Optional[HostSettings] = None,
     ipr = tcadapter.open_ipr()  # imports pyroute2: before the lock, not under it
     try:
         nft = nftadapter.open_ctx()
+        # pyroute2 builds its message parsers on first use (tens of ms): here.
+        tcadapter.get_link(ipr, "lo")
         with alloc.host_lock():
             if only_if_gone and tcadapter.get_link(ipr, vif) is not None:
                 log.debug("vif-qos: netdev %s exists: nothing to clean up", vif)
