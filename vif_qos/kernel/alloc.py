@@ -31,14 +31,15 @@ DEFAULT_RUN_DIR = "/run/vif-qos"
 _held = threading.local()
 
 
-class LockWait:
-    """How long this process waited for the host lock, for a time budget that
+class LockWait(threading.local):
+    """How long this thread waited for the host lock, for a time budget that
     counts only its own work (:func:`vif_qos.xen.hotplug.deadline`).
 
     ``total_s()`` is every second spent blocked in ``flock`` so far, the current
     wait included; ``stalled_s()`` is, while blocked, the seconds since the lock
     last changed hands (a holder's release wakes every waiter: progress), else 0.
-    Monotonic clock. Per process (the deadline is a process's SIGALRM).
+    Monotonic clock. Per thread (a threading.local; the deadline's SIGALRM
+    handler runs in the main thread and reads the main thread's).
     """
 
     def __init__(self) -> None:
