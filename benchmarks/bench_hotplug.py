@@ -51,7 +51,7 @@ def one_config(hook: bool, runs: int, concurrent: int) -> None:
                 dom0.host.add_guest(domid=domid, attach=False)
                 dom0.xs.seed_vif(domid, 0, name=f"g{domid}")
                 start = time.monotonic()
-                result = dom0.hotplug("online", domid)
+                result = dom0.hotplug("online", domid, VIF_QOS_DEBUG="1")
                 times.append(time.monotonic() - start)
                 if result.returncode != 0:
                     raise SystemExit(f"online failed: {result.stderr}")
@@ -67,8 +67,12 @@ def one_config(hook: bool, runs: int, concurrent: int) -> None:
             for p in procs:
                 p.communicate()
             label = "vif-bridge + vif-qos hook" if hook else "vif-bridge alone"
+            held = sorted(int(h) for h in re.findall(r"host lock: waited \d+ ms, held (\d+) ms",
+                                                      dom0.hotplug_log()))
             print(f"{label:28} one online: median {statistics.median(times) * 1000:6.0f} ms, "
-                  f"max {max(times) * 1000:6.0f} ms ({runs} runs); {concurrent} at once: "
+                  f"max {max(times) * 1000:6.0f} ms ({runs} runs"
+                  + (f"; lock held median {statistics.median(held[:runs]):.0f} ms" if held else "")
+                  + f"); {concurrent} at once: "
                   f"{wall:5.2f} s wall, {codes.count(0)}/{concurrent} succeeded")
 
 
