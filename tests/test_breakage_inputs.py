@@ -70,10 +70,10 @@ class Kernel:
         from vif_qos.core import resolve
         from vif_qos.config import planning
 
-        def apply_vif(plan: VifPlan):
+        def apply_vif(plan: VifPlan, owner=None):
             self.applied.append(plan)
 
-        def remove_vif(vif, host=None):
+        def remove_vif(vif, host=None, owner=None, only_if_gone=False):
             self.removed.append(vif)
             return True
         return Services(policymod.load_policy, planning.plan_for_facts, apply_vif,

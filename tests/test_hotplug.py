@@ -191,12 +191,12 @@ class Recorder:
             return VifPlan(vif=facts.vif, bridge=facts.bridge, inbound=None, outbound=None,
                            uplink=None, notes=("burst raised to 1514 bytes",))
 
-        def apply_vif(plan):
+        def apply_vif(plan, owner=None):
             if self.apply_error:
                 raise self.apply_error
             self.applied.append(plan)
 
-        def remove_vif(vif, host=None):
+        def remove_vif(vif, host=None, owner=None):
             self.removed.append(vif)
             if self.remove_error:
                 raise self.remove_error
@@ -393,7 +393,7 @@ def test_online_past_its_time_budget_fails_with_the_reason(xs):
     xs.seed_vif(3, 0, name="web1")
     rec = Recorder()
     services = rec.services(xs)
-    services.apply_vif = lambda plan: _time.sleep(20)  # a lock held by a stuck process
+    services.apply_vif = lambda plan, owner=None: _time.sleep(20)  # a lock held by a stuck process
     env = dict(PV_ENV, VIF_QOS_HOTPLUG_TIMEOUT="0.5", **xs.env())
     started = _time.monotonic()
     assert hotplug_main("online", ["type_if=vif"], env=env, services=services) == 1
@@ -407,6 +407,6 @@ def test_offline_past_its_time_budget_still_exits_zero(xs):
     import time as _time
     rec = Recorder()
     services = rec.services(xs)
-    services.remove_vif = lambda vif, host=None: _time.sleep(20)
+    services.remove_vif = lambda vif, host=None, owner=None: _time.sleep(20)
     env = dict(PV_ENV, VIF_QOS_HOTPLUG_TIMEOUT="0.5", **xs.env())
     assert hotplug_main("offline", ["type_if=vif"], env=env, services=services) == 0

@@ -193,7 +193,7 @@ def test_offline_never_run_udev_cleanup(dom0):
     sh(dom0.host.dom0, "ip", "link", "del", "web6e0")
     # udev's rule for the removed netdev, exactly as 85-vif-qos.rules says.
     cmd = dom0.udev_cleanup_command("web6e0")
-    assert cmd[1:] == ["cleanup", "--vif", "web6e0"]
+    assert cmd[1:] == ["cleanup", "--vif=web6e0"]  # a name starting with - stays the value
     run_ok(dom0.run(cmd, dom0.base_env()))
     assert_nothing_refers_to(dom0, "web6e0")
     assert len(leaves(dom0)) == 1 and "vif7.0" in ruleset(dom0)  # the other guest kept

@@ -26,8 +26,8 @@ print(json.dumps({"rc": rc, "loaded": sorted(
 """
 
 
-def run_in(netns, run_dir, tmp_path):
-    ns = netns.make("imports")
+def run_in(namespaces, run_dir, tmp_path):
+    ns = namespaces.make("imports")
     env = dict(os.environ, VIF_QOS_RUN_DIR=run_dir, VIF_QOS_SYSLOG="0",
                VIF_QOS_HOTPLUG_LOG=str(tmp_path / "hotplug.log"),
                VIF_QOS_CONFIG=str(tmp_path / "absent.conf"))
@@ -39,24 +39,24 @@ def run_in(netns, run_dir, tmp_path):
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("ledger", ["empty", "no run directory"])
-def test_nothing_recorded_loads_no_netlink_library(netns, tmp_path, ledger):
+def test_nothing_recorded_loads_no_netlink_library(namespaces, tmp_path, ledger):
     run_dir = tmp_path / "run"
     if ledger == "empty":
         (run_dir / "vifs").mkdir(parents=True)
-    result = run_in(netns, str(run_dir), tmp_path)
+    result = run_in(namespaces, str(run_dir), tmp_path)
     assert result == {"rc": [0, 0, 0], "loaded": []}
     assert "nothing of vif-qos was left to remove" in (tmp_path / "hotplug.log").read_text()
 
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("ledger", ["recorded", "run directory without a ledger"])
-def test_a_recorded_name_or_an_old_run_directory_looks_in_the_kernel(netns, tmp_path, ledger):
+def test_a_recorded_name_or_an_old_run_directory_looks_in_the_kernel(namespaces, tmp_path, ledger):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     if ledger == "recorded":
         (run_dir / "vifs").mkdir()
         (run_dir / "vifs" / "vif9.0").touch()
-    result = run_in(netns, str(run_dir), tmp_path)
+    result = run_in(namespaces, str(run_dir), tmp_path)
     assert result["rc"] == [0, 0, 0]
     assert {"pyroute2", "nftables"} <= set(result["loaded"]), result
     assert not (run_dir / "vifs" / "vif9.0").exists()  # removed: forgotten

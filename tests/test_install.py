@@ -41,7 +41,7 @@ def test_install_puts_everything_in_place(tmp_path):
     assert f'_vif_qos_bin="{FAKE_BIN}"' in hook and "@VIF_QOS@" not in hook
     assert f'vif_qos="{FAKE_BIN}"' in wrapper
     assert 'wrapped="${VIF_QOS_WRAPPED_SCRIPT:-vif-bridge}"' in wrapper
-    assert f'RUN+="{FAKE_BIN} cleanup --vif %k"' in rules
+    assert f'RUN+="{FAKE_BIN} cleanup --vif=%k"' in rules
     client = (tmp_path / CLIENT_PATH).read_text()
     assert client.startswith(f"#!{sys.executable} -IS\n")
     assert f'VIF_QOS = "{FAKE_BIN}"' in client and "@" not in client.split("\n", 1)[0]

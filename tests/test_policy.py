@@ -160,7 +160,7 @@ def test_check_collects_every_problem_with_line_and_token(tmp_path):
     assert p is None
     got = [(e.source, e.token) for e in problems]
     assert got == [
-        (f"{path}:2", "0xf0f0000"),
+        (f"{path}:2", "0x0f0f0000"),
         (f"{path}:3", "explode"),
         (f"{path}:4", "big"),
         (f"{path}:5", "bogus"),
@@ -233,3 +233,88 @@ def test_arbitrary_text_gives_only_config_errors(text):
     assert (p is None) == bool(problems)
     for err in problems:
         assert isinstance(err, ConfigError) and err.source.startswith("fuzz.conf")
+
+
+def _rewriting_open(path, texts, monkeypatch):
+    """policy's open(): each read of ``path`` returns what the file held, then
+    rewrites it in place with the next of ``texts`` (an edit finishing while
+    vif-qos reads), as a concurrent editor would."""
+    import builtins
+
+    pending = list(texts)
+    reads = []
+
+    class Reader:
+        def __init__(self, real):
+            self.real = real
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.real.close()
+
+        def fileno(self):
+            return self.real.fileno()
+
+        def read(self, size=-1):
+            data = self.real.read(size)
+            reads.append(data)
+            if pending:
+                with builtins.open(path, "w") as fh:  # in place: same inode
+                    fh.write(pending.pop(0) + "#" * len(reads))  # a new size
+            return data
+
+    def fake_open(name, mode="r", *args, **kwargs):
+        real = builtins.open(name, mode, *args, **kwargs)
+        return Reader(real) if str(name) == str(path) else real
+
+    monkeypatch.setattr(policy, "open", fake_open, raising=False)
+    return reads
+
+
+OLD = "[defaults]\nrate_in = 2mbit\n"
+NEW = "[defaults]\nrate_in = 3mbit\n"
+
+
+def test_a_policy_edited_while_read_is_read_again(tmp_path, monkeypatch):
+    """Issue 8: in-place rewrites while guests start gave some guests neither the
+    old nor the new policy (a half-written file parsed). A file that changed
+    while being read (size, mtime_ns, inode) is read once more."""
+    path = tmp_path / "vif-qos.conf"
+    path.write_text(OLD[:16])  # half written: 'rate_in = 2' would parse as 2 bit/s
+    reads = _rewriting_open(path, [NEW], monkeypatch)
+    loaded = policy.load_policy(str(path))
+    assert len(reads) == 2 and loaded.defaults["rate_in"].value == 3_000_000
+
+
+def test_a_policy_changing_on_every_read_is_a_one_line_error(tmp_path, monkeypatch):
+    path = tmp_path / "vif-qos.conf"
+    path.write_text(OLD)
+    _rewriting_open(path, [NEW, OLD, NEW], monkeypatch)
+    with pytest.raises(ConfigError, match="changed while it was read, twice .* mv"):
+        policy.load_policy(str(path))
+
+
+def test_a_policy_truncated_a_moment_ago_is_looked_at_again(tmp_path, monkeypatch):
+    """An editor's truncate seen before its write (an empty file, stable during
+    the read): a file modified less than SETTLE_NS ago is stat'ed again after
+    that long; the editor's write landing meanwhile makes it read again."""
+    import time as real_time
+
+    path = tmp_path / "vif-qos.conf"
+    path.write_text("")  # truncated just now
+    waits = []
+
+    class EditorFinishes:
+        time_ns = staticmethod(real_time.time_ns)
+
+        @staticmethod
+        def sleep(seconds):
+            waits.append(seconds)
+            if len(waits) == 1:
+                path.write_text(NEW)
+
+    monkeypatch.setattr(policy, "time", EditorFinishes)
+    loaded = policy.load_policy(str(path))
+    assert waits and loaded.defaults["rate_in"].value == 3_000_000

@@ -482,10 +482,10 @@ def test_the_policy_is_reread_when_changed_and_a_bad_edit_keeps_the_last_good(do
 
 
 @pytest.mark.kernel
-def test_the_service_takes_the_socket_systemd_passes(netns, tmp_path):
+def test_the_service_takes_the_socket_systemd_passes(namespaces, tmp_path):
     """Socket activation as systemd does it: the listening socket is fd 3, with
     LISTEN_PID (the service's own pid) and LISTEN_FDS=1; the service binds nothing."""
-    ns = netns.make("activate")
+    ns = namespaces.make("activate")
     path = str(tmp_path / "activation.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)

@@ -42,11 +42,25 @@ class VifQosError(Exception):
     def one_line(self) -> str:
         text = self.message
         if self.token is not None:
-            text = f"{text}: {self.token!r}"
+            text = f"{text}: {shown_token(self.token)}"
         if self.source:
             text = f"{self.source}: {text}"
         # One line, always: newlines from a kernel message or a file are folded.
         return " ".join(text.split())
+
+
+#: Longest token quoted whole in a message, characters; a longer one is shown by
+#: its start and end and its length (a 5000-digit number is still recognisable).
+TOKEN_SHOWN_CHARS = 80
+
+
+def shown_token(token: str) -> str:
+    """``repr(token)``, or for a long token its first and last characters around
+    ``...`` with the length: ``'1111...1111' (5000 characters)``."""
+    if len(token) <= TOKEN_SHOWN_CHARS:
+        return repr(token)
+    half = TOKEN_SHOWN_CHARS // 2 - 4
+    return f"{token[:half] + '...' + token[-half:]!r} ({len(token)} characters)"
 
 
 class InputError(VifQosError):

@@ -78,6 +78,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     A reader that goes away (``vif-qos plan | head -1``) ends the command quietly
     with status 141, as a shell reports a process killed by SIGPIPE.
     """
+    if sys.stdout is None or sys.stderr is None:
+        # Started with fd 1 or 2 closed (``vif-qos --version >&-``): Python set the
+        # stream to None, and print() would drop what a later open() gets as fd 1.
+        _reopen_closed_streams()
     try:
         status = _main(argv)
         sys.stdout.flush()
@@ -87,6 +91,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+
+
+def _reopen_closed_streams() -> None:
+    """Point a closed fd 1 or 2 at /dev/null (and the stream at it), so that a
+    file or socket opened later never becomes fd 1 and receives our output."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            setattr(sys, name, open(fd, "w", closefd=False))
 
 
 def _main(argv: Optional[List[str]] = None) -> int:

@@ -4,13 +4,15 @@ domain config files it would read, one ``file:line: message: 'token'`` line each
 Exit status 2 when there is any problem, else 0 with one line saying what was
 checked. Domain config files are the files in ``domain_config_dirs`` that have
 a ``name = "..."`` line; each must be xl syntax, its ``qos`` a list of qos specs
-whose keys, values and pools are valid.
+whose keys, values and pools are valid, its ``vif`` entries' ``rate=``,
+``bridge=`` and ``vifname=`` what xl accepts. Domain config files passed over
+(unreadable, larger than 1 MiB) are named in ``warning:`` lines.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from vif_qos.errors import ConfigError, InputError
 
@@ -20,15 +22,29 @@ def configure(parser: argparse.ArgumentParser, name: str = "check-config") -> No
                         help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
 
 
-def check_domain_configs(policy) -> Tuple[int, List[InputError]]:
-    """(number of domain config files checked, problems) for ``policy``'s directories."""
+def check_domain_configs(policy, skipped: Optional[List[Tuple[str, str]]] = None
+                         ) -> Tuple[int, List[InputError]]:
+    """(number of domain config files checked, problems) for ``policy``'s directories.
+
+    Each file's ``qos = [...]`` entries and its ``vif = [...]`` entries (``rate=``,
+    ``bridge=``, ``vifname=``, read as ``plan --domain`` and xl read them). Files
+    passed over (unreadable, larger than 1 MiB) are appended to ``skipped``.
+    """
+    from vif_qos.cli.plan import vif_line_values
     from vif_qos.core import spec as specmod
     from vif_qos.config import xlcfg
 
     problems: List[InputError] = []
     checked = 0
     first_file_of: dict = {}
-    for path in xlcfg.candidate_files(policy.domain_config_dirs):
+    for path in xlcfg.candidate_files(policy.domain_config_dirs, skipped):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as err:
+            if skipped is not None:
+                skipped.append((path, f"not readable: {err.strerror}"))
+            continue
         if not xlcfg._quick_names(path):
             continue
         checked += 1
@@ -36,9 +52,15 @@ def check_domain_configs(policy) -> Tuple[int, List[InputError]]:
             config = xlcfg.load_xl_config(path)
             entries = config.get_string_list("qos") or []
             name = config.get_string("name")
+            vifs = config.get_string_list("vif") or []
         except ConfigError as err:
             problems.append(err)
             continue
+        for atom in vifs:
+            try:
+                vif_line_values(atom.text, config.where(atom.line))
+            except InputError as err:
+                problems.append(err)
         if name is not None:
             if name.text in first_file_of:
                 # vif-qos reads the first file only (directory order, then name).
@@ -88,11 +110,15 @@ def run(args: argparse.Namespace) -> int:
 
     policy, problems = policymod.check_policy(args.file)
     checked = 0
+    skipped: List[Tuple[str, str]] = []
     if policy is not None:
-        checked, more = check_domain_configs(policy)
+        checked, more = check_domain_configs(policy, skipped)
         problems = list(problems) + more
     for err in problems:
         print(err.one_line())
+    for path, reason in skipped:
+        print(f"warning: {path}: skipped, {reason} (a guest named in it gets no "
+              "qos entry from it)")
     if problems:
         return 2
     assert policy is not None

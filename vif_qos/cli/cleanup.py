@@ -83,21 +83,26 @@ def run(args, services: Optional[Services] = None) -> int:
 def _run(args, conf, log, services: Services) -> int:
     host = _host_settings(conf, log, services)
     if args.vif:
-        # Look for the netdev under the host lock: a new guest's online for the
-        # same name (a reboot keeping its vifname) may hold it right now, and
+        if netdev_exists(args.vif):
+            log.debug(f"netdev {args.vif} exists: nothing to clean up")
+            return 0
+        # The netdev is looked for under the host lock: a new guest's online for
+        # the same name (a reboot keeping its vifname) may hold it right now, and
         # its fresh shaping must not be taken for the old guest's leftovers.
-        from vif_qos.kernel.alloc import host_lock
-        with host_lock():
-            if netdev_exists(args.vif):
-                log.debug(f"netdev {args.vif} exists: nothing to clean up")
-                return 0
-            removed = services.remove_vif(args.vif, host=host)
+        # remove_vif looks for the netdev under the host lock (only_if_gone): a new
+        # guest's online for the same name (a reboot keeping its vifname) may hold
+        # it right now, and its fresh shaping is not the old guest's leftovers.
+        removed = services.remove_vif(args.vif, host=host, only_if_gone=True)
         if removed:
-            log.info("orphaned shaping removed")
+            # On a real Xen host netback frees the netdev before libxl runs
+            # offline: this is the normal teardown, not a leftover.
+            log.info("netdev gone: its shaping removed")
             print(args.vif)
+        else:
+            log.debug("netdev gone: nothing of vif-qos held for it")
         return 0
     removed = services.cleanup_orphans(host=host)
     for name in removed:
-        log.info(f"orphaned shaping of {name} removed")
+        log.info(f"removed {name}: nothing of it is alive any more")
         print(name)
     return 0

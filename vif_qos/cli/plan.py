@@ -74,6 +74,7 @@ def facts_from_args(args: argparse.Namespace) -> VifFacts:
         check_ifname(args.bridge, "--bridge", "bridge")
     xen_rate = None
     if args.xen_rate is not None:
+        xenrate.xl_rate_bits_per_s(args.xen_rate, "--xen-rate")  # errors quote it as given
         xen_rate = xenrate.parse_xl_rate(args.xen_rate, "--xen-rate")
     return VifFacts(vif=args.vif or f"vifX.{args.devid}", devid=args.devid,
                     bridge=args.bridge or DEFAULT_BRIDGE,
@@ -106,23 +107,46 @@ def facts_with_vif_line(args: argparse.Namespace, facts: VifFacts, policy) -> Tu
     if args.devid >= len(entries):
         return facts, [f"{config.source}: vif = [...] has no entry for devid {args.devid}"]
     atom = entries[args.devid]
-    where = config.where(atom.line)
+    values = vif_line_values(atom.text, config.where(atom.line))
+    changes: Dict[str, object] = {}
+    if "xen_rate" in values and args.xen_rate is None:
+        changes["xen_rate"] = values["xen_rate"]
+        changes["xen_rate_source"] = values["xen_rate_source"]
+    if "bridge" in values and args.bridge is None:
+        changes["bridge"] = values["bridge"]
+    if "mac" in values and args.mac is None:
+        changes["mac"] = values["mac"]
+    if "vif" in values and args.vif is None:
+        changes["vif"] = values["vif"]
+    return replace(facts, **changes), []
+
+
+def vif_line_values(text: str, where: str) -> Dict[str, str]:
+    """What xl would write to the backend directory for one ``vif = [...]`` entry:
+    ``xen_rate`` (the backend form of ``rate=``) with ``xen_rate_source``,
+    ``bridge``, ``mac``, ``vif`` (``vifname=``). Also used by ``check-config``.
+
+    :raises InputError: a ``rate=`` xl refuses, a ``bridge=``/``vifname=`` that is
+        not a netdev name; each naming the value as written and ``where``.
+    """
     spec: Dict[str, str] = {}
-    for item in atom.text.split(","):
+    for item in text.split(","):
         key, eq, value = item.strip().partition("=")
         if eq and key.strip() in VIF_LINE_KEYS:
             spec[key.strip()] = value.strip()
-    changes: Dict[str, object] = {}
-    if "rate" in spec and args.xen_rate is None:
-        changes["xen_rate"] = xenrate.parse_xl_rate(spec["rate"], f"{where} (vif rate=)")
-        changes["xen_rate_source"] = f"{where} (vif rate=)"
-    if "bridge" in spec and args.bridge is None:
-        changes["bridge"] = check_ifname(spec["bridge"], f"{where} (vif bridge=)", "bridge")
-    if "mac" in spec and args.mac is None:
-        changes["mac"] = spec["mac"]
-    if "vifname" in spec and args.vif is None:
-        changes["vif"] = check_ifname(spec["vifname"], f"{where} (vif vifname=)", "vifname")
-    return replace(facts, **changes), []
+    values: Dict[str, str] = {}
+    if "rate" in spec:
+        source = f"{where} (vif rate=)"
+        xenrate.xl_rate_bits_per_s(spec["rate"], source)  # errors quote it as given
+        values["xen_rate"] = xenrate.parse_xl_rate(spec["rate"], source)
+        values["xen_rate_source"] = source
+    if "bridge" in spec:
+        values["bridge"] = check_ifname(spec["bridge"], f"{where} (vif bridge=)", "bridge")
+    if "mac" in spec:
+        values["mac"] = spec["mac"]
+    if "vifname" in spec:
+        values["vif"] = check_ifname(spec["vifname"], f"{where} (vif vifname=)", "vifname")
+    return values
 
 
 def facts_from_xenstore(args: argparse.Namespace) -> VifFacts:

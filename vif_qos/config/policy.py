@@ -21,12 +21,14 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from vif_qos.constants import DEFAULT_MINOR, POOL_MINOR_BASE, ROOT_MINOR
 from vif_qos.core import billing
 from vif_qos.core import spec as specmod
 from vif_qos.core import units
+from vif_qos.core.units import MAX_NUMBER_CHARS
 from vif_qos.errors import ConfigError, InputError
 from vif_qos.core.ifname import ifname_problem
 from vif_qos.core.resolve import rate_floor_problem
@@ -137,6 +139,8 @@ def _validator():
         else:
             # ASCII digits only: int() alone also takes '_' and any Unicode digit.
             text = str(value).strip().lower()
+            if len(text) > MAX_NUMBER_CHARS:
+                raise UnitError(f"not an integer of at most {MAX_NUMBER_CHARS} digits")
             if _HEX_INT.fullmatch(text):
                 number = int(text, 16)
             elif _DEC_INT.fullmatch(text):
@@ -155,6 +159,8 @@ def _validator():
     def integer(value, *args, **kwargs):
         if isinstance(value, str) and not _DEC_INT.fullmatch(value.strip()):
             raise UnitError("not an integer (decimal digits)")
+        if isinstance(value, str) and len(value.strip()) > MAX_NUMBER_CHARS:
+            raise UnitError(f"not an integer of at most {MAX_NUMBER_CHARS} digits")
         return builtin_integer(value, *args, **kwargs)
 
     validator.functions.update({
@@ -175,6 +181,16 @@ class _Problems:
         self.lines = lines
         self.items: List[ConfigError] = []
         self.pools: List[str] = []
+        self.raw_cfg: dict = {}  # the file's values as written, before validation
+
+    def raw(self, converted: object, *keys: str) -> str:
+        """The value of ``keys`` as the admin wrote it (errors quote that, not
+        ``converted``, what validation made of it)."""
+        node = _get(self.raw_cfg, keys[:-1])
+        value = node.get(keys[-1]) if isinstance(node, dict) else None
+        if isinstance(value, list):
+            return ", ".join(str(v) for v in value)
+        return str(converted) if value is None or isinstance(value, dict) else str(value)
 
     def where(self, *keys: str) -> str:
         keys_t = tuple(keys)
@@ -206,12 +222,22 @@ def check_policy(path: Optional[str] = None) -> Tuple[Optional[Policy], List[Con
     explicit = path is not None or bool(os.environ.get(ENV_VAR))
     path = path or os.environ.get(ENV_VAR) or DEFAULT_PATH
     try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-            # a FIFO would block the open, /dev/zero would never end
-            return None, [ConfigError("policy file is not a regular file", source=path)]
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
+        for attempt in (1, 2):
+            before = os.stat(path)
+            if not stat.S_ISREG(before.st_mode) and not stat.S_ISDIR(before.st_mode):
+                # a FIFO would block the open, /dev/zero would never end
+                return None, [ConfigError("policy file is not a regular file", source=path)]
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
+                opened = os.fstat(handle.fileno())
+            after = _settled_stat(path)
+            if _same_file_state(before, opened) and _same_file_state(before, after):
+                break
+            if attempt == 2:
+                return None, [ConfigError(
+                    "policy file changed while it was read, twice (an edit in place: "
+                    "write a new file and rename it over the old one, e.g. "
+                    "vif-qos check-config NEW && mv NEW FILE)", source=path)]
     except FileNotFoundError:
         if explicit:
             return None, [ConfigError("policy file not found", source=path)]
@@ -227,6 +253,30 @@ def check_policy(path: Optional[str] = None) -> Tuple[Optional[Policy], List[Con
         line = data[:err.start].count(b"\n") + 1
         return None, [ConfigError("not UTF-8 text", source=f"{path}:{line}")]
     return check_policy_text(text, path)
+
+
+#: A policy file modified less than this long ago may be in the middle of an edit
+#: in place (truncated, the new text not all written yet): its state is looked at
+#: again after this long, nanoseconds.
+SETTLE_NS = 20_000_000
+
+
+def _settled_stat(path: str) -> os.stat_result:
+    """``os.stat(path)``; for a file modified within :data:`SETTLE_NS`, the stat
+    taken that long later (so that a read between an editor's truncate and its
+    write shows up as a change)."""
+    first = os.stat(path)
+    if 0 <= time.time_ns() - first.st_mtime_ns < SETTLE_NS:
+        time.sleep(SETTLE_NS / 1e9)
+        return os.stat(path)
+    return first
+
+
+def _same_file_state(a: os.stat_result, b: os.stat_result) -> bool:
+    """Whether two stats show the same file with the same contents as far as the
+    kernel tells: inode, size and modification time (ns)."""
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (
+        b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
 
 
 def check_policy_text(text: str, path: str) -> Tuple[Optional[Policy], List[ConfigError]]:
@@ -247,6 +297,7 @@ def check_policy_text(text: str, path: str) -> Tuple[Optional[Policy], List[Conf
                                               source=f"{path}:{line}" if line else path))
         return None, problems.items
 
+    problems.raw_cfg = cfg.dict()
     validator = _validator()
     result = cfg.validate(validator, preserve_errors=True, copy=False)
     broken: List[Tuple[str, ...]] = []
@@ -370,18 +421,21 @@ def _build_host(host, n_pools: int, problems: _Problems, policy: Policy) -> None
     low = mask & -mask
     if ((mask // low) & ((mask // low) + 1)) != 0:
         problems.add("[host] mark_mask: must be one contiguous run of bits",
-                     hex(mask), "host", "mark_mask")
+                     problems.raw(hex(mask), "host", "mark_mask"), "host", "mark_mask")
     if host["classid_min"] > host["classid_max"]:
-        problems.add("[host] classid_min: above classid_max", hex(host["classid_min"]),
+        problems.add("[host] classid_min: above classid_max",
+                     problems.raw(hex(host["classid_min"]), "host", "classid_min"),
                      "host", "classid_min")
     if host["classid_min"] < POOL_MINOR_BASE + n_pools:
         problems.add(f"[host] classid_min: must lie above the pool classes "
                      f"({POOL_MINOR_BASE:#x}..{POOL_MINOR_BASE + n_pools - 1:#x}) and the "
                      f"root/default classes ({ROOT_MINOR}, {DEFAULT_MINOR})",
-                     hex(host["classid_min"]), "host", "classid_min")
+                     problems.raw(hex(host["classid_min"]), "host", "classid_min"),
+                     "host", "classid_min")
     if host["max_burst_time"] > KERNEL_MAX_BUCKET_US:
         problems.add("[host] max_burst_time: above 4s (the kernel keeps TBF bucket "
-                     "times in 32-bit nanoseconds)", str(host["max_burst_time"]),
+                     "times in 32-bit nanoseconds)",
+                     problems.raw(host["max_burst_time"], "host", "max_burst_time"),
                      "host", "max_burst_time")
     policy.host = HostSettings(mark_mask=mask, qdisc_major=host["qdisc_major"],
                                classid_min=host["classid_min"],
@@ -410,7 +464,7 @@ def _check_rate_floors(section, frame_bytes: int, problems: _Problems, *keys: st
         problem = rate_floor_problem(rate, frame_bytes) if isinstance(rate, int) else None
         if problem is not None:
             problems.add(f"{_section_label(keys)} {key}: too slow: {problem}",
-                         units.format_rate(rate), *keys, key)
+                         problems.raw(units.format_rate(rate), *keys, key), *keys, key)
 
 
 def _check_uplink(value, problems: _Problems, *keys: str) -> None:
@@ -475,7 +529,8 @@ def _build_pools(pools, problems: _Problems, policy: Policy) -> None:
         if pool["ceil"] is not None and pool["ceil"] < pool["rate"]:
             problems.add(f"[pools][[{name}]] ceil: below the pool's rate "
                          f"({units.format_rate(pool['rate'])})",
-                         units.format_rate(pool["ceil"]), "pools", name, "ceil")
+                         problems.raw(units.format_rate(pool["ceil"]), "pools", name, "ceil"),
+                         "pools", name, "ceil")
         policy.pools[name] = PoolSettings(
             name, index, pool["rate"], pool["ceil"], pool["member_rate"],
             pool["member_ceil"], problems.where("pools", name), psrc)

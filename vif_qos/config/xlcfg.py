@@ -297,14 +297,19 @@ def qos_entry(config: XlConfig, devid: int) -> Optional[Tuple[str, str]]:
 _NAME_LINE = re.compile(r"(?:^|;)[ \t]*name[ \t]*=[ \t]*(['\"])(.*?)\1", re.MULTILINE)
 
 
-def candidate_files(dirs: Sequence[str]) -> Iterator[str]:
+def candidate_files(dirs: Sequence[str],
+                    skipped: Optional[List[Tuple[str, str]]] = None) -> Iterator[str]:
     """Regular files directly in ``dirs`` (in order, sorted by name, each real file
-    once), skipping hidden files and editor/package leftovers."""
+    once), skipping hidden files and editor/package leftovers. Files (and
+    directories) passed over because they cannot be read or exceed
+    :data:`MAX_FILE_BYTES` are appended to ``skipped`` as ``(path, reason)``."""
     seen = set()
     for directory in dirs:
         try:
             names = sorted(os.listdir(directory))
-        except OSError:
+        except OSError as err:
+            if skipped is not None and not isinstance(err, FileNotFoundError):
+                skipped.append((directory, f"directory not readable: {err.strerror}"))
             continue
         for name in names:
             if name.startswith(".") or name.endswith(("~", ".dpkg-old", ".dpkg-dist",
@@ -313,10 +318,20 @@ def candidate_files(dirs: Sequence[str]) -> Iterator[str]:
                 continue
             path = os.path.join(directory, name)
             try:
-                if not os.path.isfile(path) or os.path.getsize(path) > MAX_FILE_BYTES:
+                if not os.path.isfile(path):
+                    continue
+                if os.path.getsize(path) > MAX_FILE_BYTES:
+                    if skipped is not None:
+                        skipped.append((path, f"larger than {MAX_FILE_BYTES >> 20} MiB"))
+                    continue
+                if not os.access(path, os.R_OK):
+                    if skipped is not None:
+                        skipped.append((path, "not readable"))
                     continue
                 real = os.path.realpath(path)
-            except OSError:
+            except OSError as err:
+                if skipped is not None:
+                    skipped.append((path, f"not readable: {err.strerror}"))
                 continue
             if real in seen:
                 continue

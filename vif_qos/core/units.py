@@ -92,6 +92,11 @@ TIME_UNITS: Dict[str, int] = {
     "secs": 1000000,
 }
 
+#: Longest number vif-qos reads, in characters: every value it takes fits in far
+#: fewer (2**64 has 20 digits); Python refuses to convert more than 4300 digits
+#: to an int (ValueError), which must not escape as an internal error.
+MAX_NUMBER_CHARS = 64
+
 _NUMBER = re.compile(r"(?P<int>[0-9]+)(?:\.(?P<frac>[0-9]+))?(?P<unit>[A-Za-z]*)")
 
 
@@ -105,6 +110,9 @@ def _split(text: object, what: str, source: Optional[str], units: Dict[str, int]
     if not match:
         raise InputError(f"{what}: not a number with a unit word "
                          f"(plain decimal digits, then e.g. {_examples(units)})",
+                         token=text, source=source)
+    if len(match.group("int")) + len(match.group("frac") or "") > MAX_NUMBER_CHARS:
+        raise InputError(f"{what}: a number of more than {MAX_NUMBER_CHARS} digits",
                          token=text, source=source)
     number = Fraction(int(match.group("int")))
     if match.group("frac"):

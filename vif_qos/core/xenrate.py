@@ -47,19 +47,23 @@ def _strtoull0(text: str) -> Tuple[int, int]:
     """C ``strtoull(text, &end, 0)`` for text starting with a digit: (value, end).
 
     A leading ``0`` selects octal (the run of octal digits is consumed); values
-    beyond 2**64-1 saturate (ERANGE), which xl reports as an overflow anyway.
+    beyond 2**64-1 saturate (ERANGE), which xl reports as an overflow anyway. A
+    run of digits too long to be below 2**64 saturates without being converted
+    (Python refuses more than 4300 decimal digits).
     """
     if text.startswith("0"):
         end = 1
         while end < len(text) and text[end] in "01234567":
             end += 1
-        value = int(text[:end], 8)
+        digits, base = text[:end].lstrip("0") or "0", 8
     else:
         end = 0
         while end < len(text) and text[end] in "0123456789":
             end += 1
-        value = int(text[:end])
-    return min(value, UINT64_MAX + 1), end
+        digits, base = text[:end], 10
+    if len(digits) > 24:  # 2**64 has 20 decimal and 22 octal digits
+        return UINT64_MAX + 1, end
+    return min(int(digits, base), UINT64_MAX + 1), end
 
 
 def _leading_u32(text: str, pattern: "re.Pattern[str]", invalid: str, overflow: str,
@@ -149,6 +153,8 @@ def backend_rate_parts(value: str, source: Optional[str] = None) -> Tuple[int, i
     if not match:
         raise InputError("malformed backend rate (want BYTES_PER_INTERVAL,INTERVAL_US)",
                          token=value, source=source)
+    if max(len(match.group(1)), len(match.group(2))) > 20:  # 2**64-1 has 20 digits
+        raise InputError("backend rate out of range", token=value, source=source)
     per_interval, interval_us = int(match.group(1)), int(match.group(2))
     if per_interval > UINT64_MAX or interval_us > UINT64_MAX:
         raise InputError("backend rate out of range", token=value, source=source)

@@ -17,6 +17,7 @@ import errno
 import fcntl
 import os
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Optional
 
@@ -28,6 +29,37 @@ DEFAULT_RUN_DIR = "/run/vif-qos"
 # exclude each other too; this re-entrancy guard only stops a thread from
 # deadlocking on itself (apply_vif -> remove_vif inside one lock).
 _held = threading.local()
+
+
+class LockWait(threading.local):
+    """How long this thread waited for the host lock, for a time budget that
+    counts only its own work (:func:`vif_qos.xen.hotplug.deadline`).
+
+    ``total_s()`` is every second spent blocked in ``flock`` so far, the current
+    wait included; ``stalled_s()`` is, while blocked, the seconds since the lock
+    last changed hands (a holder's release wakes every waiter: progress), else 0.
+    Monotonic clock. Per thread (a threading.local; the deadline's SIGALRM
+    handler runs in the main thread and reads the main thread's).
+    """
+
+    def __init__(self) -> None:
+        self.done_s = 0.0
+        self.since: Optional[float] = None
+        self.progress_at: Optional[float] = None
+        #: Seconds the lock was held, summed over this process's holds.
+        self.held_s = 0.0
+
+    def total_s(self) -> float:
+        now = time.monotonic()
+        return self.done_s + (now - self.since if self.since is not None else 0.0)
+
+    def stalled_s(self) -> float:
+        if self.since is None or self.progress_at is None:
+            return 0.0
+        return time.monotonic() - self.progress_at
+
+
+LOCK_WAIT = LockWait()
 
 
 def run_dir() -> str:
@@ -62,7 +94,7 @@ def host_lock(name: str = "lock") -> Iterator[None]:
             raise EnvironmentProblem(f"cannot open the lock file {path}: "
                                      f"{err.strerror}") from err
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _flock_counted(fd)
             try:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -72,11 +104,13 @@ def host_lock(name: str = "lock") -> Iterator[None]:
             raise
         if same:
             break
-        os.close(fd)
+        os.close(fd)  # the holder released and removed it: the lock moved on
     _held.depth = 1
+    taken = time.monotonic()
     try:
         yield
     finally:
+        LOCK_WAIT.held_s += time.monotonic() - taken
         _held.depth = 0
         try:
             os.unlink(path)
@@ -84,6 +118,26 @@ def host_lock(name: str = "lock") -> Iterator[None]:
             if err.errno != errno.ENOENT:
                 raise
         os.close(fd)
+
+
+def _flock_counted(fd: int) -> None:
+    """``flock(fd, LOCK_EX)``, the time blocked added to :data:`LOCK_WAIT`."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    now = time.monotonic()
+    LOCK_WAIT.since = now
+    if LOCK_WAIT.progress_at is None:
+        LOCK_WAIT.progress_at = now
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    finally:
+        now = time.monotonic()
+        LOCK_WAIT.done_s += now - LOCK_WAIT.since
+        LOCK_WAIT.since = None
+        LOCK_WAIT.progress_at = now  # a release woke us: the lock moved
 
 
 def mark_shift(mask: int) -> int:

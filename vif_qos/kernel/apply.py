@@ -26,11 +26,23 @@ What one vif gets (see README.rst, "What vif-qos puts in the kernel"):
 Everything runs under the host lock (:mod:`vif_qos.kernel.alloc`). On a failure the
 steps already done are undone in reverse order, the nftables part being one
 transaction, so nothing of the failed apply remains.
+
+Killed at any instant (SIGKILL: libxl's 40 s timeout, an admin's Ctrl-C on a
+hung run), nothing can undo; so every state between two steps passes traffic
+and is recorded: the HTB root is made with a direct queue (frames pass unshaped
+until its default class exists, see :data:`DIRECT_QLEN_PACKETS`), the nftables
+entry is written before the leaf and the TBF it records (a priority naming a
+leaf not made yet falls to the default class), and removal takes the leaf and
+the TBF before the entry. Every later run repairs what it finds on the uplink it
+touches (:func:`repair_uplink`). ``VIF_QOS_TEST_KILL_AT=STEP`` makes the process
+SIGKILL itself at one of :data:`KILL_STEPS` (tests only).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -39,7 +51,7 @@ from vif_qos.kernel import admission
 from vif_qos.kernel import alloc, ledger
 from vif_qos.kernel import nft as nftadapter
 from vif_qos.kernel import tc as tcadapter
-from vif_qos.errors import EnvironmentProblem, KernelError
+from vif_qos.errors import EnvironmentProblem, InputError, KernelError
 from vif_qos.model import (LEAF_QDISC_AUTO, LEAF_QDISC_BFIFO, LEAF_QDISC_FQ_CODEL,
                            ClassPlan, HostSettings, InboundPlan, LeafQdiscPlan, UplinkPlan,
                            VifPlan)
@@ -54,6 +66,30 @@ GUEST_PORT_SUFFIX = "-emu"
 #: The MAC netback gives every vif netdev, renamed or not ("the numerically
 #: largest non-broadcast address", drivers/net/xen-netback/interface.c).
 NETBACK_VIF_MAC = "fe:ff:ff:ff:ff:ff"
+#: direct_qlen of our HTB root qdisc, packets. HTB sends a frame that finds no
+#: class *direct* while fewer than direct_qlen wait there, and drops it beyond
+#: (net/sched/sch_htb.c: htb_classify returns HTB_DIRECT when the default class
+#: does not exist; htb_enqueue). The root qdisc exists before its root and
+#: default classes can be made (a class needs its qdisc), so with 0 an apply
+#: killed in between left an uplink that dropped every frame; measured with
+#: 1000 the frames pass unshaped until the default class exists, and from then
+#: on nothing goes direct (direct_packets_stat stays 0). HTB has no change
+#: operation: the value is set once, when the root is made.
+DIRECT_QLEN_PACKETS = 1000
+#: The points at which ``VIF_QOS_TEST_KILL_AT`` can kill an apply or a removal.
+KILL_STEPS = ("locked", "stale-removed", "htb-qdisc", "htb-root-class",
+              "htb-default-class", "htb-pools", "entry", "leaf", "tbf",
+              "remove-leaf", "remove-tbf", "remove-entry")
+KILL_ENV = "VIF_QOS_TEST_KILL_AT"
+#: Netdev kinds (IFLA_INFO_KIND) that hold other netdevs: never a guest's port.
+MASTER_KINDS = ("bridge", "bond", "team", "openvswitch")
+
+
+def _step(name: str) -> None:
+    """A kill point for the tests: SIGKILL this process when ``$VIF_QOS_TEST_KILL_AT``
+    names ``name`` (one of :data:`KILL_STEPS`)."""
+    if os.environ.get(KILL_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -296,9 +332,11 @@ def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
     created = root is None or root.handle == 0
     if created:
         tcadapter.add_htb_qdisc(ipr, link.index, major, DEFAULT_MINOR,
-                                f"htb root qdisc {tcadapter.handle_str(major)} on {dev}")
+                                f"htb root qdisc {tcadapter.handle_str(major)} on {dev}",
+                                direct_qlen_packets=DIRECT_QLEN_PACKETS)
         undo.push(f"htb root qdisc on {dev}",
                   lambda: tcadapter.del_root_qdisc(ipr, link.index, major, dev))
+        _step("htb-qdisc")
     # The kernel reports (and accepts) the root class's parent as TC_H_ROOT.
     wanted = [(uplink.root, major | ROOT_MINOR, tcadapter.TC_H_ROOT),
               (uplink.default, major | DEFAULT_MINOR, major | ROOT_MINOR)]
@@ -306,7 +344,8 @@ def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
     leaves: List[Tuple[int, ClassPlan, bool]] = []
     wanted += [(pool, major | pool_minors.get(pool.name, POOL_MINOR_BASE + i),
                 major | ROOT_MINOR) for i, pool in enumerate(uplink.pools)]
-    for plan, classid, parent in wanted:
+    steps = ["htb-root-class", "htb-default-class"] + ["htb-pools"] * len(uplink.pools)
+    for (plan, classid, parent), step in zip(wanted, steps):
         what = f"htb class {tcadapter.handle_str(classid)} ({plan.name}) on {dev}"
         found = None if created else tcadapter.get_class(ipr, link.index, classid)
         if plan.leaf_qdisc is not None:
@@ -317,6 +356,7 @@ def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
                                     what=what, **_class_params(plan))
             undo.push(what, lambda c=classid, w=what:
                       tcadapter.del_class(ipr, link.index, c, w))
+            _step(step)
         elif not _same_class(found, plan, parent):
             if found.parent != parent:
                 raise KernelError(f"{what}: exists under parent "
@@ -370,31 +410,73 @@ def _add_leaf(ipr, link: tcadapter.LinkInfo, plan: VifPlan, host: HostSettings,
 # Public API
 # --------------------------------------------------------------------------
 
-def apply_vif(plan: VifPlan) -> Applied:
+
+def _add_recorded_leaf(ipr, link: tcadapter.LinkInfo, plan: VifPlan, classid: int,
+              parent: int) -> int:
+    """Add the leaf ``classid`` the entry records; returns it.
+
+    No entry records the classid (it was allocated from the entries under the
+    lock), so a class already there is a leftover (an apply of an older
+    vif-qos killed midway, a table flushed under live guests): it is removed and
+    the add retried once (logged).
+    """
+    out = plan.outbound
+    what = (f"htb leaf class {tcadapter.handle_str(classid)} of {plan.vif} "
+            f"on {link.name}")
+    for attempt in (1, 2):
+        try:
+            tcadapter.set_htb_class(
+                ipr, link.index, classid, parent, mode="add", what=what,
+                rate_bits_per_s=out.rate_bits_per_s,
+                ceil_bits_per_s=out.ceil_bits_per_s, burst_bytes=out.burst_bytes,
+                cburst_bytes=out.cburst_bytes, quantum_bytes=out.quantum_bytes)
+            return classid
+        except KernelError as err:
+            if getattr(err, "errno", None) != tcadapter.EEXIST or attempt == 2:
+                raise
+            log.warning("vif-qos: %s: %s existed without an entry (left by an "
+                        "interrupted apply); removed it", plan.vif, what)
+            tcadapter.del_class(ipr, link.index, classid, what)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------
+
+def apply_vif(plan: VifPlan, owner: Optional[Tuple[int, int]] = None) -> Applied:
     """Shape one vif as ``plan`` says, in the current network namespace.
 
     Replaces whatever vif-qos holds for a vif of the same name (a stale entry
-    is removed first, never merged). Raises KernelError naming the object and
-    the kernel's message, or EnvironmentProblem; on any failure nothing of this
-    apply remains and other vifs are untouched.
+    is removed first, never merged). ``owner`` is the guest's ``(domid, devid)``,
+    recorded with the entry: an entry of another guest whose netdev is this very
+    netdev (same ifindex) is that guest's live shaping, and is refused, not
+    replaced. Raises KernelError naming the object and the kernel's message,
+    InputError for a netdev that is not a guest port (a bridge, an uplink), or
+    EnvironmentProblem; on any failure nothing of this apply remains and other
+    vifs are untouched.
     """
     host = plan.host
-    with alloc.host_lock():
-        first_ledger = not ledger.exists()
-        _note_in_ledger(plan.vif)
-        ipr = tcadapter.open_ipr()
+    _check_utf8(plan.vif)
+    ipr = tcadapter.open_ipr()  # imports pyroute2: before the lock, not under it
+    try:
         nft = nftadapter.open_ctx()
-        try:
+        # pyroute2 builds its message parsers on first use (tens of ms): here.
+        tcadapter.get_link(ipr, plan.vif)
+        with alloc.host_lock():
+            _step("locked")
+            first_ledger = not ledger.exists()
+            _note_in_ledger(plan.vif)
             if first_ledger:
                 # A vif-qos that kept no ledger (the version before an upgrade) may
                 # have shaped running guests: note every vif our table records, so
                 # that their offline still removes their state.
-                state = nftadapter.read_table(ctx=nft)
-                for name in set(state.entries) | set(state.elements):
+                known = nftadapter.read_table(ctx=nft)
+                for name in set(known.entries) | set(known.elements):
                     _note_in_ledger(name)
-            return _apply_locked(ipr, nft, plan, host)
-        finally:
-            ipr.close()
+            return _apply_locked(ipr, nft, plan, host, owner)
+    finally:
+        ipr.close()
 
 
 def _note_in_ledger(vif: str) -> None:
@@ -406,11 +488,61 @@ def _note_in_ledger(vif: str) -> None:
                                  f"{getattr(err, 'strerror', None) or err}") from err
 
 
-def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
+def _owner_text(owner: Optional[Tuple[int, int]]) -> Optional[str]:
+    return None if owner is None else f"{owner[0]}.{owner[1]}"
+
+
+def _check_guest_port(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
+                      state: nftadapter.TableState) -> None:
+    """Refuse a netdev that is not a guest's port: a bridge or another master
+    (:data:`MASTER_KINDS`), the plan's bridge or uplink, an uplink our entries record, or a netdev carrying
+    our HTB tree. A ``vifname`` naming one of them would replace every guest's
+    classes with a TBF or shape the bridge itself."""
+    name = vif_link.name
+    role = None
+    if vif_link.kind in MASTER_KINDS or name == plan.bridge:
+        role = f"a {vif_link.kind or 'bridge'}"
+    elif plan.uplink is not None and plan.uplink.device == name:
+        role = f"the uplink of bridge {plan.uplink.bridge}"
+    elif any(e.uplink == name for e in state.entries.values()):
+        role = "the uplink vif-qos shapes other guests on"
+    else:
+        root = tcadapter.get_root_qdisc(ipr, vif_link.index)
+        if (root is not None and root.kind == "htb"
+                and root.handle == plan.host.qdisc_major << 16):
+            role = "a netdev carrying vif-qos's HTB tree (an uplink)"
+    if role is not None:
+        raise InputError(f"the netdev to shape is {role}, not a guest's port; "
+                         "vif-qos refuses it (check the vif's vifname)", token=name,
+                         source="vif")
+
+
+def _check_utf8(name: str) -> None:
+    """Refuse a netdev name holding bytes that are not UTF-8 (kept as surrogate
+    escapes): the kernel takes any byte, but nftables names a vif by UTF-8 text."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("the netdev name is not UTF-8 text; vif-qos names vifs in "
+                         "nftables, which takes UTF-8 only", token=name,
+                         source="vif") from None
+
+
+def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings,
+                  owner: Optional[Tuple[int, int]] = None) -> Applied:
     vif_link = tcadapter.get_link(ipr, plan.vif)
     if vif_link is None:
         raise KernelError(f"vif {plan.vif}: no such netdev")
     state = nftadapter.read_table(ctx=nft)
+    _check_guest_port(ipr, vif_link, plan, state)
+    stale = state.entries.get(plan.vif)
+    if (stale is not None and owner is not None and stale.owner is not None
+            and stale.owner != _owner_text(owner) and stale.ifindex == vif_link.index):
+        raise KernelError(
+            f"vif {plan.vif}: netdev {plan.vif} (ifindex {vif_link.index}) is shaped "
+            f"for guest {stale.owner} (domid.devid), not {_owner_text(owner)}; "
+            "two guests cannot share one vifname (vif-qos leaves the other "
+            "guest's shaping alone)")
     if plan.vif in state.entries or plan.vif in state.elements \
             or nftadapter.chain_name(plan.vif) in state.chains:
         log.info("vif-qos: %s: replacing the stale entry of an earlier guest",
@@ -420,10 +552,12 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
         _remove_locked(ipr, plan.vif, host, state, nft,
                        keep_tbf=plan.inbound is not None)
         state = nftadapter.read_table(ctx=nft)
+        _step("stale-removed")
 
     undo = _Undo()
     try:
-        uplink_name = classid = None
+        uplink_name = classid = link = None
+        parent = 0
         if plan.outbound is not None:
             if plan.uplink is None:
                 raise KernelError(f"vif {plan.vif}: outbound shaping without an uplink plan")
@@ -440,20 +574,15 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
                     raise KernelError(f"vif {plan.vif}: pool {plan.outbound.pool!r} "
                                       f"is not in the uplink plan ({', '.join(names)})")
                 parent = (major << 16) | pool_minors[plan.outbound.pool]
-            _ensure_tree(ipr, link, plan.uplink, undo, pool_minors)
+            if not state.exists:  # a flushed table: leaves nothing classifies into
+                repair_uplink(ipr, link, host, state, sweep_leaves=True)
+            _ensure_tree(ipr, link, plan.uplink, undo, pool_minors)  # completes it
             admission.check_leaf(ipr, link, parent, plan.vif,
                                  plan.outbound.rate_bits_per_s, host)
-            classid = _add_leaf(ipr, link, plan, host, state, parent)
-            leaf_what = f"htb leaf class {tcadapter.handle_str(classid)} of {plan.vif}"
-            undo.push(leaf_what, lambda: tcadapter.del_class(ipr, link.index, classid,
-                                                             leaf_what))
-            if plan.outbound.leaf_qdisc is not None:
-                _ensure_leaf_qdisc(ipr, link, classid, plan.outbound.leaf_qdisc,
-                                   plan.outbound.quantum_bytes,
-                                   f"leaf qdisc of {leaf_what} on {link.name}", undo, True)
-
-        if plan.inbound is not None:
-            _apply_tbf(ipr, vif_link, plan, host, undo)
+            used = [e.classid & 0xFFFF for e in state.entries.values()
+                    if e.classid is not None and e.classid >> 16 == major]
+            classid = (major << 16) | alloc.allocate_minor(used, host.classid_min,
+                                                           host.classid_max)
 
         mark = None
         if host.mark_mask:
@@ -462,14 +591,40 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings) -> Applied:
         entry = nftadapter.Entry(vif=plan.vif, bridge=plan.bridge, uplink=uplink_name,
                                  classid=classid, mark=mark,
                                  inbound=plan.inbound is not None,
-                                 pool=plan.outbound.pool if plan.outbound else None)
+                                 pool=plan.outbound.pool if plan.outbound else None,
+                                 owner=_owner_text(owner), ifindex=vif_link.index)
+        # The entry first: from here on whatever this apply makes is recorded,
+        # so a kill leaves nothing a later run cannot find. Its priority names a
+        # leaf that does not exist yet: frames fall to the default class.
         cmds = [] if state.exists else nftadapter.create_table_cmds()
+        lost: List[nftadapter.Entry] = []
         if not state.exists:
-            for lost in _tbf_vifs_without_table(ipr, host, plan.vif):
-                cmds += nftadapter.add_entry_cmds(lost, host.mark_mask)
+            lost = _tbf_vifs_without_table(ipr, host, plan.vif)
+            for item in lost:
+                cmds += nftadapter.add_entry_cmds(item, host.mark_mask)
         cmds += nftadapter.add_entry_cmds(entry, host.mark_mask)
-        nftadapter.run(cmds, f"nftables entry of {plan.vif} (table bridge "
-                             f"{nftadapter.TABLE}, chain {entry.chain})", nft)
+        entry_what = (f"nftables entry of {plan.vif} (table bridge "
+                      f"{nftadapter.TABLE}, chain {entry.chain})")
+        nftadapter.run(cmds, entry_what, nft)
+        undo.push(entry_what, lambda: nftadapter.run(
+            nftadapter.delete_table_cmds() if not state.exists and not lost
+            else nftadapter.entry_removal_cmds(plan.vif), "undoing " + entry_what, nft))
+        _step("entry")
+
+        if plan.outbound is not None:
+            classid = _add_recorded_leaf(ipr, link, plan, classid, parent)
+            leaf_what = f"htb leaf class {tcadapter.handle_str(classid)} of {plan.vif}"
+            undo.push(leaf_what, lambda: tcadapter.del_class(ipr, link.index, classid,
+                                                             leaf_what))
+            if plan.outbound.leaf_qdisc is not None:
+                _ensure_leaf_qdisc(ipr, link, classid, plan.outbound.leaf_qdisc,
+                                   plan.outbound.quantum_bytes,
+                                   f"leaf qdisc of {leaf_what} on {link.name}", undo, True)
+            _step("leaf")
+
+        if plan.inbound is not None:
+            _apply_tbf(ipr, vif_link, plan, host, undo)
+            _step("tbf")
     except BaseException:
         undo.run()
         raise
@@ -547,34 +702,56 @@ def _fit_frame(inbound: InboundPlan, vif_link: tcadapter.LinkInfo,
     return replace(inbound, **raised)
 
 
-def remove_vif(vif: str, host: Optional[HostSettings] = None) -> bool:
+def remove_vif(vif: str, host: Optional[HostSettings] = None,
+               owner: Optional[Tuple[int, int]] = None,
+               only_if_gone: bool = False) -> bool:
     """Remove everything vif-qos holds for ``vif``; True if anything was removed.
 
     Idempotent; works when the netdev is already gone (its TBF went with it).
-    Deletes by exact handle: the vif's map element and chain, its HTB leaf
-    class on the recorded uplink, and its TBF if the netdev still exists and
-    the root qdisc is vif-qos's. The shared HTB tree stays.
+    Deletes by exact handle: its HTB leaf class on the recorded uplink, its TBF
+    if the netdev still exists and the root qdisc is vif-qos's, then the vif's
+    map element and chain (the record goes last: killed midway, what is left is
+    still recorded). The shared HTB tree stays. ``owner`` (``(domid, devid)``):
+    an entry recorded for another guest is left alone (False, logged); an entry
+    without an owner (written before vif-qos recorded one) is removed. Partial
+    state on the recorded uplink is repaired (:func:`repair_uplink`).
+    ``only_if_gone``: do nothing (False) when a netdev called ``vif`` exists,
+    looked up under the lock (udev's ``cleanup --vif`` of an old guest's name
+    racing a new guest's ``online`` for it).
     """
     host = host or HostSettings()
-    with alloc.host_lock():
-        ipr = tcadapter.open_ipr()
-        try:
-            nft = nftadapter.open_ctx()
-            removed = _remove_locked(ipr, vif, host, nftadapter.read_table(ctx=nft), nft)
-        finally:
-            ipr.close()
-        ledger.forget(vif)
-        return removed
+    _check_utf8(vif)
+    ipr = tcadapter.open_ipr()  # imports pyroute2: before the lock, not under it
+    try:
+        nft = nftadapter.open_ctx()
+        # pyroute2 builds its message parsers on first use (tens of ms): here.
+        tcadapter.get_link(ipr, "lo")
+        with alloc.host_lock():
+            if only_if_gone and tcadapter.get_link(ipr, vif) is not None:
+                log.debug("vif-qos: netdev %s exists: nothing to clean up", vif)
+                return False
+            state = nftadapter.read_table(ctx=nft)
+            entry = state.entries.get(vif)
+            if (entry is not None and owner is not None and entry.owner is not None
+                    and entry.owner != _owner_text(owner)):
+                log.info("vif-qos: %s: its shaping belongs to guest %s (domid.devid), "
+                         "not %s: left alone", vif, entry.owner, _owner_text(owner))
+                return False
+            removed = _remove_locked(ipr, vif, host, state, nft)
+            if entry is not None and entry.uplink:
+                link = tcadapter.get_link(ipr, entry.uplink)
+                if link is not None:
+                    repair_uplink(ipr, link, host, nftadapter.read_table(ctx=nft))
+            ledger.forget(vif)
+            return removed
+    finally:
+        ipr.close()
 
 
 def _remove_locked(ipr, vif: str, host: HostSettings,
                    state: nftadapter.TableState, nft=None, keep_tbf: bool = False) -> bool:
     removed = False
     entry = state.entries.get(vif)
-    cmds = nftadapter.remove_entry_cmds(vif, state)
-    if cmds:
-        nftadapter.run(cmds, f"removing the nftables entry of {vif}", nft)
-        removed = True
     if entry is not None and entry.classid is not None and entry.uplink:
         link = tcadapter.get_link(ipr, entry.uplink)
         if link is not None:
@@ -582,6 +759,7 @@ def _remove_locked(ipr, vif: str, host: HostSettings,
                 ipr, link.index, entry.classid,
                 f"htb leaf class {tcadapter.handle_str(entry.classid)} of {vif} "
                 f"on {entry.uplink}")
+            _step("remove-leaf")
     vif_link = None if keep_tbf else tcadapter.get_link(ipr, vif)
     if vif_link is not None:
         handle = host.qdisc_major << 16
@@ -589,6 +767,69 @@ def _remove_locked(ipr, vif: str, host: HostSettings,
         if root is not None and root.handle == handle and root.kind == "tbf":
             removed |= tcadapter.del_root_qdisc(ipr, vif_link.index, handle,
                                                 f"tbf root qdisc on {vif}")
+            _step("remove-tbf")
+    cmds = nftadapter.remove_entry_cmds(vif, state)
+    if cmds:
+        nftadapter.run(cmds, f"removing the nftables entry of {vif}", nft)
+        removed = True
+        _step("remove-entry")
+    return removed
+
+
+def repair_uplink(ipr, link: tcadapter.LinkInfo, host: HostSettings,
+                  state: nftadapter.TableState, sweep_leaves: bool = False) -> List[str]:
+    """Repair what an interrupted run left on the uplink ``link``, under the lock.
+
+    Our HTB root without its root or default class (killed while building the
+    tree) is removed when no entry uses the uplink (the kernel's default qdisc
+    comes back): three netlink requests. With ``sweep_leaves`` also the leaf
+    classes in the leaf range that no entry records: that needs a dump of the
+    uplink's classes (about 0.75 s with 1000 through pyroute2, too slow for
+    every run under the host lock; an apply that is killed never leaves one,
+    its entry comes first). Returns what was removed, one string each (see
+    :func:`cleanup_orphans`); logs each as a warning.
+    """
+    handle = host.qdisc_major << 16
+    root = tcadapter.get_root_qdisc(ipr, link.index)
+    if root is None or root.kind != "htb" or root.handle != handle:
+        return []
+    if sweep_leaves:
+        removed = _repair_tree(ipr, link, host, state)
+    elif (tcadapter.get_class(ipr, link.index, handle | ROOT_MINOR) is None
+          or tcadapter.get_class(ipr, link.index, handle | DEFAULT_MINOR) is None):
+        removed = _repair_tree(ipr, link, host, state)
+    else:
+        removed = []
+    for what in removed:
+        log.warning("vif-qos: removed %s: no entry records it (left by an "
+                    "interrupted run, or its entry went with a flushed table)", what)
+    return removed
+
+
+def _repair_tree(ipr, link: tcadapter.LinkInfo, host: HostSettings,
+                 state: nftadapter.TableState) -> List[str]:
+    handle = host.qdisc_major << 16
+    recorded = {(e.uplink, e.classid) for e in state.entries.values()}
+    classes = tcadapter.dump_classes(ipr, link.index)
+    ids = {c.classid for c in classes}
+    removed: List[str] = []
+    if not {handle | ROOT_MINOR, handle | DEFAULT_MINOR} <= ids:
+        if not any(e.uplink == link.name for e in state.entries.values()):
+            # Killed between our root qdisc and its default class: frames pass
+            # direct, unshaped (an older vif-qos made it with direct_qlen 0: it
+            # dropped them all). Nothing uses it: the kernel's default comes back.
+            what = f"htb {tcadapter.handle_str(handle)} on {link.name} (incomplete tree)"
+            if tcadapter.del_root_qdisc(ipr, link.index, handle, what):
+                removed.append(what)
+            return removed
+    for c in classes:
+        minor = c.classid & 0xFFFF
+        if (c.level == 0 and c.classid >> 16 == host.qdisc_major
+                and host.classid_min <= minor <= host.classid_max
+                and (link.name, c.classid) not in recorded):
+            what = f"leaf {tcadapter.handle_str(c.classid)} on {link.name}"
+            if tcadapter.del_class(ipr, link.index, c.classid, what):
+                removed.append(what)
     return removed
 
 
@@ -619,10 +860,10 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
     """
     host = host or HostSettings()
     gone: List[str] = []
+    ipr = tcadapter.open_ipr()  # imports pyroute2: before the lock, not under it
+    nft = nftadapter.open_ctx()
     with alloc.host_lock():
-        ipr = tcadapter.open_ipr()
         try:
-            nft = nftadapter.open_ctx()
             state = nftadapter.read_table(ctx=nft)
             for vif in sorted(state.entries):
                 if tcadapter.get_link(ipr, vif) is None:
@@ -630,11 +871,6 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
                     ledger.forget(vif)
                     state = nftadapter.read_table(ctx=nft)
                     gone.append(vif)
-            if not state.exists:
-                log.warning("vif-qos: table bridge %s is absent (nft flush ruleset?): "
-                            "tbfs of vif-qos on netdevs are kept, they may be live "
-                            "guests' inbound shaping; bring those guests online again",
-                            nftadapter.TABLE)
             gone += _remove_leftovers(ipr, host, state)
         finally:
             ipr.close()
@@ -643,32 +879,28 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
 
 def _remove_leftovers(ipr, host: HostSettings, state: nftadapter.TableState) -> List[str]:
     handle = host.qdisc_major << 16
-    recorded = {(e.uplink, e.classid) for e in state.entries.values()}
     shaped_in = {e.vif for e in state.entries.values() if e.inbound}
     removed: List[str] = []
-    for q in tcadapter.dump_qdiscs(ipr):
+    qdiscs = tcadapter.dump_qdiscs(ipr)
+    if not state.exists:
+        kept = [q for q in qdiscs if q.parent == tcadapter.TC_H_ROOT
+                and q.handle == handle and q.kind == "tbf"]
+        if kept:  # our TBFs without our table: it was deleted under live guests
+            log.warning("vif-qos: table bridge %s is absent while %d netdev(s) carry "
+                        "vif-qos's tbf (nft flush ruleset?): those tbfs are kept, they "
+                        "may be live guests' inbound shaping; bring those guests "
+                        "online again", nftadapter.TABLE, len(kept))
+        else:  # no guest shaped since boot (or since the last one left)
+            log.debug("vif-qos: table bridge %s does not exist (yet): nothing is "
+                      "classified", nftadapter.TABLE)
+    for q in qdiscs:
         if q.parent != tcadapter.TC_H_ROOT or q.handle != handle:
             continue
         link = tcadapter.get_link_by_index(ipr, q.index)
         if link is None:
             continue
         if q.kind == "htb":
-            classes = tcadapter.dump_classes(ipr, q.index)
-            if (not any(c.classid == handle | DEFAULT_MINOR for c in classes)
-                    and not any(e.uplink == link.name for e in state.entries.values())):
-                # An apply killed between our root qdisc and its default class:
-                # with direct_qlen 0 this root drops every frame of the uplink.
-                what = f"htb {tcadapter.handle_str(handle)} on {link.name} (incomplete tree)"
-                if tcadapter.del_root_qdisc(ipr, q.index, handle, what):
-                    removed.append(what)
-                continue
-            for c in classes:
-                minor = c.classid & 0xFFFF
-                if (c.level == 0 and host.classid_min <= minor <= host.classid_max
-                        and (link.name, c.classid) not in recorded):
-                    what = f"leaf {tcadapter.handle_str(c.classid)} on {link.name}"
-                    if tcadapter.del_class(ipr, q.index, c.classid, what):
-                        removed.append(what)
+            removed += _repair_tree(ipr, link, host, state)
         elif q.kind == "tbf" and state.exists and link.name not in shaped_in:
             what = f"tbf {tcadapter.handle_str(handle)} on {link.name}"
             if tcadapter.del_root_qdisc(ipr, q.index, handle, what):

@@ -106,7 +106,10 @@ class Entry:
 
     ``classid`` is the HTB leaf (``major<<16|minor``) or None; ``mark`` the value
     set within the mask, or None; ``uplink`` the netdev carrying the leaf;
-    ``pool`` the name of the pool whose class is the leaf's parent, or None.
+    ``pool`` the name of the pool whose class is the leaf's parent, or None;
+    ``owner`` the guest that made it, ``"domid.devid"``, and ``ifindex`` the
+    netdev it was made for, or None (entries written before they were recorded,
+    or a comment too long for them).
     """
 
     vif: str
@@ -118,6 +121,8 @@ class Entry:
     packets: int = 0
     bytes: int = 0
     pool: Optional[str] = None
+    owner: Optional[str] = None
+    ifindex: Optional[int] = None
 
     @property
     def chain(self) -> str:
@@ -135,6 +140,12 @@ class Entry:
             parts.append(f"mark={self.mark:#x}")
         parts.append(f"inbound={int(self.inbound)}")
         text = COMMENT_PREFIX + " ".join(parts)
+        # dom= and ifindex= only when they fit (names of 15 bytes): without them
+        # the entry is matched by name alone, as before they were recorded.
+        if self.owner is not None and self.ifindex is not None:
+            extra = f" dom={self.owner} ifindex={self.ifindex}"
+            if len(text) + len(extra) <= COMMENT_MAX_CHARS:
+                text += extra
         # pool= only when it fits (a long pool name): without it the pool's
         # class is found by its place in the policy, as before pool= existed.
         if self.pool and len(text) + len(self.pool) + 6 <= COMMENT_MAX_CHARS:
@@ -147,6 +158,8 @@ def chain_name(vif: str) -> str:
 
 
 _WORD = re.compile(r"(\w+)=(\S+)")
+_OWNER = re.compile(r"[0-9]{1,10}\.[0-9]{1,10}")
+_DIGITS = re.compile(r"[0-9]{1,10}")
 
 
 def parse_comment(comment: str) -> Optional[Entry]:
@@ -159,7 +172,10 @@ def parse_comment(comment: str) -> Optional[Entry]:
     return Entry(vif=fields["vif"], bridge=fields.get("bridge"),
                  uplink=fields.get("uplink"), classid=_classid(fields.get("classid")),
                  mark=_hex(fields.get("mark"), 0xFFFFFFFF),
-                 inbound=fields.get("inbound") == "1", pool=fields.get("pool"))
+                 inbound=fields.get("inbound") == "1", pool=fields.get("pool"),
+                 owner=fields.get("dom") if _OWNER.fullmatch(fields.get("dom", "")) else None,
+                 ifindex=int(fields["ifindex"]) if _DIGITS.fullmatch(
+                     fields.get("ifindex", "")) else None)
 
 
 def _hex(text: Optional[str], top: int) -> Optional[int]:
@@ -327,6 +343,18 @@ def remove_entry_cmds(vif: str, state: TableState) -> List[dict]:
         cmds.append({"flush": {"chain": dict(_T, name=chain)}})
         cmds.append({"delete": {"chain": dict(_T, name=chain)}})
     return cmds
+
+
+def entry_removal_cmds(vif: str) -> List[dict]:
+    """Delete the vif's map element and chain, which exist (just added)."""
+    chain = chain_name(vif)
+    return [{"delete": {"element": dict(_T, name=MAP, elem=[vif])}},
+            {"flush": {"chain": dict(_T, name=chain)}},
+            {"delete": {"chain": dict(_T, name=chain)}}]
+
+
+def delete_table_cmds() -> List[dict]:
+    return [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}]
 
 
 def check_support() -> None:

@@ -139,22 +139,22 @@ def ticks_to_size(ticks: int, rate_bytes_per_s: int) -> int:
 # Requests
 # --------------------------------------------------------------------------
 
-def add_htb_qdisc(ipr, index: int, handle: int, default_minor: int, what: str) -> None:
+def add_htb_qdisc(ipr, index: int, handle: int, default_minor: int, what: str,
+                  direct_qlen_packets: int = 0) -> None:
     """Add an HTB root qdisc ``handle`` (``major<<16``) with ``default default_minor``.
 
     Uses NLM_F_EXCL: the kernel itself refuses if a non-default root qdisc exists.
     ``r2q`` 10 and version 3 as tc sets them (tc/q_htb.c).
 
-    ``direct_qlen`` is 0: between this qdisc's creation and its default class's, a
-    frame that finds no class would be sent *direct*, unshaped
-    (``net/sched/sch_htb.c: htb_classify`` returns ``HTB_DIRECT`` and
-    ``htb_enqueue`` queues it while ``direct_queue.qlen < direct_qlen``); with 0 it
-    is dropped instead, so ``direct_packets_stat`` stays 0.
+    ``direct_qlen_packets``: how many frames that find no class (no default class
+    yet) may wait to be sent *direct*, unshaped; beyond it they are dropped
+    (``net/sched/sch_htb.c: htb_classify`` returns ``HTB_DIRECT``, ``htb_enqueue``
+    queues it while ``direct_queue.qlen < direct_qlen``). 0 drops them all.
     """
     options = nl.encode_attrs([
         (nl.TCA_HTB_INIT, nl.HTB_GLOB.pack(version=3, rate2quantum=10,
                                            defcls=default_minor)),
-        (nl.TCA_HTB_DIRECT_QLEN, nl.u32(0))])
+        (nl.TCA_HTB_DIRECT_QLEN, nl.u32(int(direct_qlen_packets)))])
     nl.tc_request(ipr, nl.RTM_NEWQDISC, nl.FLAGS_ADD, index=index, handle=handle,
                   parent=TC_H_ROOT, kind="htb", options=options, what=what)
 

@@ -33,6 +33,14 @@ SYSLOG_TAG = "vif-qos"
 _LEVELS = {"debug": 7, "info": 6, "notice": 5, "warning": 4, "err": 3}
 
 
+def syslog_text(line: str) -> str:
+    """``line`` as text ``syslog.syslog`` takes: bytes that were not UTF-8 (kept as
+    surrogate escapes from a file name, xenstore or argv: ``syslog.syslog`` raised
+    UnicodeEncodeError on them) written as ``\\xe9``, NUL as ``\\x00``."""
+    raw = line.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace").replace("\0", "\\x00")
+
+
 class HotplugLog:
     """Log lines for one hotplug run.
 
@@ -102,8 +110,8 @@ class HotplugLog:
             if self._syslog is None:
                 syslog.openlog(SYSLOG_TAG, syslog.LOG_PID, syslog.LOG_DAEMON)
                 self._syslog = syslog
-            syslog.syslog(syslog.LOG_DAEMON | _LEVELS.get(level, 6), line)
-        except (ImportError, OSError):  # pragma: no cover - no syslog at all
+            syslog.syslog(syslog.LOG_DAEMON | _LEVELS.get(level, 6), syslog_text(line))
+        except (ImportError, OSError, ValueError):  # pragma: no cover - no syslog at all
             self.use_syslog = False
 
     def _to_file(self, level: str, line: str) -> None:
@@ -116,12 +124,12 @@ class HotplugLog:
                 pass  # no /var/log/xen (Xen not started): stderr below
             else:
                 try:
-                    os.write(fd, text.encode("utf-8", errors="replace"))
+                    os.write(fd, syslog_text(text).encode("utf-8"))
                 finally:
                     os.close(fd)
                 return
         try:
-            self.stderr.write(text)
+            self.stderr.write(syslog_text(text))
             self.stderr.flush()
         except (OSError, ValueError):
             pass

@@ -33,8 +33,11 @@ bad input, 1 otherwise) -- unless the policy's ``on_failure = warn``, which logs
 warning and exits 0 with the vif unshaped. ``offline``/``remove`` are best effort
 and always exit 0, also when the netdev is already gone or ``online`` never ran.
 
-A whole run has a time budget (``VIF_QOS_HOTPLUG_TIMEOUT``, default 30 s, inside
-libxl's 40 s): past it ``online``/``add`` fail with that reason, undone.
+A whole run has a time budget for its own work (``VIF_QOS_HOTPLUG_TIMEOUT``,
+default 30 s): past it ``online``/``add`` fail with that reason, undone. Waiting
+for the host lock while other guests' runs take their turn does not count, up to
+a wall of 36 s (libxl kills the script at 40 s); a lock held still for the whole
+budget (a stuck run) does.
 
 Environment knobs: ``VIF_QOS_CONFIG`` (the policy file, default
 ``/etc/xen/vif-qos.conf``, see :mod:`vif_qos.config.policy`), ``VIF_QOS_XENSTORE_TIMEOUT``
@@ -49,6 +52,7 @@ import os
 import re
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional,
@@ -77,6 +81,10 @@ DEFAULT_XENSTORE_TIMEOUT_S = 5.0
 DEFAULT_HOTPLUG_TIMEOUT_S = 30.0
 #: Budget of undoing a failed apply, seconds.
 UNDO_TIMEOUT_S = 5.0
+#: Wall time after which a run gives up even while the host lock still moves,
+#: seconds: libxl's 40 s less what vif-bridge and Python's start-up take first.
+HARD_WALL_S = 36.0
+LOCK_WAIT_WHERE = "$VIF_QOS_RUN_DIR/lock, default /run/vif-qos/lock"
 
 # [0-9], not \d (which takes any Unicode digit); used with fullmatch (a '$' would let
 # a trailing newline through).
@@ -139,18 +147,41 @@ class HotplugTimeout(EnvironmentProblem):
 
 
 @contextmanager
-def deadline(seconds: float, what: str) -> Iterator[None]:
-    """Raise :class:`HotplugTimeout` in the block after ``seconds`` (SIGALRM).
+def deadline(seconds: float, what: str,
+             hard_wall_s: float = HARD_WALL_S) -> Iterator[None]:
+    """Raise :class:`HotplugTimeout` in the block once its own work took ``seconds``.
 
-    Only in the main thread (signals); elsewhere, or with ``seconds <= 0``, no limit.
+    Time spent waiting for the host lock while the lock changes hands (other
+    guests' runs ahead in the queue: :data:`vif_qos.kernel.alloc.LOCK_WAIT`) is
+    not counted, up to ``hard_wall_s`` of wall time (libxl kills the script at
+    40 s); a lock that does not change hands for ``seconds`` (a stuck holder)
+    ends the wait. SIGALRM: only in the main thread; elsewhere, or with
+    ``seconds <= 0``, no limit.
     """
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
+    from vif_qos.kernel.alloc import LOCK_WAIT
+
+    start = time.monotonic()
+    waited_before = LOCK_WAIT.total_s()
+    wall = max(seconds, hard_wall_s)
 
     def on_alarm(signum, frame):
-        raise HotplugTimeout(f"{what} did not finish within {seconds:g} s "
-                             "(libxl kills a hotplug script after 40 s)")
+        elapsed = time.monotonic() - start
+        own = elapsed - (LOCK_WAIT.total_s() - waited_before)
+        stalled = LOCK_WAIT.stalled_s()
+        if stalled >= seconds:
+            raise HotplugTimeout(f"{what} did not finish: the host lock "
+                                 f"({LOCK_WAIT_WHERE}) did not change hands for "
+                                 f"{stalled:.0f} s (a stuck vif-qos run?)")
+        if own >= seconds or elapsed >= wall:
+            raise HotplugTimeout(f"{what} did not finish within {seconds:g} s of its "
+                                 f"own work ({elapsed:.0f} s in all, {elapsed - own:.0f} "
+                                 "s waiting for the host lock; libxl kills a hotplug "
+                                 "script after 40 s)")
+        signal.setitimer(signal.ITIMER_REAL, max(0.05, min(
+            seconds - own, wall - elapsed, seconds - stalled)))
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -381,14 +412,15 @@ def _plan_for_facts(facts: VifFacts, policy: "Policy") -> "VifPlan":
     return plan_for_facts(facts, policy)
 
 
-def _apply_vif(plan: "VifPlan") -> "Applied":
+def _apply_vif(plan: "VifPlan", owner: Optional[Tuple[int, int]] = None) -> "Applied":
     from vif_qos.kernel.apply import apply_vif
-    return apply_vif(plan)
+    return apply_vif(plan, owner=owner)
 
 
-def _remove_vif(vif: str, host: Optional["HostSettings"] = None) -> bool:
+def _remove_vif(vif: str, host: Optional["HostSettings"] = None,
+                owner: Optional[Tuple[int, int]] = None, only_if_gone: bool = False) -> bool:
     from vif_qos.kernel.apply import remove_vif
-    return remove_vif(vif, host=host)
+    return remove_vif(vif, host=host, owner=owner, only_if_gone=only_if_gone)
 
 
 def _cleanup_orphans(host: Optional["HostSettings"] = None) -> List[str]:
@@ -491,7 +523,9 @@ def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, s
     except VifQosError as err:
         log.error(err.one_line())
         if command in UP_COMMANDS:
-            # Without a valid XENBUS_PATH there is nowhere to write hotplug-error.
+            # With a valid XENBUS_PATH (a bad vif or dev= beside it) xl still gets
+            # the reason; without one there is nowhere to write hotplug-error.
+            _report_bad_invocation(command, argv, env, err, services, log)
             return err.exit_status
         return 0
     if inv is None:
@@ -516,6 +550,31 @@ def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, s
             return 0
 
 
+def _report_bad_invocation(command: str, argv: Sequence[str], env: Mapping[str, str],
+                           err: VifQosError, services: Optional[Services],
+                           log: HotplugLog) -> None:
+    """Write ``err`` as hotplug-error when the run's XENBUS_PATH is a valid vif
+    backend path (or, for the tap, INTERFACE names one)."""
+    _cmd, words = parse_words(command, argv)
+    merged = dict(env, **words)
+    path = merged.get("XENBUS_PATH", "")
+    try:
+        if (merged.get("type_if") or "vif") == "tap":
+            domid, devid = tap_ids(merged.get("INTERFACE", ""))
+            path = f"/local/domain/0/backend/vif/{domid}/{devid}"
+        else:
+            xenbus_ids(path)
+    except VifQosError:
+        return
+    try:
+        xenstore = (services or default_services(env)).xenstore
+        xenstore.write_many([(f"{path}/hotplug-error",
+                              _fit_xenstore(f"vif-qos: {err.one_line()}")),
+                             (f"{path}/hotplug-status", "error")])
+    except Exception as xs_err:
+        log.error(f"could not write hotplug-error: {_one_line(xs_err)}")
+
+
 def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog,
               budget_s: float = DEFAULT_HOTPLUG_TIMEOUT_S) -> int:
     policy = None
@@ -537,7 +596,10 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
             for name, source in sorted((getattr(plan, "sources", None) or {}).items()):
                 log.debug(f"{name} from {source}")
             applied_to = facts.vif
-            sv.apply_vif(plan)
+            sv.apply_vif(plan, owner=(inv.domid, inv.devid))
+        from vif_qos.kernel.alloc import LOCK_WAIT
+        log.debug(f"host lock: waited {LOCK_WAIT.total_s() * 1000:.0f} ms, held "
+                  f"{LOCK_WAIT.held_s * 1000:.0f} ms")
         if plan.inbound is None and plan.outbound is None:
             log.info("not shaped: no limit is set for this vif (stale shaping removed)")
         else:
@@ -554,8 +616,10 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
             applied_to = known_vif
         if applied_to is not None:
             try:
-                with deadline(UNDO_TIMEOUT_S, "undoing the partial shaping"):
-                    sv.remove_vif(applied_to, host=getattr(policy, "host", None))
+                with deadline(UNDO_TIMEOUT_S, "undoing the partial shaping",
+                              hard_wall_s=UNDO_TIMEOUT_S):
+                    sv.remove_vif(applied_to, host=getattr(policy, "host", None),
+                                  owner=(inv.domid, inv.devid))
             except Exception as undo_err:
                 log.warning(f"undoing the partial shaping failed: {_one_line(undo_err)}")
         if warn:
@@ -571,6 +635,11 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
         return status or 1
 
 
+#: What offline/remove logs when nothing of vif-qos holds the vif (any more).
+NOTHING_LEFT = ("no shaping left to remove (already removed when the netdev went, or "
+                "never shaped)")
+
+
 def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog) -> int:
     name = inv.hook_dev
     if name is None:
@@ -581,7 +650,9 @@ def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugL
             log.warning(f"backend vifname not readable ({_one_line(err)}); using {name}")
     log.context = f"{inv.command} {name}"
     if _nothing_recorded(sv, name):
-        log.info("nothing of vif-qos was left to remove")
+        # The usual case on a real Xen host: netback freed the netdev first and
+        # udev's cleanup --vif already took the shaping (and its ledger note) away.
+        log.info(NOTHING_LEFT)
         return 0
     host = None
     try:
@@ -590,8 +661,11 @@ def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugL
     except Exception as err:
         log.warning(f"policy not loaded ({_one_line(err)}); removing with built-in settings")
     try:
-        removed = sv.remove_vif(name, host=host)
-        log.info("shaping removed" if removed else "nothing of vif-qos was left to remove")
+        removed = sv.remove_vif(name, host=host, owner=(inv.domid, inv.devid))
+        if removed:
+            log.info("shaping removed")
+        else:
+            log.info(NOTHING_LEFT)
     except Exception as err:
         log.warning(f"removal incomplete (udev's vif-qos cleanup will retry): {_one_line(err)}")
     return 0
