@@ -66,6 +66,14 @@ for i in range(count):
 """
 
 
+def direct_packets(ns: str, dev: str = UPLINK) -> int:
+    """The uplink HTB's direct_packets_stat: frames sent without a class. Only
+    frames in the moment the tree is made, before its default class exists, can
+    go there (a direct queue, so that moment drops nothing); none afterwards."""
+    htb = [q for q in tc_json(ns, "-s", "qdisc", "show", "dev", dev) if q.get("root")][0]
+    return htb["options"]["direct_packets_stat"]
+
+
 def ping(ns: str, dest: str, count: int = 3) -> None:
     """Send ``count`` UDP datagrams to ``dest`` port 9 from namespace ``ns``
     (the first one makes the sender resolve ARP/NDP)."""

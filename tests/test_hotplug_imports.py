@@ -45,7 +45,7 @@ def test_nothing_recorded_loads_no_netlink_library(namespaces, tmp_path, ledger)
         (run_dir / "vifs").mkdir(parents=True)
     result = run_in(namespaces, str(run_dir), tmp_path)
     assert result == {"rc": [0, 0, 0], "loaded": []}
-    assert "nothing of vif-qos was left to remove" in (tmp_path / "hotplug.log").read_text()
+    assert "no shaping left to remove" in (tmp_path / "hotplug.log").read_text()
 
 
 @pytest.mark.kernel

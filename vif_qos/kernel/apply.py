@@ -73,7 +73,7 @@ NETBACK_VIF_MAC = "fe:ff:ff:ff:ff:ff"
 #: default classes can be made (a class needs its qdisc), so with 0 an apply
 #: killed in between left an uplink that dropped every frame; measured with
 #: 1000 the frames pass unshaped until the default class exists, and from then
-#: on nothing goes direct (direct_packets_stat stays 0). HTB has no change
+#: on nothing goes direct (direct_packets_stat stops growing). HTB has no change
 #: operation: the value is set once, when the root is made.
 DIRECT_QLEN_PACKETS = 1000
 #: The points at which ``VIF_QOS_TEST_KILL_AT`` can kill an apply or a removal.
@@ -927,8 +927,8 @@ def status() -> dict:
     (``classified`` packets/bytes from the vif), its HTB leaf on the uplink
     (rates in bits/s, sent bytes/packets, drops) and the vif's root qdisc (a TBF
     when inbound is shaped). Per uplink: our HTB root qdisc and its
-    ``direct_packets`` (must stay 0: see :func:`~vif_qos.kernel.tc.add_htb_qdisc`).
-    Takes no lock: a reader.
+    ``direct_packets`` (must not grow once the tree is built). Takes no
+    lock: a reader.
     """
     state = nftadapter.read_table(full=True)
     vifs, uplinks = [], {}
