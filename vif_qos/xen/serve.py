@@ -311,6 +311,16 @@ def handle_connection(conn: socket.socket, policy_now, service_log: HotplugLog) 
     uid = peer_uid(conn)
     if uid != 0:
         service_log.warning(f"refused a request from uid {uid} (only root may ask)")
+        # Take the request off the socket first (unread, nothing is acted on): a
+        # unix socket closed with unread data resets the peer, which would then
+        # never read why it was refused.
+        conn.settimeout(1.0)
+        try:
+            _unread, fd = _receive(conn)
+            if fd is not None:
+                os.close(fd)
+        except Exception:
+            pass
         _send(conn, encode_reply("refused", f"peer uid {uid} is not root"))
         return
     conn.settimeout(REQUEST_TIMEOUT_S)
