@@ -372,47 +372,24 @@ def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
                            f"({plan.name}) on {dev}", undo, is_new)
 
 
-def _add_leaf(ipr, link: tcadapter.LinkInfo, plan: VifPlan, host: HostSettings,
-              state: nftadapter.TableState, parent: int) -> int:
-    """Allocate a leaf classid and add the class; returns the classid.
-
-    The minor is the lowest one no entry of our table records. A class left
-    with that minor by an apply that was killed midway makes the add fail with
-    EEXIST; then every class on the uplink is counted too and the add retried.
-    """
-    major = plan.uplink.qdisc_major
+def _free_classid(major: int, host: HostSettings, state: nftadapter.TableState) -> int:
+    """The lowest leaf classid of qdisc ``major`` that no entry of our table records
+    (allocation is derived from the kernel's record, under the host lock)."""
     used = [e.classid & 0xFFFF for e in state.entries.values()
             if e.classid is not None and e.classid >> 16 == major]
-    out = plan.outbound
-    for attempt in (1, 2):
-        minor = alloc.allocate_minor(used, host.classid_min, host.classid_max)
-        classid = (major << 16) | minor
-        what = (f"htb leaf class {tcadapter.handle_str(classid)} of {plan.vif} "
-                f"on {link.name}")
-        try:
-            tcadapter.set_htb_class(
-                ipr, link.index, classid, parent, mode="add", what=what,
-                rate_bits_per_s=out.rate_bits_per_s,
-                ceil_bits_per_s=out.ceil_bits_per_s, burst_bytes=out.burst_bytes,
-                cburst_bytes=out.cburst_bytes, quantum_bytes=out.quantum_bytes)
-            return classid
-        except KernelError as err:
-            if getattr(err, "errno", None) != tcadapter.EEXIST or attempt == 2:
-                raise
-            log.warning("vif-qos: %s: %s exists without an entry (left by an "
-                        "interrupted apply?); allocating around it", plan.vif, what)
-            used += [c.classid & 0xFFFF for c in tcadapter.dump_classes(ipr, link.index)
-                     if c.classid >> 16 == major]
-    raise AssertionError("unreachable")  # pragma: no cover
+    return (major << 16) | alloc.allocate_minor(used, host.classid_min, host.classid_max)
 
 
-# --------------------------------------------------------------------------
-# Public API
-# --------------------------------------------------------------------------
+def _add_leaf(ipr, link: tcadapter.LinkInfo, plan: VifPlan, host: HostSettings,
+              state: nftadapter.TableState, parent: int) -> int:
+    """Allocate a leaf classid (:func:`_free_classid`) and add the class
+    (:func:`_add_recorded_leaf`); returns the classid."""
+    return _add_recorded_leaf(ipr, link, plan,
+                              _free_classid(plan.uplink.qdisc_major, host, state), parent)
 
 
 def _add_recorded_leaf(ipr, link: tcadapter.LinkInfo, plan: VifPlan, classid: int,
-              parent: int) -> int:
+                       parent: int) -> int:
     """Add the leaf ``classid`` the entry records; returns it.
 
     No entry records the classid (it was allocated from the entries under the
@@ -579,10 +556,7 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings,
             _ensure_tree(ipr, link, plan.uplink, undo, pool_minors)  # completes it
             admission.check_leaf(ipr, link, parent, plan.vif,
                                  plan.outbound.rate_bits_per_s, host)
-            used = [e.classid & 0xFFFF for e in state.entries.values()
-                    if e.classid is not None and e.classid >> 16 == major]
-            classid = (major << 16) | alloc.allocate_minor(used, host.classid_min,
-                                                           host.classid_max)
+            classid = _free_classid(major, host, state)
 
         mark = None
         if host.mark_mask:
