@@ -832,11 +832,14 @@ class SimHost:
         return out, err, proc.returncode
 
     def _reap(self, procs: Sequence[subprocess.Popen]) -> None:
-        """Kill what still runs of ``procs`` and forget them all."""
+        """Kill what still runs of ``procs``, close their pipes, forget them all."""
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
             with self._lock:
                 if proc in self._procs:
                     self._procs.remove(proc)
@@ -894,15 +897,7 @@ class SimHost:
             stop.set()
             if thread.is_alive():
                 thread.join(timeout=5)
-            for proc in (server, client):
-                if proc is None:
-                    continue
-                if proc.poll() is None:
-                    proc.kill()
-                proc.communicate()
-                with self._lock:
-                    if proc in self._procs:
-                        self._procs.remove(proc)
+            self._reap([proc for proc in (server, client) if proc is not None])
 
     def rtt_under_load(self, guest: SimGuest, direction: Optional[str], family: int = 4,
                        flows: int = 32, warmup_s: float = 1.5, ping_s: float = 3.0,
