@@ -850,7 +850,9 @@ class SimHost:
         """Run one iperf3 TCP ``flow`` (at most ``seconds``, whole seconds) while the
         block runs, sampling the shaped interface's tx byte counter in dom0 every
         ``sample_s`` (a sample whose read took over ``MAX_SAMPLE_READ_S`` is
-        dropped: its time is uncertain); yields the list of ``(monotonic time, tx_bytes)`` samples, which
+        dropped: its time is uncertain); yields the list of ``(monotonic time,
+        wire bytes)`` samples (:func:`gso_wire_bytes`: the flow's GSO packets
+        counted as the segments the wire carries), which
         grows while the block runs (the block may change the shaping meanwhile).
         Leaving the block stops sampling and kills the flow.
 
@@ -872,11 +874,12 @@ class SimHost:
             try:
                 while not stop.is_set():
                     before = time.monotonic()
-                    t, c = reader.read(wire)
+                    t, c = reader.read_with_segments(wire)
                     # A read the scheduler interrupted (a loaded machine) has a
                     # timestamp up to its length away from the counter's: dropped.
                     if time.monotonic() - before <= MAX_SAMPLE_READ_S:
-                        samples.append((t, c["tx_bytes"]))
+                        samples.append((t, gso_wire_bytes(c["tx_bytes"], c["tx_packets"],
+                                                          c["segments"], flow.family)))
                     stop.wait(sample_s)
             finally:
                 reader.close()
