@@ -85,7 +85,8 @@ echo 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"' >> "$root/e
 mkdir -p "$root/var/log/xen/console"
 # The scenarios start every guest themselves: no xendomains at boot, no timers.
 for unit in xendomains.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
-            fstrim.timer systemd-timesyncd.service; do
+            fstrim.timer systemd-timesyncd.service serial-getty@hvc0.service \
+            getty@tty1.service; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
 done
 install -m 0644 "$here/dom0/xentest.service" "$root/etc/systemd/system/xentest.service"
@@ -97,4 +98,4 @@ umount "$root/proc"; mounted=""
 
 echo "build-base: dom0.img (mkfs.ext4 -d)" >&2
 size_mb=$(( $(du -sm "$root" | cut -f1) + 768 ))
-mkfs.ext4 -q -F -L xentest-dom0 -d "$root" "$out/dom0.img" "${size_mb}M"
+mkfs.ext4 -q -F -L xentest-dom0 -d "$root" "$out/dom0.img" "${size_mb}M" > /dev/null

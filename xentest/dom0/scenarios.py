@@ -84,14 +84,16 @@ T0 = time.monotonic()
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 300, quiet: bool = False,
-       ns: str = "") -> subprocess.CompletedProcess:
-    """Run a command (in namespace ``ns``), log it with its duration."""
+       ns: str = "", silent: bool = False) -> subprocess.CompletedProcess:
+    """Run a command (in namespace ``ns``), log it with its duration.
+
+    ``quiet``: log it only when it fails; ``silent``: never (a probe)."""
     full = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
     start = time.monotonic()
     p = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
                        stdin=subprocess.DEVNULL)
     took = time.monotonic() - start
-    if not quiet or p.returncode != 0:
+    if not silent and (not quiet or p.returncode != 0):
         log(f"$ {' '.join(argv)}  -> {p.returncode} ({took:.1f} s)")
         out = (p.stdout + p.stderr).strip()
         if out and (p.returncode != 0 or not quiet):
@@ -168,28 +170,36 @@ rc=$?
 echo "$1 $start $(cut -d' ' -f1 /proc/uptime) $rc" >> """ + TIMING_FILE + """
 exit $rc
 """, 0o755)
+    for name in GUESTS:
+        if name != "xt-bad":    # scenario 4 writes it, and removes it after
+            write_domain_config(name)
+
+
+def write_domain_config(name: str) -> str:
     kernels = sorted(glob.glob("/boot/vmlinuz-*"))
     if not kernels:
         raise Failure("no /boot/vmlinuz-* in dom0")
-    for name, (ip, port, mac, vifopts, qos) in GUESTS.items():
-        lines = [f'name = "{name}"', f'kernel = "{kernels[-1]}"', f'ramdisk = "{RAMDISK}"',
-                 f'extra = "console=hvc0 quiet vq_ip={ip} vq_peer={PEER_IP} vq_port={port}"',
-                 "memory = 96", "vcpus = 1",
-                 f"vif = [ 'mac={mac}0,bridge={BRIDGE}{vifopts}' ]"]
-        if qos:
-            lines.append("qos = [ " + ", ".join(f"'{q}'" for q in qos) + " ]")
-        write_file(f"{AUTO_DIR}/{name}.cfg", "\n".join(lines) + "\n")
+    ip, port, mac, vifopts, qos = GUESTS[name]
+    lines = [f'name = "{name}"', f'kernel = "{kernels[-1]}"', f'ramdisk = "{RAMDISK}"',
+             f'extra = "console=hvc0 quiet vq_ip={ip} vq_peer={PEER_IP} vq_port={port}"',
+             "memory = 96", "vcpus = 1",
+             f"vif = [ 'mac={mac}0,bridge={BRIDGE}{vifopts}' ]"]
+    if qos:
+        lines.append("qos = [ " + ", ".join(f"'{q}'" for q in qos) + " ]")
+    path = f"{AUTO_DIR}/{name}.cfg"
+    write_file(path, "\n".join(lines) + "\n")
+    return path
 
 
 # -- reading dom0 -----------------------------------------------------------------
 
 def domid_of(name: str):
-    p = sh("xl", "domid", name, check=False, quiet=True)
+    p = sh("xl", "domid", name, check=False, silent=True)
     return int(p.stdout.strip()) if p.returncode == 0 else None
 
 
 def xs_read(path: str):
-    p = sh("xenstore-read", path, check=False, quiet=True)
+    p = sh("xenstore-read", path, check=False, silent=True)
     return p.stdout.strip() if p.returncode == 0 else None
 
 
@@ -221,14 +231,14 @@ def tc_rate_bits(word: str) -> int:
 
 def tbf_rate_bits(vif: str):
     """The rate of the TBF root qdisc on ``vif`` (tc's text), or None."""
-    p = sh("tc", "qdisc", "show", "dev", vif, "root", check=False, quiet=True)
+    p = sh("tc", "qdisc", "show", "dev", vif, "root", check=False, silent=True)
     m = re.search(r"qdisc tbf \S+ root .*?rate (\S+)", p.stdout)
     return tc_rate_bits(m.group(1)) if m else None
 
 
 def htb_class(classid: str):
     """(rate, ceil, parent) of an HTB class on the uplink (tc's text), or None."""
-    p = sh("tc", "class", "show", "dev", UPLINK, "classid", classid, check=False, quiet=True)
+    p = sh("tc", "class", "show", "dev", UPLINK, "classid", classid, check=False, silent=True)
     m = re.search(r"class htb (\S+) parent (\S+) .*?rate (\S+) ceil (\S+)", p.stdout)
     if not m:
         return None
@@ -241,7 +251,7 @@ def uplink_classes() -> list:
 
 
 def nft_table() -> str:
-    return sh("nft", "list", "table", "bridge", "vif_qos", check=False, quiet=True).stdout
+    return sh("nft", "list", "table", "bridge", "vif_qos", check=False, silent=True).stdout
 
 
 def nft_rules_text() -> str:
@@ -482,7 +492,11 @@ def scenario4(sc: Scenario, state: dict) -> None:
     classes = uplink_classes()
     vifs = [v["vif"] for v in status_json()["vifs"]]
     nft_before = nft_rules_text()
-    p = sh("xl", "create", f"{AUTO_DIR}/xt-bad.cfg", check=False, timeout=600)
+    cfg = write_domain_config("xt-bad")
+    try:
+        p = sh("xl", "create", cfg, check=False, timeout=600)
+    finally:
+        os.unlink(cfg)
     out = p.stdout + p.stderr
     sc.check(p.returncode != 0, f"xl create xt-bad fails (exit {p.returncode})")
     lines = [l for l in out.splitlines() if "vif-qos:" in l]
@@ -496,7 +510,7 @@ def scenario4(sc: Scenario, state: dict) -> None:
 
 
 def has_command(*words: str) -> bool:
-    return sh("vif-qos", *words, "--help", check=False, quiet=True).returncode == 0
+    return sh("vif-qos", *words, "--help", check=False, silent=True).returncode == 0
 
 
 def scenario5(sc: Scenario, state: dict) -> None:
@@ -602,6 +616,7 @@ def run_all(results: str, only: list) -> int:
         summary.append({"scenario": number, "title": title, "ok": sc.ok, "note": sc.note,
                         "checks": sc.checks, "figures": sc.figures})
         write_file(os.path.join(results, "summary.json"), json.dumps(summary, indent=1))
+        os.sync()   # what is written stays, should QEMU be stopped
     for name in GUESTS:
         if domid_of(name) is not None:
             sh("xl", "destroy", name, check=False)
