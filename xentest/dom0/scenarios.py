@@ -246,8 +246,11 @@ def htb_class(classid: str):
 
 
 def uplink_classes() -> list:
-    p = sh("tc", "class", "show", "dev", UPLINK, check=False, quiet=True)
-    return sorted(re.findall(r"class htb (\S+)", p.stdout))
+    """The guests' leaf classes on the uplink (minor 0x100 and up: the policy's
+    classid_min; the root, default and pool classes below it stay while vif-qos runs)."""
+    p = sh("tc", "class", "show", "dev", UPLINK, check=False, silent=True)
+    return sorted(c for c in re.findall(r"class htb (\S+)", p.stdout)
+                  if int(c.split(":")[1] or "0", 16) >= 0x100)
 
 
 def nft_table() -> str:
@@ -402,7 +405,7 @@ def check_nothing_of(sc: Scenario, vif: str, wait_s: float = 60) -> None:
 
 def check_classes_back(sc: Scenario, baseline: list, what: str) -> None:
     now = uplink_classes()
-    sc.check(now == baseline, f"{what}: classes on {UPLINK} {now}, as before {baseline}")
+    sc.check(now == baseline, f"{what}: leaf classes on {UPLINK} {now}, as before {baseline}")
 
 
 # -- scenarios ------------------------------------------------------------------------
