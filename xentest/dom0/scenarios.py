@@ -456,7 +456,7 @@ def scenario2(sc: Scenario, state: dict) -> None:
 
 
 def scenario3(sc: Scenario, state: dict) -> None:
-    classes0 = state.get("classes0") or uplink_classes()
+    classes0 = state["classes0"] if "classes0" in state else uplink_classes()
     domid = state.get("web")
     if domid is not None:
         p = sh("xl", "shutdown", "-w", "xt-web", check=False, timeout=300)
