@@ -42,8 +42,8 @@ TIMED_SCRIPT = "/etc/xen/scripts/vif-xentest-timed"
 TIMING_FILE = "/run/xentest-timing"
 #: Shaped rates must measure within this fraction of what the plan says.
 TOLERANCE = 0.10
-WARMUP_S = 2.0
-WINDOW_S = 6.0
+WARMUP_S = 3.0
+WINDOW_S = 8.0
 
 POLICY = """\
 # /etc/xen/vif-qos.conf of the real-Xen test host
@@ -54,20 +54,22 @@ POLICY = """\
 
 [pools]
     [[overage]]
-    rate = 3mbit
-    ceil = 3mbit
+    rate = 2mbit
+    ceil = 2mbit
 
 [domains]
     [[xt-heavy*]]
     pool = overage
-    rate_in = 3mbit
+    rate_in = 2mbit
 """
 
 # The scenario guests: name -> (ip, port its sender connects to, mac prefix, vif line
-# options beyond mac/bridge, qos entries by devid).
+# options beyond mac/bridge, qos entries by devid). Rates of 2-3 Mbit/s: an emulated
+# host carries them when the machine is not busy (measured: 4 Mbit/s idle; 0.5-2.7
+# Mbit/s at load averages of 10-40 on 2 cores).
 GUESTS = {
     "xt-web": ("10.99.0.11/24", 5011, "00:16:3e:78:74:1", ",rate=2Mb/s",
-               ["rate_in=4mbit", "rate=3mbit"]),
+               ["rate_in=3mbit", "rate=3mbit"]),
     "xt-heavy": ("10.99.0.12/24", 5012, "00:16:3e:78:74:2", "", []),
     "xt-bad": ("10.99.0.13/24", 5013, "00:16:3e:78:74:3", "", ["rate_in=fast"]),
 }
