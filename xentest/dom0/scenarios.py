@@ -61,15 +61,17 @@ POLICY = """\
     [[xt-heavy*]]
     pool = overage
     rate_in = 2mbit
+    latency = 200ms
 """
 
 # The scenario guests: name -> (ip, port its sender connects to, mac prefix, vif line
 # options beyond mac/bridge, qos entries by devid). Rates of 2-3 Mbit/s: an emulated
 # host carries them when the machine is not busy (measured: 4 Mbit/s idle; 0.5-2.7
-# Mbit/s at load averages of 10-40 on 2 cores).
+# Mbit/s at load averages of 4-40 on 2 cores). TBF queues of 200 ms, not 50: the
+# emulated path's round trip is long, and a queue shorter than it starves TCP.
 GUESTS = {
     "xt-web": ("10.99.0.11/24", 5011, "00:16:3e:78:74:1", ",rate=2Mb/s",
-               ["rate_in=3mbit", "rate=3mbit"]),
+               ["rate_in=3mbit,latency=200ms", "rate=3mbit"]),
     "xt-heavy": ("10.99.0.12/24", 5012, "00:16:3e:78:74:2", "", []),
     "xt-bad": ("10.99.0.13/24", 5013, "00:16:3e:78:74:3", "", ["rate_in=fast"]),
 }
