@@ -140,6 +140,11 @@ def test_netback_probe_and_close_vif_leave_the_nodes_as_real_xen_showed(xs):
     assert not xs.exists("/local/domain/5/device/vif/0")
     assert tool(xs, "xenstore-read", f"{back}/rate").stdout.strip() == "62500,50000"
     xs.close_vif(6, 0)  # no such vif: nothing to do
+    # After xl network-detach the frontend is still there, at state 6.
+    back = xs.seed_vif(7, 1, name="web7")
+    xs.close_vif(7, 1, detach=True)
+    assert xs.read("/local/domain/7/device/vif/1/state") == "6"
+    assert xs.read(f"{back}/hotplug-status") is None
 
 
 def test_permissions_backend_dom0_frontend_guest(xs):

@@ -753,13 +753,16 @@ class XenstoreDouble:
             for key, value in keys:
                 self.store.write(f"{back}/{key}", value)
 
-    def close_vif(self, domid: int, devid: int = 0, backend_domid: int = 0) -> None:
+    def close_vif(self, domid: int, devid: int = 0, backend_domid: int = 0,
+                  detach: bool = False) -> None:
         """Leave the vif's nodes as libxl's ``offline`` run finds them.
 
         Seen under real Xen 4.17 after ``xl shutdown``, ``xl network-detach`` and ``xl
         destroy``: the backend keys still readable with ``online`` = 0 and ``state`` =
-        6 (Closed), no ``hotplug-status``; the frontend directory gone (and the netdev
-        too, which is the caller's to remove: :meth:`vif_qos.sim.net.SimHost.remove_guest`).
+        6 (Closed), no ``hotplug-status`` (a ``hotplug-error`` stays); the netdev gone
+        (the caller's to remove: :meth:`vif_qos.sim.net.SimHost.remove_guest`). The
+        frontend directory is gone after a shutdown or destroy; after
+        ``network-detach`` (``detach``) it is still there, at state 6.
         """
         back = f"/local/domain/{backend_domid}/backend/vif/{domid}/{devid}"
         s = self.store
@@ -768,7 +771,10 @@ class XenstoreDouble:
                 return
             s.write(f"{back}/online", "0")
             s.write(f"{back}/state", "6")
-            for path in (f"{back}/hotplug-status", f"/local/domain/{domid}/device/vif/{devid}"):
+            front = f"/local/domain/{domid}/device/vif/{devid}"
+            if detach and s.exists(front):
+                s.write(f"{front}/state", "6")
+            for path in [f"{back}/hotplug-status"] + ([] if detach else [front]):
                 try:
                     s.rm(path)
                 except XsErr:

@@ -566,7 +566,7 @@ def median(values):
     return values[len(values) // 2] if values else None
 
 
-def scenario6(sc: Scenario, state: dict, rounds: int = 3) -> None:
+def scenario6(sc: Scenario, state: dict, rounds: int = 2) -> None:
     """vif-bridge online/offline under libxl, with vif-qos's hook and without."""
     domid = state.get("heavy")
     if domid is None:
