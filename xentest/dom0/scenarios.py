@@ -76,9 +76,6 @@ GUESTS = {
     "xt-bad": ("10.99.0.13/24", 5013, "00:16:3e:78:74:3", "", ["rate_in=fast"]),
 }
 
-LOG = None
-
-
 def log(msg: str) -> None:
     line = f"[{time.monotonic() - T0:7.1f}s] {msg}"
     print(line, flush=True)
