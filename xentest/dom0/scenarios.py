@@ -76,6 +76,7 @@ GUESTS = {
     "xt-bad": ("10.99.0.13/24", 5013, "00:16:3e:78:74:3", "", ["rate_in=fast"]),
 }
 
+
 def log(msg: str) -> None:
     line = f"[{time.monotonic() - T0:7.1f}s] {msg}"
     print(line, flush=True)
