@@ -122,6 +122,31 @@ def test_seed_vif_writes_exactly_libxl_keys(xs):
     assert not {"vifname", "ip", "rate", "mtu", "gatewaydev"} & set(keys)
 
 
+def test_netback_probe_and_close_vif_leave_the_nodes_as_real_xen_showed(xs):
+    # What a hook saw under Xen 4.17 (Debian 12 dom0): at xl create's online, netback's
+    # feature keys and backend state 2, the frontend at state 1; at offline, the backend
+    # still readable with online=0, state=6 and no hotplug-status, the frontend gone.
+    back = xs.seed_vif(5, 0, name="web5", rate="62500,50000")
+    xs.netback_probe(5, 0)
+    keys = set(tool(xs, "xenstore-list", "backend/vif/5/0").stdout.split())
+    assert {"feature-sg", "feature-rx-copy", "feature-ctrl-ring",
+            "multi-queue-max-queues"} <= keys
+    assert xs.read(f"{back}/state") == "2"
+    assert xs.read("/local/domain/5/device/vif/0/state") == "1"
+    assert xs.read(f"{back}/hotplug-status") == ""
+    xs.close_vif(5, 0)
+    assert (xs.read(f"{back}/online"), xs.read(f"{back}/state")) == ("0", "6")
+    assert xs.read(f"{back}/hotplug-status") is None
+    assert not xs.exists("/local/domain/5/device/vif/0")
+    assert tool(xs, "xenstore-read", f"{back}/rate").stdout.strip() == "62500,50000"
+    xs.close_vif(6, 0)  # no such vif: nothing to do
+    # After xl network-detach the frontend is still there, at state 6.
+    back = xs.seed_vif(7, 1, name="web7")
+    xs.close_vif(7, 1, detach=True)
+    assert xs.read("/local/domain/7/device/vif/1/state") == "6"
+    assert xs.read(f"{back}/hotplug-status") is None
+
+
 def test_permissions_backend_dom0_frontend_guest(xs):
     xs.seed_vif(5, 0, name="g5")
     perms = tool(xs, "xenstore-ls", "-p", "backend/vif/5").stdout

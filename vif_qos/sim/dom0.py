@@ -211,8 +211,21 @@ class Dom0:
 
     def hotplug(self, command: str, domid: int, devid: int = 0, script: str = VIF_BRIDGE,
                 **extra: str) -> subprocess.CompletedProcess:
-        """``SCRIPT online|offline type_if=vif`` or ``add|remove type_if=tap``."""
+        """``SCRIPT online|offline type_if=vif`` or ``add|remove type_if=tap``.
+
+        The vif's xenstore nodes are first put in the state libxl runs the script in
+        (seen under real Xen 4.17): ``online`` after netback's probe (its feature
+        keys, backend state 2), ``offline`` with the backend closed (``online`` 0,
+        state 6, no ``hotplug-status``) and the frontend directory gone. Under libxl
+        the netdev is also gone by ``offline``; the caller removes it (or not, to
+        test a toolstack that does not).
+        """
         tap = command in ("add", "remove")
+        if command == "online" and self.xs.read(
+                f"/local/domain/0/backend/vif/{domid}/{devid}/state") == "1":
+            self.xs.netback_probe(domid, devid)
+        elif command == "offline":
+            self.xs.close_vif(domid, devid)
         env = self.script_env(domid, devid, script, tap=tap)
         env.update(extra)
         return self.run([script, command, f"type_if={'tap' if tap else 'vif'}"], env)

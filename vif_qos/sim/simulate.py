@@ -22,9 +22,11 @@ makes is touched):
    latency + one 64 KiB packet at the rate); meanwhile ``vif-qos record`` samples
    usage every 3 s (a short usage report in 10-second slots ends the output;
    ``--plot FILE`` draws the uplink, the total and the top guests);
-5. tears the guests down the three ways Xen does (``offline`` with the netdev still
-   there, the netdev gone before ``offline``, no ``offline`` at all and udev's
-   cleanup), checks that no qdisc, class, nft chain, map element or mark refers to a
+5. tears the guests down three ways: the netdev gone before ``offline`` (what libxl
+   does after ``xl shutdown``, ``network-detach`` and ``destroy``, seen under real Xen
+   4.17), ``offline`` with the netdev still there (a toolstack that runs it first),
+   no ``offline`` at all and udev's cleanup; ``offline`` finds the backend closed as
+   libxl leaves it (:meth:`vif_qos.sim.dom0.Dom0.hotplug`); checks that no qdisc, class, nft chain, map element or mark refers to a
    guest any more, and that the root namespace is as it was;
 6. deletes everything it made (unless ``--keep``).
 
