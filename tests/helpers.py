@@ -21,6 +21,12 @@ UPLINK = DEFAULT_UPLINK
 # --------------------------------------------------------------------------
 # oracles
 
+#: The head of the policies the simulated-dom0 tests write: a guest whose online
+#: fails is refused, and xenbr0's uplink is peth0 at 1 Gbit/s.
+UPLINK_1GBIT = "[bridges]\nuplink = peth0\nrate = 1gbit\n"
+DOM0_POLICY_HEAD = "[host]\non_failure = refuse\n" + UPLINK_1GBIT
+
+
 def htb_classes(ns: str, dev: str) -> dict:
     """``tc class show`` parsed: classid -> {parent, rate, ceil, burst, cburst}.
 

@@ -22,14 +22,11 @@ from vif_qos.config.policy import load_policy
 from vif_qos.config.planning import plan_for_facts
 from vif_qos.xen.xenstore import Xenstore
 
+from helpers import DOM0_POLICY_HEAD
+
 pytestmark = pytest.mark.kernel
 
-POLICY = """\
-[host]
-on_failure = refuse
-[bridges]
-uplink = peth0
-rate = 1gbit
+POLICY = DOM0_POLICY_HEAD + """\
 [pools]
     [[overage]]
     rate = 10mbit

@@ -21,14 +21,11 @@ import pytest
 
 from dom0harness import WRAPPER, Dom0
 
+from helpers import DOM0_POLICY_HEAD
+
 pytestmark = pytest.mark.kernel
 
-POLICY = """\
-[host]
-on_failure = refuse
-[bridges]
-uplink = peth0
-rate = 1gbit
+POLICY = DOM0_POLICY_HEAD + """\
 [domains]
     [[web*]]
     rate_in = 2mbit

@@ -28,14 +28,11 @@ from dom0harness import Dom0
 from vif_qos.kernel.apply import KILL_ENV, KILL_STEPS
 from vif_qos.sim.net import INTERNET_IPV4
 
+from helpers import DOM0_POLICY_HEAD
+
 pytestmark = pytest.mark.kernel
 
-POLICY = """\
-[host]
-on_failure = refuse
-[bridges]
-uplink = peth0
-rate = 1gbit
+POLICY = DOM0_POLICY_HEAD + """\
 [pools]
     [[overage]]
     rate = 10mbit

@@ -18,14 +18,11 @@ import pytest
 from dom0harness import Dom0
 from vif_qos.sim.net import INTERNET_IPV4, Flow
 
+from helpers import DOM0_POLICY_HEAD
+
 pytestmark = pytest.mark.kernel
 
-POLICY = """\
-[host]
-on_failure = refuse
-[bridges]
-uplink = peth0
-rate = 1gbit
+POLICY = DOM0_POLICY_HEAD + """\
 [pools]
     [[overage]]
     rate = 5mbit

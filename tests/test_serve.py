@@ -25,10 +25,9 @@ import pytest
 from dom0harness import WRAPPER, Dom0
 from vif_qos.xen import serve
 
-POLICY = """\
-[bridges]
-uplink = peth0
-rate = 1gbit
+from helpers import UPLINK_1GBIT
+
+POLICY = UPLINK_1GBIT + """\
 [defaults]
 rate_in = 10mbit
 rate_out = 5mbit

@@ -21,12 +21,11 @@ import pytest
 from dom0harness import Dom0
 from vif_qos.usage.store import UsageStore
 
+from helpers import UPLINK_1GBIT
+
 pytestmark = pytest.mark.kernel
 
-POLICY = """\
-[bridges]
-uplink = peth0
-rate = 1gbit
+POLICY = UPLINK_1GBIT + """\
 [pools]
     [[overage]]
     rate = 5mbit
