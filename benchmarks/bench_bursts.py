@@ -30,16 +30,9 @@ import sys
 import tempfile
 import time
 
-from vif_qos.sim.dom0 import HOOK_DIR_REL, Dom0
+from vif_qos.sim.dom0 import EVERY_GUEST_10MBIT_POLICY, HOOK_DIR_REL, Dom0
 
-POLICY = """\
-[bridges]
-uplink = peth0
-rate = 1gbit
-[defaults]
-rate_in = 10mbit
-rate_out = 10mbit
-"""
+POLICY = EVERY_GUEST_10MBIT_POLICY
 
 
 def one_config(hook: bool, runs: int, concurrent: int) -> None:

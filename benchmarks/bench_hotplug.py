@@ -28,16 +28,9 @@ import sys
 import tempfile
 import time
 
-from vif_qos.sim.dom0 import HOOK_DIR_REL, Dom0
+from vif_qos.sim.dom0 import EVERY_GUEST_10MBIT_POLICY, HOOK_DIR_REL, Dom0
 
-POLICY = """\
-[bridges]
-uplink = peth0
-rate = 1gbit
-[defaults]
-rate_in = 10mbit
-rate_out = 10mbit
-"""
+POLICY = EVERY_GUEST_10MBIT_POLICY
 
 CONFIGS = (("alone", "vif-bridge alone"), ("service", "hook via vif-qos serve"),
            ("inprocess", "hook in-process"))

@@ -22,16 +22,9 @@ import subprocess
 import tempfile
 import time
 
-from vif_qos.sim.dom0 import Dom0
+from vif_qos.sim.dom0 import EVERY_GUEST_10MBIT_POLICY, Dom0
 
-POLICY = """\
-[bridges]
-uplink = peth0
-rate = 1gbit
-[defaults]
-rate_in = 10mbit
-rate_out = 10mbit
-"""
+POLICY = EVERY_GUEST_10MBIT_POLICY
 
 
 def snapshot(dom0: Dom0) -> tuple:

@@ -42,6 +42,17 @@ from vif_qos.sim.xsdouble import XenstoreDouble
 
 HOST_XEN_DIR = "/etc/xen"
 #: The hook directory, relative to the tree (vif-bridge's call_hooks looks here).
+#: The policy the hotplug benchmarks use: xenbr0's uplink peth0 at 1 Gbit/s, every
+#: guest 10 Mbit/s each way.
+EVERY_GUEST_10MBIT_POLICY = """\
+[bridges]
+uplink = peth0
+rate = 1gbit
+[defaults]
+rate_in = 10mbit
+rate_out = 10mbit
+"""
+
 HOOK_DIR_REL = "etc/xen/scripts/vif-post.d"
 VIF_BRIDGE = "/etc/xen/scripts/vif-bridge"
 WRAPPER = "/etc/xen/scripts/vif-qos"
