@@ -103,6 +103,14 @@ def leaves(dom0):
     return {h: v for h, v in classes(dom0).items() if int(h.split(":")[1], 16) >= LEAF_MIN}
 
 
+def leaf_queue_limit_bytes(dom0, classid: str) -> int:
+    """The byte limit of the leaf qdisc (bfifo) under HTB class ``classid``."""
+    for q in json.loads(sh(dom0, "tc", "-j", "qdisc", "show", "dev", "peth0").stdout):
+        if q.get("parent") == classid and q.get("kind") == "bfifo":
+            return int(q["options"]["limit"])
+    raise AssertionError(f"no bfifo under {classid}")
+
+
 def windows(samples, width_s=0.5):
     """Rates (bit/s) of every window of ``width_s`` between samples: (start, rate)."""
     out = []
@@ -161,6 +169,7 @@ def test_assign_to_pool_and_back_live(dom0):
         time.sleep(3)
         a0, a1, _r = timed(dom0, "assign", "g", "overage", "--reason", "heavy")
         in_pool = leaves(dom0)
+        pooled_queue_bytes = leaf_queue_limit_bytes(dom0, next(iter(in_pool)))
         time.sleep(3)
         b0, b1, _r = timed(dom0, "unset", "g", "pool")
         time.sleep(3)
@@ -172,7 +181,11 @@ def test_assign_to_pool_and_back_live(dom0):
     assert [parent for parent, _b, _r in in_pool.values()] == ["7a51:10"]
     assert pooled == pytest.approx(5e6, rel=0.05)
     assert back == pytest.approx(10e6, rel=0.05)
-    assert peak <= 10e6 * 1.10
+    # Moving back, the pool's leaf stops receiving at the switch but still sends
+    # what its queue holds (at most its bfifo limit) while the new leaf already
+    # sends at the guest's rate: the one overshoot a move makes, bounded by that
+    # queue (seen up to 11.4 Mbit/s in a 500 ms window at 10 Mbit/s).
+    assert peak <= 10e6 * 1.10 + pooled_queue_bytes * 8 / 0.5
     assert direct_packets(dom0) == 0
     assert classes(dom0)["7a51:2"][1] == default_before
     assert [parent for parent, _b, _r in leaves(dom0).values()] == ["7a51:1"]

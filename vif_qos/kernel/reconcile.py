@@ -240,13 +240,25 @@ class _Run:
                     self.ipr, link.index, old[1], parent, mode="add",
                     what=f"htb leaf class {tcadapter.handle_str(old[1])} of {plan.vif} "
                          f"on {link.name}", **params)
+                self._leaf_queue(link, old[1], plan)
                 return link.name, old[1], None
             except KernelError as err:
                 if getattr(err, "errno", None) != tcadapter.EEXIST:
                     raise
         classid = applymod._add_leaf(self.ipr, link, plan, self.host, self.state, parent)
+        self._leaf_queue(link, classid, plan)
         return link.name, classid, (old if cur is not None or (
             old is not None and old[0].name != link.name) else None)
+
+    def _leaf_queue(self, link, classid: int, plan: VifPlan) -> None:
+        """The leaf qdisc the plan gives a leaf class just made (as an online
+        makes it: the queue's time bound)."""
+        if plan.outbound.leaf_qdisc is None:
+            return
+        applymod._ensure_leaf_qdisc(
+            self.ipr, link, classid, plan.outbound.leaf_qdisc, plan.outbound.quantum_bytes,
+            f"leaf qdisc of htb leaf class {tcadapter.handle_str(classid)} of {plan.vif} "
+            f"on {link.name}", applymod._Undo(), True)
 
     # -- one vif ------------------------------------------------------------------------
     def vif(self, plan: VifPlan) -> VifResult:

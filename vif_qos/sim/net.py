@@ -320,6 +320,19 @@ class LinkCounters:
         counters["segments"] = root.packets if root is not None else 0
         return t, counters
 
+    def read_qdisc_bytes(self, ifname: str) -> Tuple[float, int]:
+        """``(monotonic time, bytes)`` of ``ifname``'s root qdisc: what it sent,
+        each GSO packet counted as its segments with their headers (the wire's
+        figure, one counter, one read); 0 without a root qdisc."""
+        from vif_qos.kernel import tc as tcadapter
+
+        if self._ipr is None:
+            with in_netns(self.ns):
+                self._ipr = tcadapter.open_ipr()
+        link = tcadapter.get_link(self._ipr, ifname)
+        root = tcadapter.get_root_qdisc(self._ipr, link.index) if link else None
+        return time.monotonic(), (root.bytes if root is not None else 0)
+
     def is_up(self, ifname: str) -> bool:
         """True when ``ifname``'s operstate is UP (``IF_OPER_UP``, RFC 2863).
 
@@ -851,8 +864,9 @@ class SimHost:
         block runs, sampling the shaped interface's tx byte counter in dom0 every
         ``sample_s`` (a sample whose read took over ``MAX_SAMPLE_READ_S`` is
         dropped: its time is uncertain); yields the list of ``(monotonic time,
-        wire bytes)`` samples (:func:`gso_wire_bytes`: the flow's GSO packets
-        counted as the segments the wire carries), which
+        wire bytes)`` samples (the shaped interface's root qdisc's byte counter:
+        ``qdisc_pkt_len`` counts a GSO packet as the segments the wire carries,
+        headers included), which
         grows while the block runs (the block may change the shaping meanwhile).
         Leaving the block stops sampling and kills the flow.
 
@@ -869,17 +883,22 @@ class SimHost:
         samples: List[Tuple[float, int]] = []
         stop = threading.Event()
 
+        last_bytes = [0]
+
         def sample() -> None:
             reader = LinkCounters(self.dom0)
             try:
                 while not stop.is_set():
                     before = time.monotonic()
-                    t, c = reader.read_with_segments(wire)
+                    t, wire_bytes = reader.read_qdisc_bytes(wire)
                     # A read the scheduler interrupted (a loaded machine) has a
                     # timestamp up to its length away from the counter's: dropped.
-                    if time.monotonic() - before <= MAX_SAMPLE_READ_S:
-                        samples.append((t, gso_wire_bytes(c["tx_bytes"], c["tx_packets"],
-                                                          c["segments"], flow.family)))
+                    # So is one that did not grow (a missed or stale reply): it
+                    # would read as a burst in the window after it.
+                    if (time.monotonic() - before <= MAX_SAMPLE_READ_S
+                            and wire_bytes > last_bytes[0]):
+                        last_bytes[0] = wire_bytes
+                        samples.append((t, wire_bytes))
                     stop.wait(sample_s)
             finally:
                 reader.close()
