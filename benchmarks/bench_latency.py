@@ -15,7 +15,7 @@ One simulated dom0 (``vif_qos.sim.net``, GSO on at every sender), three guests:
   simulated dom0 itself carries with GSO on.
 
 Per shaped guest: ping RTT (median ms) idle and while ``--flows`` TCP uploads run,
-and the uploads' goodput as a share of the rate.
+and the uploads' load on the shaped netdev as a share of the rate.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
                          "kernel default pfifo (1000 packets)", idle.median_ms,
                          loaded.median_ms, max(loaded.rtts_ms or [float("nan")]),
                          len(loaded.rtts_ms), loaded.sent,
-                         loaded.load_goodput_bits_per_s / rate))
+                         loaded.load_bits_per_s / rate))
         unshaped = host.add_guest(domid=73, name="unshaped")
         capacity = {d: host.measure(unshaped, d) for d in (INBOUND, OUTBOUND)}
     print(f"\nvif-qos latency benchmark: {platform.node()}, kernel {platform.release()}")
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     print(f"\noutbound at {units.format_rate(rate)}, {args.flows} TCP uploads, GSO on; "
           "ping RTT internet host -> guest, ms")
     head = (f"{'guest':<8} {'leaf qdisc':<38} {'idle':>7} {'loaded':>9} {'max':>9} "
-            f"{'replies':>8} {'goodput/rate':>12}")
+            f"{'replies':>8} {'load/rate':>12}")
     print(head)
     print("-" * len(head))
     for name, leaf, idle_ms, med, worst, got, sent, share in rows:
