@@ -22,10 +22,11 @@ makes is touched):
    latency + one 64 KiB packet at the rate); meanwhile ``vif-qos record`` samples
    usage every 3 s (a short usage report in 10-second slots ends the output;
    ``--plot FILE`` draws the uplink, the total and the top guests);
-5. tears the guests down three ways: the netdev gone before ``offline`` (what libxl
-   does after ``xl shutdown``, ``network-detach`` and ``destroy``, seen under real Xen
-   4.17), ``offline`` with the netdev still there (a toolstack that runs it first),
-   no ``offline`` at all and udev's cleanup; ``offline`` finds the backend closed as
+5. tears the guests down three ways: the netdev gone, udev's cleanup for it, then
+   ``offline`` (the order of a real Xen 4.17 host after ``xl shutdown``,
+   ``network-detach`` and ``destroy``: netback frees the netdev, udev sees it go, libxl
+   runs ``offline`` after), ``offline`` with the netdev still there (a toolstack that
+   runs it first), no ``offline`` at all and only udev's cleanup; ``offline`` finds the backend closed as
    libxl leaves it (:meth:`vif_qos.sim.dom0.Dom0.hotplug`); checks that no qdisc, class, nft chain, map element or mark refers to a
    guest any more, and that the root namespace is as it was;
 6. deletes everything it made (unless ``--keep``).
@@ -595,7 +596,7 @@ class Simulation:
 
     def _tear_down(self) -> List[str]:
         dom0 = self.dom0
-        ways = ("offline", "netdev-gone-then-offline", "no-offline-udev-cleanup")
+        ways = ("offline", "netdev-gone-udev-then-offline", "no-offline-udev-cleanup")
         for index, spec in enumerate(self.specs):
             guest = self.guests[spec.name]
             way = ways[index % len(ways)]
@@ -607,8 +608,11 @@ class Simulation:
                     dom0.hotplug("remove", spec.domid, 0, script=script)
                 dom0.hotplug("offline", spec.domid, 0, script=script)
                 dom0.host.remove_guest(guest)
-            elif way == "netdev-gone-then-offline":
+            elif way == "netdev-gone-udev-then-offline":
                 dom0.host.remove_guest(guest)
+                for dev in (guest.vif, guest.emu):
+                    if dev:
+                        dom0.run(dom0.udev_cleanup_command(dev), dom0.base_env())
                 if spec.hvm:
                     dom0.hotplug("remove", spec.domid, 0, script=script)
                 dom0.hotplug("offline", spec.domid, 0, script=script)
@@ -735,7 +739,7 @@ def format_report(result: dict) -> str:
         lines.append("LEFT OVER after every guest went:")
         lines += [f"  {item}" for item in result["leftovers"]]
     else:
-        lines.append("teardown: offline, netdev-gone-then-offline and udev cleanup left no "
+        lines.append("teardown: offline, netdev-gone-udev-then-offline and udev cleanup left no "
                      "qdisc, class, nft chain, map element or mark behind; the root namespace "
                      "is as it was")
     if result.get("usage"):
