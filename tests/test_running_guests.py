@@ -142,6 +142,10 @@ def test_set_rate_live_in_place(dom0, direction):
     g = guest(dom0, 3, "g")
     default_before = classes(dom0)["7a51:2"][1]
     leaf_before = set(leaves(dom0))
+    (leaf,) = leaf_before
+    # The leaf's bfifo holds rate x latency (50 ms, the default) + one 64 KiB GSO
+    # packet, and follows a rate changed in place.
+    assert leaf_queue_limit_bytes(dom0, leaf) == 10_000_000 // 8 * 50 // 1000 + 65536
     with dom0.host.running_flow(Flow(g, direction), seconds=60) as samples:
         time.sleep(3)
         start, end, result = timed(dom0, "set", "g", "rate=20mbit", "--reason", "upgrade")
@@ -158,7 +162,15 @@ def test_set_rate_live_in_place(dom0, direction):
     assert direct_packets(dom0) == 0
     assert classes(dom0)["7a51:2"][1] == default_before
     assert set(leaves(dom0)) == leaf_before  # changed in place, same class
+    assert leaf_queue_limit_bytes(dom0, leaf) == 20_000_000 // 8 * 50 // 1000 + 65536
     assert tbf_rate(dom0, g.vif) == 20_000_000
+    ok(vq(dom0, "check"))
+    # A leaf queue changed by hand is drift: check names it, reload puts it back.
+    sh(dom0, "tc", "qdisc", "change", "dev", "peth0", "parent", leaf, "bfifo", "limit", "9000")
+    res = vq(dom0, "check")
+    assert res.returncode == 1 and "leaf qdisc" in res.stdout and "bfifo limit 9000 B" in res.stdout
+    ok(vq(dom0, "reload"))
+    assert leaf_queue_limit_bytes(dom0, leaf) == 20_000_000 // 8 * 50 // 1000 + 65536
     ok(vq(dom0, "check"))
 
 

@@ -219,6 +219,7 @@ class _Run:
                         self.ipr, link.index, cur.classid, parent,
                         what=f"htb leaf class {tcadapter.handle_str(cur.classid)} of "
                              f"{plan.vif} on {link.name}", **params)
+            self._leaf_queue_in_place(link, cur.classid, plan, out)
             return link.name, cur.classid, None
         if cur is not None:
             out.append(f"outbound: leaf {tcadapter.handle_str(cur.classid)} is under "
@@ -250,15 +251,34 @@ class _Run:
         return link.name, classid, (old if cur is not None or (
             old is not None and old[0].name != link.name) else None)
 
-    def _leaf_queue(self, link, classid: int, plan: VifPlan) -> None:
-        """The leaf qdisc the plan gives a leaf class just made (as an online
-        makes it: the queue's time bound)."""
+    def _leaf_queue(self, link, classid: int, plan: VifPlan,
+                    class_is_new: bool = True) -> None:
+        """The leaf qdisc the plan gives a leaf class (as an online makes it: the
+        queue's time bound)."""
         if plan.outbound.leaf_qdisc is None:
             return
         applymod._ensure_leaf_qdisc(
             self.ipr, link, classid, plan.outbound.leaf_qdisc, plan.outbound.quantum_bytes,
             f"leaf qdisc of htb leaf class {tcadapter.handle_str(classid)} of {plan.vif} "
-            f"on {link.name}", applymod._Undo(), True)
+            f"on {link.name}", applymod._Undo(), class_is_new)
+
+    def _leaf_queue_in_place(self, link, classid: int, plan: VifPlan,
+                             out: List[str]) -> None:
+        """The leaf qdisc of a leaf class kept in place: its limit follows the rate
+        (rate x latency + 64 KiB), so a changed rate changes it too. bfifo to bfifo
+        is a change in place (sch_fifo.c's ``change``: nothing queued is dropped)."""
+        want = plan.outbound.leaf_qdisc
+        if want is None:
+            return
+        kind = applymod.leaf_qdisc_kind(self.ipr, want)
+        found = applymod._leaf_qdisc_of(self.ipr, link.index, classid)
+        if applymod._same_leaf(found, kind, want):
+            return
+        out.append(f"outbound: leaf qdisc of {tcadapter.handle_str(classid)} "
+                   f"{_leaf_words(found.kind if found else None, found)}, want "
+                   f"{_leaf_words(kind, want)}")
+        if self.apply:
+            self._leaf_queue(link, classid, plan, class_is_new=False)
 
     # -- one vif ------------------------------------------------------------------------
     def vif(self, plan: VifPlan) -> VifResult:
@@ -384,6 +404,15 @@ def _tbf_difference(q: tcadapter.QdiscInfo, want: InboundPlan) -> Optional[str]:
         if abs(got - want.minburst_bytes) > peak // tcadapter.TICKS_PER_S + 2:
             parts.append(f"minburst {got} B, want {want.minburst_bytes} B")
     return ", ".join(parts) or None
+
+
+def _leaf_words(kind: Optional[str], q) -> str:
+    """A leaf qdisc (found, or planned) as check prints it."""
+    if kind is None:
+        return "the kernel's default pfifo"
+    if kind == "bfifo":
+        return f"bfifo limit {q.limit_bytes} B"
+    return f"{kind} target {q.target_us} us interval {q.interval_us} us"
 
 
 def _class_words(c: tcadapter.ClassInfo) -> str:
