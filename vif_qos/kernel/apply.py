@@ -6,6 +6,12 @@ opens its own netlink and nftables handles):
 - :func:`apply_vif` -> :class:`Applied`
 - :func:`remove_vif` -> bool
 - :func:`list_applied`, :func:`cleanup_orphans`, :func:`check_support`
+- the building blocks :mod:`vif_qos.kernel.reconcile` changes running vifs with
+  (under the host lock it holds): :func:`resolve_uplink`, :func:`pool_minors_of`,
+  :func:`ensure_tree`, :func:`add_leaf`, :func:`ensure_leaf_qdisc`,
+  :func:`leaf_qdisc_of`, :func:`same_class`, :func:`same_leaf`,
+  :func:`class_params`, :func:`fit_frame`, :func:`remove_locked`,
+  :func:`remove_leftovers` and :class:`Undo`
 
 What one vif gets (see README.rst, "What vif-qos puts in the kernel"):
 
@@ -14,7 +20,7 @@ What one vif gets (see README.rst, "What vif-qos puts in the kernel"):
   class or the root class of the shared tree (root qdisc ``qdisc_major:0``,
   ``default 2``, root class ``:1``, default class ``:2``, pools ``:0x10+i``
   or, when the policy's pools moved while members remain, the class their
-  members sit under, see :func:`_pool_minors`), created on first use;
+  members sit under, see :func:`pool_minors_of`), created on first use;
 - under that leaf (and under the default class) a leaf qdisc bounding its queue
   in time (bfifo, or fq_codel where the kernel has it; ``model.LeafQdiscPlan``),
   created with the class and deleted by the kernel with it;
@@ -122,7 +128,7 @@ def _applied(entry: nftadapter.Entry) -> Applied:
 # Steps with their undo
 # --------------------------------------------------------------------------
 
-class _Undo:
+class Undo:
     """A stack of compensating actions, run in reverse on failure."""
 
     def __init__(self) -> None:
@@ -140,14 +146,18 @@ class _Undo:
                 log.error("vif-qos: undoing %s failed: %s", what, err)
 
 
-def _class_params(plan: ClassPlan) -> dict:
+def class_params(plan: ClassPlan) -> dict:
+    """``plan``'s rate/ceil (bit/s), burst/cburst/quantum (bytes) as the tc
+    adapter's keyword arguments."""
     return dict(rate_bits_per_s=plan.rate_bits_per_s,
                 ceil_bits_per_s=plan.ceil_bits_per_s,
                 burst_bytes=plan.burst_bytes, cburst_bytes=plan.cburst_bytes,
                 quantum_bytes=plan.quantum_bytes)
 
 
-def _same_class(found: tcadapter.ClassInfo, want: ClassPlan, parent: int) -> bool:
+def same_class(found: tcadapter.ClassInfo, want: ClassPlan, parent: int) -> bool:
+    """True when the kernel's class ``found`` is ``want`` under ``parent`` (rates
+    compared in the kernel's bytes/s)."""
     rate = tcadapter.rate_bytes(want.rate_bits_per_s, want.name)
     ceil = tcadapter.rate_bytes(want.ceil_bits_per_s, want.name)
     return (found.parent == parent and found.rate_bytes_per_s == rate
@@ -188,7 +198,7 @@ def _leaf_params(plan: LeafQdiscPlan, quantum_bytes: int) -> dict:
                 interval_us=plan.interval_us, quantum_bytes=quantum_bytes)
 
 
-def _leaf_qdisc_of(ipr, index: int, classid: int) -> Optional[tcadapter.QdiscInfo]:
+def leaf_qdisc_of(ipr, index: int, classid: int) -> Optional[tcadapter.QdiscInfo]:
     """Our qdisc under class ``classid`` (None: the class's built-in pfifo)."""
     for q in tcadapter.dump_qdiscs(ipr, index):
         if q.parent == classid:
@@ -196,7 +206,9 @@ def _leaf_qdisc_of(ipr, index: int, classid: int) -> Optional[tcadapter.QdiscInf
     return None
 
 
-def _same_leaf(found: Optional[tcadapter.QdiscInfo], kind: str, plan: LeafQdiscPlan) -> bool:
+def same_leaf(found: Optional[tcadapter.QdiscInfo], kind: str, plan: LeafQdiscPlan) -> bool:
+    """True when the leaf qdisc ``found`` (None: the class's built-in pfifo) is a
+    ``kind`` qdisc with ``plan``'s limit (bfifo) or target/interval (fq_codel)."""
     if found is None or found.kind != kind:
         return False
     if kind == LEAF_QDISC_BFIFO:
@@ -204,14 +216,14 @@ def _same_leaf(found: Optional[tcadapter.QdiscInfo], kind: str, plan: LeafQdiscP
     return (found.target_us, found.interval_us) == (plan.target_us, plan.interval_us)
 
 
-def _ensure_leaf_qdisc(ipr, link: tcadapter.LinkInfo, classid: int, plan: LeafQdiscPlan,
-                       quantum_bytes: int, what: str, undo: "_Undo",
+def ensure_leaf_qdisc(ipr, link: tcadapter.LinkInfo, classid: int, plan: LeafQdiscPlan,
+                       quantum_bytes: int, what: str, undo: "Undo",
                        class_is_new: bool) -> None:
     """The leaf qdisc ``plan`` under ``classid``; when the class existed before,
     what was there is put back if this apply fails."""
     kind = leaf_qdisc_kind(ipr, plan)
-    found = None if class_is_new else _leaf_qdisc_of(ipr, link.index, classid)
-    if _same_leaf(found, kind, plan):
+    found = None if class_is_new else leaf_qdisc_of(ipr, link.index, classid)
+    if same_leaf(found, kind, plan):
         return
     tcadapter.replace_leaf_qdisc(ipr, link.index, classid, kind, what,
                                  **_leaf_params(plan, quantum_bytes))
@@ -226,7 +238,7 @@ def _ensure_leaf_qdisc(ipr, link: tcadapter.LinkInfo, classid: int, plan: LeafQd
             quantum_bytes=quantum_bytes))
 
 
-def _resolve_uplink(ipr, uplink: UplinkPlan, state: nftadapter.TableState,
+def resolve_uplink(ipr, uplink: UplinkPlan, state: nftadapter.TableState,
                     vif: str = "") -> tcadapter.LinkInfo:
     """The uplink netdev: the plan's device, or the bridge's one non-guest port.
 
@@ -268,7 +280,7 @@ def _resolve_uplink(ipr, uplink: UplinkPlan, state: nftadapter.TableState,
     return ports[0]
 
 
-def _pool_minors(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
+def pool_minors_of(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
                  state: nftadapter.TableState, host: HostSettings) -> Dict[str, int]:
     """The class minor of each pool of the plan on ``link``.
 
@@ -309,8 +321,8 @@ def _pool_minors(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
     return out
 
 
-def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
-                 undo: _Undo, pool_minors: Optional[Dict[str, int]] = None) -> None:
+def ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
+                 undo: Undo, pool_minors: Optional[Dict[str, int]] = None) -> None:
     """Our HTB root qdisc, root, default and pool classes on ``link``.
 
     Refuses a root qdisc that is not ours; a kernel default root qdisc (handle
@@ -353,21 +365,21 @@ def _ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
             leaves.append((classid, plan, found is None))
         if found is None:
             tcadapter.set_htb_class(ipr, link.index, classid, parent, mode="add",
-                                    what=what, **_class_params(plan))
+                                    what=what, **class_params(plan))
             undo.push(what, lambda c=classid, w=what:
                       tcadapter.del_class(ipr, link.index, c, w))
             _step(step)
-        elif not _same_class(found, plan, parent):
+        elif not same_class(found, plan, parent):
             if found.parent != parent:
                 raise KernelError(f"{what}: exists under parent "
                                   f"{tcadapter.handle_str(found.parent)}, the plan "
                                   f"wants {tcadapter.handle_str(parent)}")
             tcadapter.set_htb_class(ipr, link.index, classid, parent, mode="change",
-                                    what=what, **_class_params(plan))
+                                    what=what, **class_params(plan))
             undo.push(what, lambda f=found, w=what: _restore_class(ipr, f, w))
     for classid, plan, is_new in leaves:
         assert plan.leaf_qdisc is not None
-        _ensure_leaf_qdisc(ipr, link, classid, plan.leaf_qdisc, plan.quantum_bytes,
+        ensure_leaf_qdisc(ipr, link, classid, plan.leaf_qdisc, plan.quantum_bytes,
                            f"leaf qdisc of htb class {tcadapter.handle_str(classid)} "
                            f"({plan.name}) on {dev}", undo, is_new)
 
@@ -380,7 +392,7 @@ def _free_classid(major: int, host: HostSettings, state: nftadapter.TableState) 
     return (major << 16) | alloc.allocate_minor(used, host.classid_min, host.classid_max)
 
 
-def _add_leaf(ipr, link: tcadapter.LinkInfo, plan: VifPlan, host: HostSettings,
+def add_leaf(ipr, link: tcadapter.LinkInfo, plan: VifPlan, host: HostSettings,
               state: nftadapter.TableState, parent: int) -> int:
     """Allocate a leaf classid (:func:`_free_classid`) and add the class
     (:func:`_add_recorded_leaf`); returns the classid."""
@@ -526,22 +538,22 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings,
                  plan.vif)
         # A TBF the plan keeps is replaced in place below, never removed first
         # (a drift repair re-applies live vifs: no moment without their limit).
-        _remove_locked(ipr, plan.vif, host, state, nft,
+        remove_locked(ipr, plan.vif, host, state, nft,
                        keep_tbf=plan.inbound is not None)
         state = nftadapter.read_table(ctx=nft)
         _step("stale-removed")
 
-    undo = _Undo()
+    undo = Undo()
     try:
         uplink_name = classid = link = None
         parent = 0
         if plan.outbound is not None:
             if plan.uplink is None:
                 raise KernelError(f"vif {plan.vif}: outbound shaping without an uplink plan")
-            link = _resolve_uplink(ipr, plan.uplink, state, plan.vif)
+            link = resolve_uplink(ipr, plan.uplink, state, plan.vif)
             uplink_name = link.name
             major = plan.uplink.qdisc_major
-            pool_minors = (_pool_minors(ipr, link, plan.uplink, state, host)
+            pool_minors = (pool_minors_of(ipr, link, plan.uplink, state, host)
                            if plan.uplink.pools else {})
             if plan.outbound.pool is None:
                 parent = (major << 16) | ROOT_MINOR
@@ -553,7 +565,7 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings,
                 parent = (major << 16) | pool_minors[plan.outbound.pool]
             if not state.exists:  # a flushed table: leaves nothing classifies into
                 repair_uplink(ipr, link, host, state, sweep_leaves=True)
-            _ensure_tree(ipr, link, plan.uplink, undo, pool_minors)  # completes it
+            ensure_tree(ipr, link, plan.uplink, undo, pool_minors)  # completes it
             admission.check_leaf(ipr, link, parent, plan.vif,
                                  plan.outbound.rate_bits_per_s, host)
             classid = _free_classid(major, host, state)
@@ -591,7 +603,7 @@ def _apply_locked(ipr, nft, plan: VifPlan, host: HostSettings,
             undo.push(leaf_what, lambda: tcadapter.del_class(ipr, link.index, classid,
                                                              leaf_what))
             if plan.outbound.leaf_qdisc is not None:
-                _ensure_leaf_qdisc(ipr, link, classid, plan.outbound.leaf_qdisc,
+                ensure_leaf_qdisc(ipr, link, classid, plan.outbound.leaf_qdisc,
                                    plan.outbound.quantum_bytes,
                                    f"leaf qdisc of {leaf_what} on {link.name}", undo, True)
             _step("leaf")
@@ -631,9 +643,9 @@ def _tbf_vifs_without_table(ipr, host: HostSettings, vif: str) -> List[nftadapte
 
 
 def _apply_tbf(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
-               host: HostSettings, undo: _Undo) -> None:
+               host: HostSettings, undo: Undo) -> None:
     handle = host.qdisc_major << 16
-    inbound = _fit_frame(plan.inbound, vif_link, plan.vif)
+    inbound = fit_frame(plan.inbound, vif_link, plan.vif)
     before = tcadapter.get_root_qdisc(ipr, vif_link.index)
     if before is not None and before.handle not in (0, handle):
         log.warning("vif-qos: %s: replacing its root qdisc %s %s (not vif-qos's) "
@@ -650,7 +662,7 @@ def _apply_tbf(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
     undo.push(what, lambda: tcadapter.del_root_qdisc(ipr, vif_link.index, handle, what))
 
 
-def _fit_frame(inbound: InboundPlan, vif_link: tcadapter.LinkInfo,
+def fit_frame(inbound: InboundPlan, vif_link: tcadapter.LinkInfo,
                vif: str) -> InboundPlan:
     """``inbound`` with burst, limit and minburst raised to one full frame of the
     vif's MTU when the plan (made for the policy's ``mtu``) has less.
@@ -711,7 +723,7 @@ def remove_vif(vif: str, host: Optional[HostSettings] = None,
                 log.info("vif-qos: %s: its shaping belongs to guest %s (domid.devid), "
                          "not %s: left alone", vif, entry.owner, _owner_text(owner))
                 return False
-            removed = _remove_locked(ipr, vif, host, state, nft)
+            removed = remove_locked(ipr, vif, host, state, nft)
             if entry is not None and entry.uplink:
                 link = tcadapter.get_link(ipr, entry.uplink)
                 if link is not None:
@@ -722,8 +734,10 @@ def remove_vif(vif: str, host: Optional[HostSettings] = None,
         ipr.close()
 
 
-def _remove_locked(ipr, vif: str, host: HostSettings,
+def remove_locked(ipr, vif: str, host: HostSettings,
                    state: nftadapter.TableState, nft=None, keep_tbf: bool = False) -> bool:
+    """Remove ``vif``'s shaping (leaf, TBF unless ``keep_tbf``, then its nftables
+    entry), the caller holding the host lock. True when something was removed."""
     removed = False
     entry = state.entries.get(vif)
     if entry is not None and entry.classid is not None and entry.uplink:
@@ -841,17 +855,20 @@ def cleanup_orphans(host: Optional[HostSettings] = None) -> List[str]:
             state = nftadapter.read_table(ctx=nft)
             for vif in sorted(state.entries):
                 if tcadapter.get_link(ipr, vif) is None:
-                    _remove_locked(ipr, vif, host, state, nft)
+                    remove_locked(ipr, vif, host, state, nft)
                     ledger.forget(vif)
                     state = nftadapter.read_table(ctx=nft)
                     gone.append(vif)
-            gone += _remove_leftovers(ipr, host, state)
+            gone += remove_leftovers(ipr, host, state)
         finally:
             ipr.close()
     return gone
 
 
-def _remove_leftovers(ipr, host: HostSettings, state: nftadapter.TableState) -> List[str]:
+def remove_leftovers(ipr, host: HostSettings, state: nftadapter.TableState) -> List[str]:
+    """Remove our TBFs that no nftables entry records and repair our HTB trees
+    (unrecorded leaves, incomplete trees), the caller holding the host lock;
+    returns what was removed, as log words."""
     handle = host.qdisc_major << 16
     shaped_in = {e.vif for e in state.entries.values() if e.inbound}
     removed: List[str] = []
@@ -965,7 +982,7 @@ def status() -> dict:
 def _leaf_status(ipr, index: int, cls: tcadapter.ClassInfo) -> dict:
     """The leaf qdisc under ``cls`` as read back: kind, handle, limit and the time
     it holds at the class's rate; ``source`` says it was read from the kernel."""
-    q = _leaf_qdisc_of(ipr, index, cls.classid)
+    q = leaf_qdisc_of(ipr, index, cls.classid)
     if q is None:
         return {"kind": "pfifo (the kernel's default: no time bound)", "handle": None,
                 "limit_bytes": None, "bound_us": None, "source": "kernel default"}

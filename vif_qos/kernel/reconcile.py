@@ -139,7 +139,7 @@ class _Run:
                 if self.apply:
                     tcadapter.del_root_qdisc(self.ipr, vif_link.index, self.handle, what)
             return
-        want = applymod._fit_frame(plan.inbound, vif_link, plan.vif)
+        want = applymod.fit_frame(plan.inbound, vif_link, plan.vif)
         params = dict(rate_bits_per_s=want.rate_bits_per_s, burst_bytes=want.burst_bytes,
                       limit_bytes=want.limit_bytes, peak_bits_per_s=want.peak_bits_per_s,
                       minburst_bytes=want.minburst_bytes, what=what)
@@ -169,7 +169,7 @@ class _Run:
         self.trees_done[link.name] = diffs
         self.result.uplinks += [f"uplink {link.name}: {d}" for d in diffs]
         if diffs and self.apply:
-            applymod._ensure_tree(self.ipr, link, plan.uplink, applymod._Undo(), pool_minors)
+            applymod.ensure_tree(self.ipr, link, plan.uplink, applymod.Undo(), pool_minors)
 
     def outbound(self, plan: VifPlan, entry: Optional[nftadapter.Entry], out: List[str]):
         """(uplink name, classid, old leaf to delete after the switch as
@@ -187,13 +187,13 @@ class _Run:
             return None, None, None
         key = (plan.uplink.bridge, plan.uplink.device)
         if key not in self.uplinks:
-            self.uplinks[key] = applymod._resolve_uplink(self.ipr, plan.uplink, self.state,
+            self.uplinks[key] = applymod.resolve_uplink(self.ipr, plan.uplink, self.state,
                                                          plan.vif)
         link = self.uplinks[key]
         major = plan.uplink.qdisc_major
         if link.name not in self.pool_minors:
             self.pool_minors[link.name] = (
-                applymod._pool_minors(self.ipr, link, plan.uplink, self.state, self.host)
+                applymod.pool_minors_of(self.ipr, link, plan.uplink, self.state, self.host)
                 if plan.uplink.pools else {})
         pool_minors = self.pool_minors[link.name]
         self.tree(link, plan, pool_minors)
@@ -201,7 +201,7 @@ class _Run:
         parent = (major << 16) | (pool_minors[o.pool] if o.pool else applymod.ROOT_MINOR)
         want = ClassPlan("leaf", o.rate_bits_per_s, o.ceil_bits_per_s, o.burst_bytes,
                          o.cburst_bytes, o.quantum_bytes)
-        params = applymod._class_params(want)
+        params = applymod.class_params(want)
         where = f"pool {o.pool}" if o.pool else "the root class"
         cur = None
         if old is not None and old[0].name == link.name and old[1] >> 16 == major:
@@ -211,7 +211,7 @@ class _Run:
             admission.check_leaf(self.ipr, link, parent, plan.vif, o.rate_bits_per_s,
                                  self.host, replacing=cur.classid if cur else None)
         if cur is not None and cur.parent == parent:
-            if not applymod._same_class(cur, want, parent):
+            if not applymod.same_class(cur, want, parent):
                 out.append(f"outbound: leaf {tcadapter.handle_str(cur.classid)} "
                            f"{_class_words(cur)}, want {_plan_words(want)}")
                 if self.apply:
@@ -246,7 +246,7 @@ class _Run:
             except KernelError as err:
                 if getattr(err, "errno", None) != tcadapter.EEXIST:
                     raise
-        classid = applymod._add_leaf(self.ipr, link, plan, self.host, self.state, parent)
+        classid = applymod.add_leaf(self.ipr, link, plan, self.host, self.state, parent)
         self._leaf_queue(link, classid, plan)
         return link.name, classid, (old if cur is not None or (
             old is not None and old[0].name != link.name) else None)
@@ -257,10 +257,10 @@ class _Run:
         queue's time bound)."""
         if plan.outbound.leaf_qdisc is None:
             return
-        applymod._ensure_leaf_qdisc(
+        applymod.ensure_leaf_qdisc(
             self.ipr, link, classid, plan.outbound.leaf_qdisc, plan.outbound.quantum_bytes,
             f"leaf qdisc of htb leaf class {tcadapter.handle_str(classid)} of {plan.vif} "
-            f"on {link.name}", applymod._Undo(), class_is_new)
+            f"on {link.name}", applymod.Undo(), class_is_new)
 
     def _leaf_queue_in_place(self, link, classid: int, plan: VifPlan,
                              out: List[str]) -> None:
@@ -271,8 +271,8 @@ class _Run:
         if want is None:
             return
         kind = applymod.leaf_qdisc_kind(self.ipr, want)
-        found = applymod._leaf_qdisc_of(self.ipr, link.index, classid)
-        if applymod._same_leaf(found, kind, want):
+        found = applymod.leaf_qdisc_of(self.ipr, link.index, classid)
+        if applymod.same_leaf(found, kind, want):
             return
         out.append(f"outbound: leaf qdisc of {tcadapter.handle_str(classid)} "
                    f"{_leaf_words(found.kind if found else None, found)}, want "
@@ -325,11 +325,11 @@ class _Run:
                 f"{name}: shaped, " + ("its netdev is gone" if gone else
                                        "but not a running vif in xenstore"))
             if self.apply and gone:
-                applymod._remove_locked(self.ipr, name, self.host, self.state, self.nft)
+                applymod.remove_locked(self.ipr, name, self.host, self.state, self.nft)
                 self.state = nftadapter.read_table(full=True, ctx=self.nft)
         found = _find_leftovers(self, self.host, self.state)
         if self.apply and found:
-            self.result.leftovers += applymod._remove_leftovers(self.ipr, self.host,
+            self.result.leftovers += applymod.remove_leftovers(self.ipr, self.host,
                                                                 self.state)
         elif not self.apply:
             self.result.leftovers += found
@@ -468,14 +468,14 @@ def _tree_differences(ipr, link: tcadapter.LinkInfo, plan: VifPlan,
         label = f"class {tcadapter.handle_str(classid)} ({want.name})"
         if found is None:
             diffs.append(f"{label} missing")
-        elif not applymod._same_class(found, want, parent):
+        elif not applymod.same_class(found, want, parent):
             diffs.append(f"{label} {_class_words(found)}, want {_plan_words(want)}")
     return diffs
 
 
 def _find_leftovers(run: "_Run", host: HostSettings,
                     state: nftadapter.TableState) -> List[str]:
-    """What :func:`vif_qos.kernel.apply._remove_leftovers` would remove (read only,
+    """What :func:`vif_qos.kernel.apply.remove_leftovers` would remove (read only,
     from the run's dumps)."""
     handle = host.qdisc_major << 16
     recorded = {(e.uplink, e.classid) for e in state.entries.values()}
