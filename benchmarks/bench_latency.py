@@ -33,16 +33,8 @@ from vif_qos.config.policy import check_policy_text  # noqa: E402
 from vif_qos.core import units  # noqa: E402
 from vif_qos.core.resolve import plan_vif  # noqa: E402
 from vif_qos.model import VifFacts  # noqa: E402
+from vif_qos.sim.dom0 import BFIFO_10GBIT_UPLINK_POLICY  # noqa: E402
 from vif_qos.sim.net import INBOUND, OUTBOUND, SimHost  # noqa: E402
-
-POLICY_TEXT = """
-[host]
-leaf_qdisc = bfifo
-[bridges]
-    [[xenbr0]]
-    uplink = peth0
-    rate = 10gbit
-"""
 
 
 def main(argv=None) -> int:
@@ -57,7 +49,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("VIF_QOS_RUN_DIR", tempfile.mkdtemp(prefix="vif-qos-bench-"))
     from vif_qos.kernel.apply import apply_vif
 
-    policy, problems = check_policy_text(POLICY_TEXT, "bench_latency policy")
+    policy, problems = check_policy_text(BFIFO_10GBIT_UPLINK_POLICY, "bench_latency policy")
     assert policy is not None and not problems, problems
     rows, rate = [], 0
     with SimHost(prefix="vqb-lat-") as host:

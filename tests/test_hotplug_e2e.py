@@ -3,7 +3,7 @@ the script= wrapper, in a simulated dom0 (namespaces) against the xenstored doub
 
 Every check reads the kernel back with independent tools (``tc``, ``nft``, ``ip``)
 and xenstore through the double. The scripts run inside a private mount namespace
-(see tests/dom0harness.py), so the host's /etc/xen and /var/log are never touched.
+(see vif_qos/sim/dom0.py), so the host's /etc/xen and /var/log are never touched.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from dom0harness import WRAPPER, Dom0
+from vif_qos.sim.dom0 import WRAPPER, Dom0
 from vif_qos.xen.hotplug import parse_invocation, read_facts
 from vif_qos.config.policy import load_policy
 from vif_qos.config.planning import plan_for_facts

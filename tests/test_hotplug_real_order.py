@@ -19,7 +19,7 @@ import subprocess
 
 import pytest
 
-from dom0harness import WRAPPER, Dom0
+from vif_qos.sim.dom0 import WRAPPER, Dom0
 
 from helpers import DOM0_POLICY_HEAD
 

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from dom0harness import Dom0
+from vif_qos.sim.dom0 import Dom0
 from vif_qos.kernel.apply import KILL_ENV, KILL_STEPS
 from vif_qos.sim.net import INTERNET_IPV4
 

@@ -29,6 +29,7 @@ import pytest
 from vif_qos.config.policy import check_policy_text
 from vif_qos.core.resolve import plan_vif
 from vif_qos.model import VifFacts, VifPlan
+from vif_qos.sim.dom0 import BFIFO_10GBIT_UPLINK_POLICY
 from vif_qos.sim.net import INBOUND, OUTBOUND, SimHost
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
@@ -43,18 +44,9 @@ FLOWS = 32
 PEAK_CASE = (10 * MBIT, 20 * MBIT)
 GOODPUT_MIN_SHARE = 0.90
 
-POLICY_TEXT = """
-[host]
-leaf_qdisc = bfifo
-[bridges]
-    [[xenbr0]]
-    uplink = peth0
-    rate = 10gbit
-"""
-
 
 def vif_plan(vif: str, qos: str) -> VifPlan:
-    policy, problems = check_policy_text(POLICY_TEXT, "test_latency policy")
+    policy, problems = check_policy_text(BFIFO_10GBIT_UPLINK_POLICY, "test_latency policy")
     assert not problems and policy is not None, problems
     return plan_vif(VifFacts(vif=vif, devid=0), policy, (qos, "test_latency qos"))
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from dom0harness import Dom0
+from vif_qos.sim.dom0 import Dom0
 from vif_qos.sim.net import INTERNET_IPV4, Flow
 
 from helpers import DOM0_POLICY_HEAD

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from dom0harness import WRAPPER, Dom0
+from vif_qos.sim.dom0 import WRAPPER, Dom0
 from vif_qos.xen import serve
 
 from helpers import UPLINK_1GBIT

@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from dom0harness import Dom0
+from vif_qos.sim.dom0 import Dom0
 from vif_qos.usage.store import UsageStore
 
 from helpers import UPLINK_1GBIT

@@ -53,6 +53,18 @@ rate_in = 10mbit
 rate_out = 10mbit
 """
 
+#: The policy of the latency test and benchmark: every leaf queue a bfifo (what this
+#: kernel has; fq_codel is not built here), xenbr0's uplink peth0 at 10 Gbit/s so
+#: that only the guests' own rates limit.
+BFIFO_10GBIT_UPLINK_POLICY = """
+[host]
+leaf_qdisc = bfifo
+[bridges]
+    [[xenbr0]]
+    uplink = peth0
+    rate = 10gbit
+"""
+
 HOOK_DIR_REL = "etc/xen/scripts/vif-post.d"
 VIF_BRIDGE = "/etc/xen/scripts/vif-bridge"
 WRAPPER = "/etc/xen/scripts/vif-qos"
