@@ -153,3 +153,34 @@ def test_a_tree_made_without_leaf_qdiscs_gets_one_under_its_default_class(host):
     assert leaves["7a51:2"]["kind"] == "bfifo"
     assert T.handle_str(got_b.classid) in leaves
     assert T.handle_str(got_a.classid) not in leaves   # untouched until its next online
+
+
+def test_fq_codel_times_compare_as_the_kernel_dumps_them():
+    """fq_codel keeps target/interval in 1024 ns units and dumps them back in us
+    (include/net/codel.h): a 20 ms target set is dumped as 19999 us. Seen under real
+    Xen (Debian's kernel has fq_codel): check called every fq_codel leaf different."""
+    assert T.codel_us_as_dumped(20_000) == 19_999
+    assert T.codel_us_as_dumped(400_000) == 400_000
+    assert T.codel_us_as_dumped(5_000) == 4_999
+    assert T.codel_us_as_dumped(0) == 0
+    for us in (1, 999, 1_024, 20_000, 123_457, 10_000_000):
+        dumped = T.codel_us_as_dumped(us)
+        assert us - 2 <= dumped <= us and T.codel_us_as_dumped(dumped) <= dumped
+    want = plan("vifX.0", "rate=10mbit", "fq_codel").outbound.leaf_qdisc
+    dumped = T.QdiscInfo(index=3, kind="fq_codel", handle=0, parent=0x7A510100, bytes=0,
+                         packets=0, drops=0, target_us=T.codel_us_as_dumped(want.target_us),
+                         interval_us=T.codel_us_as_dumped(want.interval_us))
+    assert A.same_leaf(dumped, "fq_codel", want)
+    off = T.QdiscInfo(index=3, kind="fq_codel", handle=0, parent=0x7A510100, bytes=0,
+                      packets=0, drops=0, target_us=want.target_us // 2,
+                      interval_us=T.codel_us_as_dumped(want.interval_us))
+    assert not A.same_leaf(off, "fq_codel", want)
+    assert not A.same_leaf(None, "fq_codel", want)
+
+
+def test_status_shows_an_fq_codel_target_to_the_nearest_ms():
+    from vif_qos.cli import status
+    assert status._queue({"handle": "8001:", "kind": "fq_codel", "target_us": 19_999,
+                          "interval_us": 400_000}) == "fq_codel target 20ms"
+    assert status._queue({"handle": "8001:", "kind": "bfifo", "limit_bytes": 128_036,
+                          "bound_us": 102_428}) == "bfifo 128kB 102ms"

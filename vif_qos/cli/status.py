@@ -71,7 +71,8 @@ def _queue(leaf) -> str:
     if leaf.get("bound_us"):
         text += f" {leaf['bound_us'] // 1000}ms"
     if leaf.get("target_us"):
-        text += f" target {leaf['target_us'] // 1000}ms"
+        # fq_codel dumps 20 ms as 19999 us (1024 ns units): to the nearest ms.
+        text += f" target {round(leaf['target_us'] / 1000)}ms"
     return text
 
 

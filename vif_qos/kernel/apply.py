@@ -208,12 +208,15 @@ def leaf_qdisc_of(ipr, index: int, classid: int) -> Optional[tcadapter.QdiscInfo
 
 def same_leaf(found: Optional[tcadapter.QdiscInfo], kind: str, plan: LeafQdiscPlan) -> bool:
     """True when the leaf qdisc ``found`` (None: the class's built-in pfifo) is a
-    ``kind`` qdisc with ``plan``'s limit (bfifo) or target/interval (fq_codel)."""
+    ``kind`` qdisc with ``plan``'s limit (bfifo) or target/interval (fq_codel, as
+    the kernel dumps them: :func:`~vif_qos.kernel.tc.codel_us_as_dumped`)."""
     if found is None or found.kind != kind:
         return False
     if kind == LEAF_QDISC_BFIFO:
         return found.limit_bytes == plan.limit_bytes
-    return (found.target_us, found.interval_us) == (plan.target_us, plan.interval_us)
+    return (found.target_us, found.interval_us) == (
+        tcadapter.codel_us_as_dumped(plan.target_us),
+        tcadapter.codel_us_as_dumped(plan.interval_us))
 
 
 def ensure_leaf_qdisc(ipr, link: tcadapter.LinkInfo, classid: int, plan: LeafQdiscPlan,

@@ -276,6 +276,19 @@ TCA_FQ_CODEL_TARGET, TCA_FQ_CODEL_LIMIT, TCA_FQ_CODEL_INTERVAL = 1, 2, 3
 TCA_FQ_CODEL_FLOWS, TCA_FQ_CODEL_QUANTUM = 5, 6
 
 
+#: codel keeps times in units of 2**CODEL_SHIFT ns (include/net/codel.h: CODEL_SHIFT
+#: 10, ``us_to_codel``, ``codel_time_to_us``); fq_codel dumps them converted back.
+CODEL_SHIFT = 10
+
+
+def codel_us_as_dumped(us: int) -> int:
+    """The microseconds fq_codel dumps for a target or interval set to ``us``: it
+    stores ``us * 1000 >> CODEL_SHIFT`` and dumps ``stored << CODEL_SHIFT // 1000``,
+    so 20000 comes back as 19999 (sch_fq_codel.c ``fq_codel_change`` and
+    ``fq_codel_dump``). Pure; ``us`` >= 0."""
+    return ((int(us) * 1000) >> CODEL_SHIFT << CODEL_SHIFT) // 1000
+
+
 def leaf_qdisc_options(kind: str, *, limit_bytes: int = 0, target_us: int = 0,
                        interval_us: int = 0, quantum_bytes: int = 0) -> bytes:
     """The ``TCA_OPTIONS`` payload of a leaf qdisc. Pure.
