@@ -184,9 +184,11 @@ def test_assign_to_pool_and_back_live(dom0):
         pooled_queue_bytes = leaf_queue_limit_bytes(dom0, next(iter(in_pool)))
         time.sleep(3)
         b0, b1, _r = timed(dom0, "unset", "g", "pool")
-        time.sleep(3)
+        time.sleep(6)
     pooled = mean_rate(samples, a1 + 1.0, b0)
-    back = mean_rate(samples, b1 + 1.0, samples[-1][0])
+    # TCP takes a moment to grow into the bigger leaf (longer on a loaded machine:
+    # 8.97-9.46 Mbit/s measured from 1 s after it, with two busy cores beside).
+    back = mean_rate(samples, b1 + 2.0, samples[-1][0])
     peak = max(rate for _t, rate in windows(samples))
     print(f"assign: in the pool {pooled / 1e6:.2f} Mbit/s, back {back / 1e6:.2f}, highest "
           f"500 ms window {peak / 1e6:.2f}; assign took {a1 - a0:.2f} s, unset {b1 - b0:.2f} s")
