@@ -365,8 +365,35 @@ def counter(dev: str, which: str) -> int:
         return int(fh.read())
 
 
+def cpu_idle_share(seconds: float = 1.0) -> float:
+    """dom0's idle share of its CPUs over ``seconds`` (/proc/stat: idle + iowait)."""
+    def read():
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        return sum(values), values[3] + values[4]
+    total0, idle0 = read()
+    time.sleep(seconds)
+    total1, idle1 = read()
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_quiet(min_idle: float = 0.6, timeout_s: float = 30) -> None:
+    """Wait until dom0 is mostly idle: the emulated host's traffic toward a guest
+    needs its CPUs (netback's copies), and a command just run can leave work behind
+    (the resident ``vif-qos serve`` answering the kernel's notifications, a
+    ``vif-qos record`` from its timer)."""
+    end = time.monotonic() + timeout_s
+    idle = cpu_idle_share()
+    while idle < min_idle and time.monotonic() < end:
+        idle = cpu_idle_share()
+    if idle < min_idle:
+        log(f"dom0 still busy ({idle:.0%} idle) after {timeout_s:g} s; measuring anyway")
+
+
 def measure(direction: str, guest: str, domid: int, devid: int = 0) -> float:
-    """Bits/s on the wire: inbound the vif's tx counter, outbound the uplink's."""
+    """Bits/s on the wire: inbound the vif's tx counter, outbound the uplink's,
+    once dom0 is quiet (:func:`wait_quiet`)."""
+    wait_quiet()
     ip, port = GUESTS[guest][0].split("/")[0], GUESTS[guest][1]
     me = os.path.abspath(__file__)
     seconds = WARMUP_S + WINDOW_S + 30
