@@ -10,7 +10,7 @@ opens its own netlink and nftables handles):
   (under the host lock it holds): :func:`resolve_uplink`, :func:`pool_minors_of`,
   :func:`ensure_tree`, :func:`add_leaf`, :func:`ensure_leaf_qdisc`,
   :func:`leaf_qdisc_of`, :func:`same_class`, :func:`same_leaf`,
-  :func:`class_params`, :func:`fit_frame`, :func:`remove_locked`,
+  :func:`class_params`, :func:`leaf_params`, :func:`fit_frame`, :func:`remove_locked`,
   :func:`remove_leftovers` and :class:`Undo`
 
 What one vif gets (see README.rst, "What vif-qos puts in the kernel"):
@@ -193,7 +193,9 @@ def leaf_qdisc_kind(ipr, plan: LeafQdiscPlan) -> str:
     return LEAF_QDISC_FQ_CODEL if _FQ_CODEL_KNOWN[0] else LEAF_QDISC_BFIFO
 
 
-def _leaf_params(plan: LeafQdiscPlan, quantum_bytes: int) -> dict:
+def leaf_params(plan: LeafQdiscPlan, quantum_bytes: int) -> dict:
+    """``plan``'s limit (bytes), target/interval (us) and ``quantum_bytes`` as the tc
+    adapter's keyword arguments."""
     return dict(limit_bytes=plan.limit_bytes, target_us=plan.target_us,
                 interval_us=plan.interval_us, quantum_bytes=quantum_bytes)
 
@@ -229,7 +231,7 @@ def ensure_leaf_qdisc(ipr, link: tcadapter.LinkInfo, classid: int, plan: LeafQdi
     if same_leaf(found, kind, plan):
         return
     tcadapter.replace_leaf_qdisc(ipr, link.index, classid, kind, what,
-                                 **_leaf_params(plan, quantum_bytes))
+                                 **leaf_params(plan, quantum_bytes))
     if class_is_new:
         return  # deleting the class (its undo) deletes the qdisc
     if found is None:

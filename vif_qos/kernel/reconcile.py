@@ -251,16 +251,15 @@ class _Run:
         return link.name, classid, (old if cur is not None or (
             old is not None and old[0].name != link.name) else None)
 
-    def _leaf_queue(self, link, classid: int, plan: VifPlan,
-                    class_is_new: bool = True) -> None:
-        """The leaf qdisc the plan gives a leaf class (as an online makes it: the
-        queue's time bound)."""
+    def _leaf_queue(self, link, classid: int, plan: VifPlan) -> None:
+        """The leaf qdisc the plan gives a leaf class just made (as an online makes
+        it: the queue's time bound)."""
         if plan.outbound.leaf_qdisc is None:
             return
         applymod.ensure_leaf_qdisc(
             self.ipr, link, classid, plan.outbound.leaf_qdisc, plan.outbound.quantum_bytes,
             f"leaf qdisc of htb leaf class {tcadapter.handle_str(classid)} of {plan.vif} "
-            f"on {link.name}", applymod.Undo(), class_is_new)
+            f"on {link.name}", applymod.Undo(), True)
 
     def _leaf_queue_in_place(self, link, classid: int, plan: VifPlan,
                              out: List[str]) -> None:
@@ -277,8 +276,12 @@ class _Run:
         out.append(f"outbound: leaf qdisc of {tcadapter.handle_str(classid)} "
                    f"{_leaf_words(found.kind if found else None, found)}, want "
                    f"{_leaf_words(kind, want)}")
-        if self.apply:
-            self._leaf_queue(link, classid, plan, class_is_new=False)
+        if self.apply:  # kind and current qdisc known: replaced here, not looked up again
+            tcadapter.replace_leaf_qdisc(
+                self.ipr, link.index, classid, kind,
+                f"leaf qdisc of htb leaf class {tcadapter.handle_str(classid)} of "
+                f"{plan.vif} on {link.name}",
+                **applymod.leaf_params(want, plan.outbound.quantum_bytes))
 
     # -- one vif ------------------------------------------------------------------------
     def vif(self, plan: VifPlan) -> VifResult:
