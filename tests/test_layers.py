@@ -1,6 +1,6 @@
 """The import-layer contract of the package, checked on the source (AST).
 
-Layers, bottom to top (README.rst, "How it is built"):
+Layers, bottom to top (docs/architecture.rst, "How it is built"):
 
 - ``vif_qos`` itself (``errors``, ``model``, ``constants``): the shared vocabulary;
 - ``core``: pure functions, may import only the vocabulary and ``core``;
