@@ -32,6 +32,16 @@ class RoffError(ValueError):
     """A line of the generated page that this translation does not know."""
 
 
+def sources() -> List[str]:
+    """What the generated pages are made from: mkman.py and every file of the
+    package (command modules, ``policy.spec``, the example policy)."""
+    paths = [MKMAN]
+    for dirpath, dirs, files in os.walk(os.path.join(ROOT, "vif_qos")):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        paths += [os.path.join(dirpath, f) for f in sorted(files) if not f.endswith(".pyc")]
+    return paths
+
+
 def load_mkman():
     spec = importlib.util.spec_from_file_location("mkman", MKMAN)
     module = importlib.util.module_from_spec(spec)
@@ -249,7 +259,8 @@ class ManPage(Directive):
         if name not in pages:
             raise self.error(f"mkman.py generates {sorted(pages)}, not {name!r}")
         env = self.state.document.settings.env
-        env.note_dependency(MKMAN)
+        for path in sources():   # an incremental build redoes the page when they change
+            env.note_dependency(path)
         try:
             return Translator(self.state.document).run(pages[name])
         except RoffError as err:
