@@ -23,17 +23,15 @@ same keys (``bridge``, ``rate``, ``mac``, ``vifname``, ``frontend-id``;
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Set, Tuple
 
 from vif_qos.core.ifname import ifname_problem
 from vif_qos.errors import InputError
 from vif_qos.model import VifFacts
-from vif_qos.xen.xenstore import XenstoreMissing, unescape
+from vif_qos.xen.xenstore import XenstoreMissing
 
 BACKEND_ROOT = "/local/domain/0/backend/vif"
-_LS_LINE = re.compile(r'(/[^ ]*) = "(.*)"\Z')
 
 
 @dataclass(frozen=True)
@@ -54,16 +52,6 @@ class Skipped:
     backend: str
     vif: Optional[str]
     reason: str
-
-
-def parse_ls(text: str) -> Dict[str, str]:
-    """``xenstore-ls -f`` output -> absolute path: value (unescaped)."""
-    out: Dict[str, str] = {}
-    for line in text.splitlines():
-        match = _LS_LINE.match(line)
-        if match:
-            out[match.group(1)] = unescape(match.group(2))
-    return out
 
 
 def read_backends(xs) -> Dict[Tuple[int, int], Dict[str, str]]:
