@@ -58,11 +58,11 @@ from dataclasses import dataclass, field
 from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional,
                     Sequence, Tuple)
 
-from vif_qos.constants import DEFAULT_BRIDGE
 from vif_qos.errors import EnvironmentProblem, InputError, VifQosError, XenstoreError
 from vif_qos.xen.hotlog import HotplugLog
 from vif_qos.core.ifname import check_ifname
 from vif_qos.model import ON_FAILURE_WARN, VifFacts
+from vif_qos.xen.inventory import BACKEND_KEYS, netdev_name, read_nodes, vif_facts
 
 if TYPE_CHECKING:  # for the annotations only: a hotplug run imports these when used
     from vif_qos.core.settings import Policy
@@ -114,10 +114,6 @@ HOTPLUG_WORDS = (
     ("bridge", "NAME", "the bridge vif-bridge joined the vif to (the hook passes it; else "
      "the backend's bridge key)"),
 )
-
-#: The backend keys read (all written by libxl, owned by the backend domain).
-BACKEND_KEYS = ("bridge", "rate", "mac", "vifname", "frontend-id", "type")
-
 
 @dataclass(frozen=True)
 class Invocation:
@@ -330,73 +326,30 @@ def parse_invocation(command: str, argv: Sequence[str],
 
 def final_dev_name(inv: Invocation, vifname: Optional[str]) -> str:
     """The netdev's name after vif-common.sh's ``vifname`` rename."""
-    if inv.hook_dev:
-        return inv.hook_dev
-    if vifname:
-        return f"{vifname}-emu" if inv.type_if == "tap" else vifname
-    return inv.dev
+    return netdev_name(inv.dev, vifname, inv.type_if == "tap", inv.hook_dev)
 
 
 def read_facts(xs, inv: Invocation) -> VifFacts:
-    """Read the vif's facts from dom0-owned xenstore nodes only (see module doc).
+    """Read the vif's facts from dom0-owned xenstore nodes only
+    (:func:`vif_qos.xen.inventory.vif_facts`, as every other reader of them).
 
     :param xs: a :class:`vif_qos.xen.xenstore.Xenstore`.
     :raises XenstoreError: the backend directory is missing or xenstored failed.
-    :raises InputError: ``frontend-id`` contradicts ``XENBUS_PATH``.
+    :raises InputError: ``frontend-id`` contradicts ``XENBUS_PATH``, or a name is bad.
     """
     from vif_qos.xen.xenstore import XenstoreMissing
 
     backend = inv.xenbus_path.rstrip("/")
-    # Sources are named as libxl names the vif (relative to dom0's directory), also
-    # for the HVM tap, whose XENBUS_PATH vif-common.sh makes absolute.
-    label = re.sub(r"^/local/domain/0/", "", backend)
     try:
         present = set(xs.list(backend))
     except XenstoreMissing:
         raise XenstoreError("the vif's backend directory does not exist",
                             token=backend, source="xenstore") from None
-    dom = f"/local/domain/{inv.domid}"
-    paths = [f"{backend}/{key}" for key in BACKEND_KEYS if key in present]
-    paths += [f"{dom}/name", f"{dom}/vm"]
-    values = xs.read_optional(paths)
-
-    def backend_value(key: str) -> Optional[str]:
-        return values.get(f"{backend}/{key}")
-
-    frontend_id = backend_value("frontend-id")
-    if frontend_id is not None and frontend_id.strip() != str(inv.domid):
-        raise InputError(f"backend frontend-id does not match XENBUS_PATH's domid {inv.domid}",
-                         token=frontend_id, source=f"xenstore:{label}/frontend-id")
-    vm_path = values.get(f"{dom}/vm")
-    uuid = None
-    if vm_path and vm_path.startswith("/vm/") and "/" not in vm_path[4:]:
-        uuid = vm_path[4:] or None
-    name = values.get(f"{dom}/name")
-    if name is None and vm_path and uuid:
-        name = xs.read_default(f"{vm_path}/name")
-    bridge, bridge_source = next(
-        (value, where) for value, where in (
-            (inv.bridge_arg, "argv bridge="),
-            (backend_value("bridge"), f"xenstore:{label}/bridge"),
-            (inv.bridge_env, "environment bridge"), (DEFAULT_BRIDGE, "built-in default"))
-        if value)
-    check_ifname(bridge, bridge_source, "bridge")
-    vifname = backend_value("vifname")
-    vif = final_dev_name(inv, vifname)
-    if vifname and not inv.hook_dev:
-        check_ifname(vif, f"xenstore:{label}/vifname", "vifname")
-    rate = backend_value("rate")
-    return VifFacts(
-        vif=vif,
-        devid=inv.devid,
-        bridge=bridge,
-        domid=inv.domid,
-        domain_name=name,
-        domain_uuid=uuid,
-        mac=backend_value("mac"),
-        xen_rate=rate,
-        xen_rate_source=f"xenstore:{label}/rate",
-    )
+    values = read_nodes(xs, [f"{backend}/{key}" for key in BACKEND_KEYS if key in present],
+                        [inv.domid])
+    return vif_facts(values, backend, inv.domid, inv.devid, inv.dev, inv.type_if == "tap",
+                     hook_dev=inv.hook_dev, bridge_arg=inv.bridge_arg,
+                     bridge_env=inv.bridge_env)
 
 
 # -- the services hotplug and cleanup call (the one seam for tests) -----------------
