@@ -58,7 +58,8 @@ from dataclasses import dataclass, field
 from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional,
                     Sequence, Tuple)
 
-from vif_qos.errors import EnvironmentProblem, InputError, VifQosError, XenstoreError
+from vif_qos.errors import (EnvironmentProblem, InputError, VifQosError, XenstoreError,
+                             one_line)
 from vif_qos.xen.hotlog import HotplugLog
 from vif_qos.core.ifname import check_ifname
 from vif_qos.model import ON_FAILURE_WARN, VifFacts
@@ -422,12 +423,6 @@ def default_services(env: Mapping[str, str]) -> Services:
                     cleanup_orphans=_cleanup_orphans, may_hold=may_hold)
 
 
-def _one_line(err: BaseException) -> str:
-    if isinstance(err, VifQosError):
-        return err.one_line()
-    return "internal error: " + " ".join(f"{type(err).__name__}: {err}".split())
-
-
 #: Longest hotplug-error value written: xenstored refuses a request above 4096 bytes
 #: (XENSTORE_PAYLOAD_MAX, xs_wire.h) -- path, value and status share one request.
 HOTPLUG_ERROR_MAX_BYTES = 2048
@@ -488,7 +483,7 @@ def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, s
     try:
         services = services or default_services(env)
     except Exception as err:  # pragma: no cover - an import problem
-        log.error(_one_line(err))
+        log.error(one_line(err))
         return 1 if command in UP_COMMANDS else 0
     conf = env.get("VIF_QOS_CONFIG") or None
     with library_log_to(log):
@@ -525,7 +520,7 @@ def _report_bad_invocation(command: str, argv: Sequence[str], env: Mapping[str, 
                               _fit_xenstore(f"vif-qos: {err.one_line()}")),
                              (f"{path}/hotplug-status", "error")])
     except Exception as xs_err:
-        log.error(f"could not write hotplug-error: {_one_line(xs_err)}")
+        log.error(f"could not write hotplug-error: {one_line(xs_err)}")
 
 
 def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog,
@@ -559,7 +554,7 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
             log.info(f"shaped: {_summary(plan)}")
         return 0
     except Exception as err:  # every failure: undo, report, and decide the status
-        message = _one_line(err)
+        message = one_line(err)
         status = err.exit_status if isinstance(err, VifQosError) else 1
         host = getattr(policy, "host", None)
         warn = host is not None and getattr(host, "on_failure", None) == ON_FAILURE_WARN
@@ -574,7 +569,7 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
                     sv.remove_vif(applied_to, host=getattr(policy, "host", None),
                                   owner=(inv.domid, inv.devid))
             except Exception as undo_err:
-                log.warning(f"undoing the partial shaping failed: {_one_line(undo_err)}")
+                log.warning(f"undoing the partial shaping failed: {one_line(undo_err)}")
         if warn:
             log.warning(f"{message} (on_failure = warn: the vif stays unshaped)")
             return 0
@@ -584,7 +579,7 @@ def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLo
                                      _fit_xenstore(f"vif-qos: {message}")),
                                     (f"{inv.xenbus_path}/hotplug-status", "error")])
         except Exception as xs_err:
-            log.error(f"could not write hotplug-error: {_one_line(xs_err)}")
+            log.error(f"could not write hotplug-error: {one_line(xs_err)}")
         return status or 1
 
 
@@ -600,7 +595,7 @@ def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugL
             name = final_dev_name(inv, sv.xenstore.read_default(f"{inv.xenbus_path}/vifname"))
         except Exception as err:
             name = inv.dev
-            log.warning(f"backend vifname not readable ({_one_line(err)}); using {name}")
+            log.warning(f"backend vifname not readable ({one_line(err)}); using {name}")
     log.context = f"{inv.command} {name}"
     if _nothing_recorded(sv, name):
         # The usual case on a real Xen host: netback freed the netdev first and
@@ -612,7 +607,7 @@ def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugL
         host = sv.load_policy(conf).host
         log.set_debug(bool(getattr(host, "debug", False)))
     except Exception as err:
-        log.warning(f"policy not loaded ({_one_line(err)}); removing with built-in settings")
+        log.warning(f"policy not loaded ({one_line(err)}); removing with built-in settings")
     try:
         removed = sv.remove_vif(name, host=host, owner=(inv.domid, inv.devid))
         if removed:
@@ -620,7 +615,7 @@ def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugL
         else:
             log.info(NOTHING_LEFT)
     except Exception as err:
-        log.warning(f"removal incomplete (udev's vif-qos cleanup will retry): {_one_line(err)}")
+        log.warning(f"removal incomplete (udev's vif-qos cleanup will retry): {one_line(err)}")
     return 0
 
 
@@ -655,4 +650,4 @@ def _sweep_after_lost_service(env: Mapping[str, str], sv: Services, conf: Option
             for what in cleanup_orphans(host=sv.load_policy(conf).host):
                 log.info(f"removed after the lost vif-qos service: {what}")
     except Exception as err:
-        log.warning(f"sweep after the lost vif-qos service failed: {_one_line(err)}")
+        log.warning(f"sweep after the lost vif-qos service failed: {one_line(err)}")
