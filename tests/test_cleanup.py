@@ -13,7 +13,7 @@ import pytest
 from vif_qos.cli import cleanup
 from vif_qos.kernel.netdev import netdev_exists
 from vif_qos.config.policy import load_policy
-from vif_qos.xen.hotplug import Services
+from vif_qos.xen.services import Services
 
 
 class KernelRecorder:

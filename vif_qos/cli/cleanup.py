@@ -22,8 +22,8 @@ from typing import Optional
 
 from vif_qos.errors import one_line
 from vif_qos.kernel.netdev import netdev_exists
-from vif_qos.xen.hotlog import HotplugLog
-from vif_qos.xen.hotplug import Services, default_services, library_log_to
+from vif_qos.xen.hotlog import HotplugLog, library_log_to
+from vif_qos.xen.services import Services, default_services
 from vif_qos.core.ifname import check_ifname
 
 
@@ -48,7 +48,7 @@ def run(args, services: Optional[Services] = None) -> int:
     orphan; print each name removed.
 
     :param services: the policy and kernel entry points (default the real ones,
-        :func:`vif_qos.xen.hotplug.default_services`).
+        :func:`vif_qos.xen.services.default_services`).
     :raises InputError: ``--vif`` is a name no netdev can have (exit 2).
     """
     if args.vif is not None:

@@ -46,46 +46,22 @@ Environment knobs: ``VIF_QOS_CONFIG`` (the policy file, default
 
 from __future__ import annotations
 
-import math
-import logging
 import os
 import re
-import signal
-import threading
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional,
-                    Sequence, Tuple)
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from vif_qos.errors import (EnvironmentProblem, InputError, VifQosError, XenstoreError,
-                             one_line)
-from vif_qos.xen.hotlog import HotplugLog
 from vif_qos.core.ifname import check_ifname
+from vif_qos.errors import InputError, VifQosError, XenstoreError, one_line
 from vif_qos.model import ON_FAILURE_WARN, VifFacts
+from vif_qos.xen.budget import (DEFAULT_HOTPLUG_TIMEOUT_S, UNDO_TIMEOUT_S, HotplugTimeout,
+                                deadline, hotplug_budget)
+from vif_qos.xen.hotlog import HotplugLog, library_log_to
 from vif_qos.xen.inventory import BACKEND_KEYS, netdev_name, read_nodes, vif_facts
-
-if TYPE_CHECKING:  # for the annotations only: a hotplug run imports these when used
-    from vif_qos.core.settings import Policy
-    from vif_qos.kernel.apply import Applied
-    from vif_qos.model import HostSettings, VifPlan
-    from vif_qos.xen.xenstore import Xenstore
+from vif_qos.xen.services import Services, default_services
 
 HOTPLUG_COMMANDS = ("online", "offline", "add", "remove")
 UP_COMMANDS = ("online", "add")
-
-#: xenstore tool timeout for hotplug runs, seconds: libxl kills a script after 40 s.
-DEFAULT_XENSTORE_TIMEOUT_S = 5.0
-#: Budget of a whole online/add (and of an offline/remove), seconds: well inside
-#: libxl's 40 s (tools/libs/light/libxl_internal.h: LIBXL_HOTPLUG_TIMEOUT), so that
-#: vif-qos itself reports the reason and undoes its work before it is killed.
-DEFAULT_HOTPLUG_TIMEOUT_S = 30.0
-#: Budget of undoing a failed apply, seconds.
-UNDO_TIMEOUT_S = 5.0
-#: Wall time after which a run gives up even while the host lock still moves,
-#: seconds: libxl's 40 s less what vif-bridge and Python's start-up take first.
-HARD_WALL_S = 36.0
-LOCK_WAIT_WHERE = "$VIF_QOS_RUN_DIR/lock, default /run/vif-qos/lock"
 
 # [0-9], not \d (which takes any Unicode digit); used with fullmatch (a '$' would let
 # a trailing newline through).
@@ -139,105 +115,6 @@ class Invocation:
     variables: Dict[str, str] = field(default_factory=dict)
 
 
-class HotplugTimeout(EnvironmentProblem):
-    """The hotplug run exceeded its time budget (a stuck xenstored, a held lock)."""
-
-
-@contextmanager
-def deadline(seconds: float, what: str,
-             hard_wall_s: float = HARD_WALL_S) -> Iterator[None]:
-    """Raise :class:`HotplugTimeout` in the block once its own work took ``seconds``.
-
-    Time spent waiting for the host lock while the lock changes hands (other
-    guests' runs ahead in the queue: :data:`vif_qos.kernel.alloc.LOCK_WAIT`) is
-    not counted, up to ``hard_wall_s`` of wall time (libxl kills the script at
-    40 s); a lock that does not change hands for ``seconds`` (a stuck holder)
-    ends the wait. SIGALRM: only in the main thread; elsewhere, or with
-    ``seconds <= 0``, no limit.
-    """
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    from vif_qos.kernel.alloc import LOCK_WAIT
-
-    start = time.monotonic()
-    waited_before = LOCK_WAIT.total_s()
-    wall = max(seconds, hard_wall_s)
-
-    def on_alarm(signum, frame):
-        elapsed = time.monotonic() - start
-        own = elapsed - (LOCK_WAIT.total_s() - waited_before)
-        stalled = LOCK_WAIT.stalled_s()
-        if stalled >= seconds:
-            raise HotplugTimeout(f"{what} did not finish: the host lock "
-                                 f"({LOCK_WAIT_WHERE}) did not change hands for "
-                                 f"{stalled:.0f} s (a stuck vif-qos run?)")
-        if own >= seconds or elapsed >= wall:
-            raise HotplugTimeout(f"{what} did not finish within {seconds:g} s of its "
-                                 f"own work ({elapsed:.0f} s in all, {elapsed - own:.0f} "
-                                 "s waiting for the host lock; libxl kills a hotplug "
-                                 "script after 40 s)")
-        signal.setitimer(signal.ITIMER_REAL, max(0.05, min(
-            seconds - own, wall - elapsed, seconds - stalled)))
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-class _LibraryLog(logging.Handler):
-    """Sends the library's log records (logger ``vif_qos``: :mod:`vif_qos.kernel.apply`
-    says so when it replaces a foreign qdisc on the vif or a stale entry of an
-    earlier guest) to a run's :class:`HotplugLog`, so they reach syslog and the
-    hotplug log like the run's own lines."""
-
-    def __init__(self, log: HotplugLog):
-        super().__init__(logging.DEBUG)
-        self.hotplug_log = log
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR:
-            level = "err"
-        elif record.levelno >= logging.WARNING:
-            level = "warning"
-        elif record.levelno >= logging.INFO:
-            level = "info"
-        else:
-            level = "debug"
-        message = record.getMessage()
-        if message.startswith("vif-qos: "):
-            message = message[len("vif-qos: "):]
-        self.hotplug_log.log(level, message)
-
-
-@contextmanager
-def library_log_to(log: HotplugLog) -> Iterator[None]:
-    """Route the ``vif_qos`` logger to ``log`` for the block (used by hotplug runs
-    and ``vif-qos cleanup``)."""
-    logger = logging.getLogger("vif_qos")
-    handler = _LibraryLog(log)
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
-def _budget(env: Mapping[str, str]) -> float:
-    """``VIF_QOS_HOTPLUG_TIMEOUT`` in seconds; the default for anything that is not a
-    finite number of at most a day (``nan``/``inf`` would break ``setitimer``)."""
-    try:
-        value = float(env.get("VIF_QOS_HOTPLUG_TIMEOUT", DEFAULT_HOTPLUG_TIMEOUT_S))
-    except ValueError:
-        return DEFAULT_HOTPLUG_TIMEOUT_S
-    return value if math.isfinite(value) and value <= 86400 else DEFAULT_HOTPLUG_TIMEOUT_S
 
 
 def parse_words(command: str, argv: Sequence[str]) -> Tuple[str, Dict[str, str]]:
@@ -356,72 +233,6 @@ def read_facts(xs, inv: Invocation) -> VifFacts:
 # -- the services hotplug and cleanup call (the one seam for tests) -----------------
 
 
-def _load_policy(path: Optional[str] = None) -> "Policy":
-    from vif_qos.config.policy import load_policy
-    return load_policy(path)
-
-
-def _plan_for_facts(facts: VifFacts, policy: "Policy") -> "VifPlan":
-    from vif_qos.config.planning import plan_for_facts
-    return plan_for_facts(facts, policy)
-
-
-def _apply_vif(plan: "VifPlan", owner: Optional[Tuple[int, int]] = None) -> "Applied":
-    from vif_qos.kernel.apply import apply_vif
-    return apply_vif(plan, owner=owner)
-
-
-def _remove_vif(vif: str, host: Optional["HostSettings"] = None,
-                owner: Optional[Tuple[int, int]] = None, only_if_gone: bool = False) -> bool:
-    from vif_qos.kernel.apply import remove_vif
-    return remove_vif(vif, host=host, owner=owner, only_if_gone=only_if_gone)
-
-
-def _cleanup_orphans(host: Optional["HostSettings"] = None) -> List[str]:
-    from vif_qos.kernel.apply import cleanup_orphans
-    return cleanup_orphans(host=host)
-
-
-@dataclass
-class Services:
-    """The policy, resolver, kernel and xenstore entry points that the hotplug
-    commands (:func:`hotplug_main`) and ``vif-qos cleanup`` call: the one place
-    tests put recording stand-ins (pass ``services=`` to the entry point).
-
-    The real ones (:func:`default_services`) import their module only when called,
-    so a hotplug run pays for what it uses: ``vif_qos.config.policy.load_policy``,
-    ``vif_qos.config.planning.plan_for_facts``, ``vif_qos.kernel.apply.apply_vif``,
-    ``remove_vif`` and ``cleanup_orphans``, and a :class:`~vif_qos.xen.xenstore.Xenstore`.
-    """
-
-    load_policy: Callable[[Optional[str]], "Policy"]
-    plan_for_facts: Callable[[VifFacts, "Policy"], "VifPlan"]
-    apply_vif: Callable[["VifPlan"], Any]
-    remove_vif: Callable[..., bool]  # (vif, host=None) -> removed anything
-    xenstore: "Xenstore"
-    cleanup_orphans: Callable[..., List[str]] = _cleanup_orphans  # (host=None) -> names
-    #: ``may_hold(name) -> bool``: False when the vif certainly holds nothing of
-    #: vif-qos (:func:`vif_qos.kernel.ledger.may_hold`); None: always look.
-    may_hold: Optional[Callable[[str], bool]] = None
-
-
-def default_services(env: Mapping[str, str]) -> Services:
-    """The real services; the xenstore client's timeout from
-    ``VIF_QOS_XENSTORE_TIMEOUT`` (seconds, 0 < t <= 3600, else the default)."""
-    from vif_qos.xen.xenstore import Xenstore
-
-    try:
-        timeout_s = float(env.get("VIF_QOS_XENSTORE_TIMEOUT", DEFAULT_XENSTORE_TIMEOUT_S))
-    except ValueError:
-        timeout_s = DEFAULT_XENSTORE_TIMEOUT_S
-    if not (math.isfinite(timeout_s) and 0 < timeout_s <= 3600):
-        timeout_s = DEFAULT_XENSTORE_TIMEOUT_S  # inf/1e300 overflow subprocess's timeout
-    from vif_qos.kernel.ledger import may_hold
-    return Services(load_policy=_load_policy, plan_for_facts=_plan_for_facts,
-                    apply_vif=_apply_vif, remove_vif=_remove_vif,
-                    xenstore=Xenstore(timeout_s=timeout_s, env=dict(env)),
-                    cleanup_orphans=_cleanup_orphans, may_hold=may_hold)
-
 
 #: Longest hotplug-error value written: xenstored refuses a request above 4096 bytes
 #: (XENSTORE_PAYLOAD_MAX, xs_wire.h) -- path, value and status share one request.
@@ -489,9 +300,9 @@ def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, s
     with library_log_to(log):
         if command in UP_COMMANDS:
             _sweep_after_lost_service(env, services, conf, log)
-            return _bring_up(inv, services, conf, log, _budget(env))
+            return _bring_up(inv, services, conf, log, hotplug_budget(env))
         try:
-            with deadline(_budget(env), f"vif-qos {command}"):
+            with deadline(hotplug_budget(env), f"vif-qos {command}"):
                 return _take_down(inv, services, conf, log)
         except HotplugTimeout as err:
             log.warning(f"{err.one_line()}; udev's vif-qos cleanup will finish the removal")
