@@ -327,71 +327,95 @@ def _report_bad_invocation(command: str, argv: Sequence[str], env: Mapping[str, 
         return
     try:
         xenstore = (services or default_services(env)).xenstore
-        xenstore.write_many([(f"{path}/hotplug-error",
-                              _fit_xenstore(f"vif-qos: {err.one_line()}")),
-                             (f"{path}/hotplug-status", "error")])
     except Exception as xs_err:
         log.error(f"could not write hotplug-error: {one_line(xs_err)}")
+        return
+    _write_hotplug_error(xenstore, path, err.one_line(), log)
+
+
+@dataclass
+class _Progress:
+    """How far an online/add got: what a failure must undo."""
+
+    policy: Optional[object] = None
+    known_vif: Optional[str] = None
+    applied_to: Optional[str] = None
 
 
 def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog,
               budget_s: float = DEFAULT_HOTPLUG_TIMEOUT_S) -> int:
-    policy = None
-    applied_to: Optional[str] = None
-    known_vif: Optional[str] = None
+    progress = _Progress()
     try:
         with deadline(budget_s, f"vif-qos {inv.command}"):
-            policy = sv.load_policy(conf)
-            log.set_debug(bool(getattr(policy.host, "debug", False)))
-            facts = read_facts(sv.xenstore, inv)
-            log.context = f"{inv.command} {facts.vif}"
-            known_vif = facts.vif
-            log.debug(f"facts: domid={facts.domid} devid={facts.devid} "
-                      f"name={facts.domain_name!r} bridge={facts.bridge} "
-                      f"rate={facts.xen_rate!r} mac={facts.mac}")
-            plan = sv.plan_for_facts(facts, policy)
-            for note in getattr(plan, "notes", ()) or ():
-                log.warning(note)
-            for name, source in sorted((getattr(plan, "sources", None) or {}).items()):
-                log.debug(f"{name} from {source}")
-            applied_to = facts.vif
-            sv.apply_vif(plan, owner=(inv.domid, inv.devid))
-        from vif_qos.kernel.alloc import LOCK_WAIT
-        log.debug(f"host lock: waited {LOCK_WAIT.total_s() * 1000:.0f} ms, held "
-                  f"{LOCK_WAIT.held_s * 1000:.0f} ms")
-        if plan.inbound is None and plan.outbound is None:
-            log.info("not shaped: no limit is set for this vif (stale shaping removed)")
-        else:
-            log.info(f"shaped: {_summary(plan)}")
-        return 0
+            plan = _shape(inv, sv, conf, log, progress)
     except Exception as err:  # every failure: undo, report, and decide the status
-        message = one_line(err)
-        status = err.exit_status if isinstance(err, VifQosError) else 1
-        host = getattr(policy, "host", None)
-        warn = host is not None and getattr(host, "on_failure", None) == ON_FAILURE_WARN
-        if applied_to is None and warn:
-            # "stays unshaped" must be true: an earlier guest's entry under the same
-            # name (no offline, no udev cleanup) would otherwise hold this one.
-            applied_to = known_vif
-        if applied_to is not None:
-            try:
-                with deadline(UNDO_TIMEOUT_S, "undoing the partial shaping",
-                              hard_wall_s=UNDO_TIMEOUT_S):
-                    sv.remove_vif(applied_to, host=getattr(policy, "host", None),
-                                  owner=(inv.domid, inv.devid))
-            except Exception as undo_err:
-                log.warning(f"undoing the partial shaping failed: {one_line(undo_err)}")
-        if warn:
-            log.warning(f"{message} (on_failure = warn: the vif stays unshaped)")
-            return 0
-        log.error(message)
+        return _failed_up(inv, sv, log, progress, err)
+    from vif_qos.kernel.alloc import LOCK_WAIT
+    log.debug(f"host lock: waited {LOCK_WAIT.total_s() * 1000:.0f} ms, held "
+              f"{LOCK_WAIT.held_s * 1000:.0f} ms")
+    if plan.inbound is None and plan.outbound is None:
+        log.info("not shaped: no limit is set for this vif (stale shaping removed)")
+    else:
+        log.info(f"shaped: {_summary(plan)}")
+    return 0
+
+
+def _shape(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog,
+           progress: _Progress):
+    """Load the policy, read the facts, plan and apply; ``progress`` says how far."""
+    progress.policy = policy = sv.load_policy(conf)
+    log.set_debug(bool(getattr(policy.host, "debug", False)))
+    facts = read_facts(sv.xenstore, inv)
+    log.context = f"{inv.command} {facts.vif}"
+    progress.known_vif = facts.vif
+    log.debug(f"facts: domid={facts.domid} devid={facts.devid} "
+              f"name={facts.domain_name!r} bridge={facts.bridge} "
+              f"rate={facts.xen_rate!r} mac={facts.mac}")
+    plan = sv.plan_for_facts(facts, policy)
+    for note in getattr(plan, "notes", ()) or ():
+        log.warning(note)
+    for name, source in sorted((getattr(plan, "sources", None) or {}).items()):
+        log.debug(f"{name} from {source}")
+    progress.applied_to = facts.vif
+    sv.apply_vif(plan, owner=(inv.domid, inv.devid))
+    return plan
+
+
+def _failed_up(inv: Invocation, sv: Services, log: HotplugLog, progress: _Progress,
+               err: Exception) -> int:
+    """Undo what the online/add applied, report ``err``; the exit status."""
+    message = one_line(err)
+    host = getattr(progress.policy, "host", None)
+    warn = host is not None and getattr(host, "on_failure", None) == ON_FAILURE_WARN
+    undo = progress.applied_to
+    if undo is None and warn:
+        # "stays unshaped" must be true: an earlier guest's entry under the same
+        # name (no offline, no udev cleanup) would otherwise hold this one.
+        undo = progress.known_vif
+    if undo is not None:
         try:
-            sv.xenstore.write_many([(f"{inv.xenbus_path}/hotplug-error",
-                                     _fit_xenstore(f"vif-qos: {message}")),
-                                    (f"{inv.xenbus_path}/hotplug-status", "error")])
-        except Exception as xs_err:
-            log.error(f"could not write hotplug-error: {one_line(xs_err)}")
-        return status or 1
+            with deadline(UNDO_TIMEOUT_S, "undoing the partial shaping",
+                          hard_wall_s=UNDO_TIMEOUT_S):
+                sv.remove_vif(undo, host=host, owner=(inv.domid, inv.devid))
+        except Exception as undo_err:
+            log.warning(f"undoing the partial shaping failed: {one_line(undo_err)}")
+    if warn:
+        log.warning(f"{message} (on_failure = warn: the vif stays unshaped)")
+        return 0
+    log.error(message)
+    _write_hotplug_error(sv.xenstore, inv.xenbus_path, message, log)
+    return (err.exit_status if isinstance(err, VifQosError) else 1) or 1
+
+
+def _write_hotplug_error(xenstore, backend: str, message: str, log: HotplugLog) -> None:
+    """``hotplug-error`` (the line ``xl create`` shows) and ``hotplug-status=error``
+    in the backend directory, in one transaction; a failure is logged."""
+    try:
+        xenstore.write_many([(f"{backend}/hotplug-error",
+                              _fit_xenstore(f"vif-qos: {message}")),
+                             (f"{backend}/hotplug-status", "error")])
+    except Exception as xs_err:
+        log.error(f"could not write hotplug-error: {one_line(xs_err)}")
 
 
 #: What offline/remove logs when nothing of vif-qos holds the vif (any more).

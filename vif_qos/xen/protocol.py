@@ -179,23 +179,27 @@ def _receive(conn: socket.socket) -> Tuple[bytes, Optional[int]]:
     return msg, log_fd
 
 
+def _refuse_peer(conn: socket.socket, uid: int, service_log: HotplugLog) -> None:
+    service_log.warning(f"refused a request from uid {uid} (only root may ask)")
+    # Take the request off the socket first (unread, nothing is acted on): a unix
+    # socket closed with unread data resets the peer, which would then never read
+    # why it was refused.
+    conn.settimeout(1.0)
+    try:
+        _unread, fd = _receive(conn)
+        if fd is not None:
+            os.close(fd)
+    except Exception:
+        pass
+    send_message(conn, encode_reply("refused", f"peer uid {uid} is not root"))
+
+
 def handle_connection(conn: socket.socket, policy_now, service_log: HotplugLog) -> None:
     """Answer one connection (in the child forked for it; changes its stderr and
     environment). ``policy_now`` is the policy to use (None: load as in-process)."""
     uid = peer_uid(conn)
     if uid != 0:
-        service_log.warning(f"refused a request from uid {uid} (only root may ask)")
-        # Take the request off the socket first (unread, nothing is acted on): a
-        # unix socket closed with unread data resets the peer, which would then
-        # never read why it was refused.
-        conn.settimeout(1.0)
-        try:
-            _unread, fd = _receive(conn)
-            if fd is not None:
-                os.close(fd)
-        except Exception:
-            pass
-        send_message(conn, encode_reply("refused", f"peer uid {uid} is not root"))
+        _refuse_peer(conn, uid, service_log)
         return
     conn.settimeout(REQUEST_TIMEOUT_S)
     try:
