@@ -128,20 +128,17 @@ class PolicyCache:
         return policy
 
 
-
 # -- the drift checker, in a forked child -------------------------------------------
 
 CHECK_CLEAN, CHECK_REPAIRED, CHECK_REMAINS, CHECK_FAILED = 0, 1, 2, 3
 
 
-def repair_drift(policy, log: HotplugLog, reasons: List[str], xs=None) -> List[str]:
+def repair_drift(policy, log: HotplugLog, reasons: List[str]) -> List[str]:
     """Log ``reasons`` and bring every running vif to its plan as ``vif-qos reload``
     does (:func:`vif_qos.xen.reload.reload` with ``policy``: changed in place, a vif
     whose ``online`` has not finished left to it, leftovers removed); log what
-    changed; return the failure lines (empty: all done).
-
-    :param xs: the :class:`~vif_qos.xen.xenstore.Xenstore` to read (default: the
-        hotplug runs' own, :func:`vif_qos.xen.services.default_services`).
+    changed; return the failure lines (empty: all done). xenstore is read as the
+    hotplug runs read it (:func:`vif_qos.xen.services.default_services`).
     """
     from vif_qos.xen.reload import reload
     from vif_qos.xen.services import default_services
@@ -149,7 +146,7 @@ def repair_drift(policy, log: HotplugLog, reasons: List[str], xs=None) -> List[s
     started = time.monotonic()
     log.warning("drift: " + "; ".join(reasons) + "; reloading every running vif")
     with library_log_to(log):
-        report = reload(xs=xs or default_services(os.environ).xenstore, policy=policy)
+        report = reload(xs=default_services(os.environ).xenstore, policy=policy)
     changed = 0
     for vif in report.result.vifs:
         changed += bool(vif.changes)
@@ -170,7 +167,7 @@ def repair_drift(policy, log: HotplugLog, reasons: List[str], xs=None) -> List[s
     return failed
 
 
-def check_and_repair(policy, log: HotplugLog, xs=None) -> int:
+def check_and_repair(policy, log: HotplugLog) -> int:
     """Find drift and repair it (:func:`repair_drift`); one of the ``CHECK_*``
     statuses."""
     from vif_qos.kernel.drift import adopt_applied, find_drift
@@ -185,7 +182,7 @@ def check_and_repair(policy, log: HotplugLog, xs=None) -> int:
         if policy is None:
             log.error("drift: " + "; ".join(reasons) + "; not repaired: no policy loads")
             return CHECK_REMAINS
-        repair_drift(policy, log, reasons, xs)
+        repair_drift(policy, log, reasons)
         left = find_drift(host)
         if left:
             log.error("drift remains after the repair: " + "; ".join(left))
