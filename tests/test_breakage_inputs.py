@@ -21,7 +21,8 @@ from vif_qos.config import policy as policymod
 from vif_qos.config import xlcfg
 from vif_qos.cli.install import HOOK_PATH, WRAPPER_PATH, install
 from vif_qos.errors import ConfigError, InputError
-from vif_qos.xen.hotplug import Services, hotplug_main, parse_invocation, xenbus_ids
+from vif_qos.xen.hotplug import hotplug_main, parse_invocation, xenbus_ids
+from vif_qos.xen.services import Services
 from vif_qos.core.ifname import check_ifname, ifname_problem
 from vif_qos.model import VifPlan
 from vif_qos.xen.xenstore import Xenstore
@@ -506,7 +507,7 @@ def test_domain_config_dirs_must_be_absolute(tmp_path, dirs):
 def test_odd_xenstore_timeout_falls_back_to_the_default(value):
     # Before: inf or 1e300 reached subprocess's timeout: OverflowError on every
     # xenstore call, so every online failed with "internal error".
-    from vif_qos.xen.hotplug import DEFAULT_XENSTORE_TIMEOUT_S, default_services
+    from vif_qos.xen.services import DEFAULT_XENSTORE_TIMEOUT_S, default_services
     services = default_services({"VIF_QOS_XENSTORE_TIMEOUT": value})
     assert services.xenstore.timeout_s == DEFAULT_XENSTORE_TIMEOUT_S
 

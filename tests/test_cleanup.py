@@ -11,9 +11,9 @@ import argparse
 import pytest
 
 from vif_qos.cli import cleanup
-from vif_qos.cli.cleanup import netdev_exists
+from vif_qos.kernel.netdev import netdev_exists
 from vif_qos.config.policy import load_policy
-from vif_qos.xen.hotplug import Services
+from vif_qos.xen.services import Services
 
 
 class KernelRecorder:
@@ -61,6 +61,7 @@ def fake_apply(monkeypatch, tmp_path):
 def test_netdev_exists_uses_this_namespace():
     assert netdev_exists("lo")
     assert not netdev_exists("vqt-absent0")
+    assert not netdev_exists("x" * 16) and not netdev_exists("a\0b")
 
 
 def test_cleanup_of_a_gone_vif_removes_it(fake_apply, capsys):

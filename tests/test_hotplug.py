@@ -17,8 +17,9 @@ import pytest
 
 from vif_qos.errors import ConfigError, InputError, KernelError, XenstoreError
 from vif_qos.xen.hotlog import HotplugLog
-from vif_qos.xen.hotplug import (Invocation, Services, final_dev_name, hotplug_main,
-                             parse_invocation, read_facts, tap_ids, xenbus_ids)
+from vif_qos.xen.hotplug import (Invocation, final_dev_name, hotplug_main, parse_invocation,
+                                 read_facts, tap_ids, xenbus_ids)
+from vif_qos.xen.services import Services
 from vif_qos.model import HostSettings, VifPlan
 from vif_qos.xen.xenstore import Xenstore
 

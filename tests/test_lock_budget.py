@@ -13,7 +13,7 @@ import time
 import pytest
 
 from vif_qos.kernel import alloc
-from vif_qos.xen.hotplug import HotplugTimeout, deadline
+from vif_qos.xen.budget import HotplugTimeout, deadline
 
 HOLDER = r"""
 import fcntl, os, sys, time

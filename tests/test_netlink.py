@@ -86,6 +86,26 @@ def test_a_message_decodes_to_what_was_encoded():
     assert msg.nested(nl.TCA_OPTIONS) == {nl.TCA_TBF_BURST: nl.u32(3000)}
 
 
+def test_a_batch_of_notifications_decodes_by_protocol():
+    """``vif-qos serve``'s wake-ups: rtnetlink's tcmsg, nfnetlink's nfgenmsg, one recv
+    holding several messages; a length that does not fit is not understood."""
+    deltable = nl.NFNL_SUBSYS_NFTABLES << 8 | nl.NFT_MSG_DELTABLE
+    nft = nl.encode_message(deltable, 0, 1, nl.NFGENMSG.pack(family=nl.NFPROTO_BRIDGE),
+                            [(nl.NFTA_TABLE_NAME, nl.asciiz("vif_qos"))])
+    short = nl.encode_message(deltable, 0, 2, b"\x07")  # body shorter than nfgenmsg
+    msgs = nl.decode_all(nft + short, nl.NETLINK_NETFILTER)
+    assert [(m.type, m.fixed.get("family")) for m in msgs] == [
+        (deltable, nl.NFPROTO_BRIDGE), (deltable, None)]
+    assert msgs[0].attr_str(nl.NFTA_TABLE_NAME) == "vif_qos" and msgs[1].attrs == {}
+    qdisc = nl.encode_message(nl.RTM_DELQDISC, 0, 3, nl.TCMSG.pack(index=5, handle=1 << 16))
+    assert [m.get("index") for m in nl.decode_all(qdisc * 2)] == [5, 5]
+    assert nl.decode_all(b"") == []
+    with pytest.raises(ValueError):
+        nl.decode_all(qdisc[:-4])
+    with pytest.raises(ValueError):
+        nl.decode_all(b"\x04\0\0\0" + qdisc[4:])  # shorter than its own header
+
+
 @pytest.mark.kernel
 def test_the_kernel_refusal_names_the_object_and_a_gone_object_is_tolerated(namespaces):
     ns = namespaces.make("nl")

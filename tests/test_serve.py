@@ -1,5 +1,6 @@
-"""``vif-qos serve`` and the hook's client: Debian's vif-bridge with the hook, in a
-simulated dom0, asking a running service (or falling back to the in-process run).
+"""``vif-qos serve`` (vif_qos/xen/serve.py, its protocol vif_qos/xen/protocol.py) and
+the hook's client: Debian's vif-bridge with the hook, in a simulated dom0, asking a
+running service (or falling back to the in-process run).
 
 The kernel is read back with ``tc``/``nft``/``ip`` inside the dom0 namespace;
 xenstore through the double. The protocol's pure parts are tested directly.
@@ -23,7 +24,8 @@ import time
 import pytest
 
 from vif_qos.sim.dom0 import WRAPPER, Dom0
-from vif_qos.xen import serve
+from vif_qos.kernel import netlink as nl
+from vif_qos.xen import protocol, serve
 
 from helpers import UPLINK_1GBIT
 
@@ -41,13 +43,13 @@ NOBODY_UID = 65534
 
 
 def request(*argv, **env):
-    fields = [serve.PROTOCOL, str(len(argv)).encode()] + [a.encode() for a in argv]
+    fields = [protocol.PROTOCOL, str(len(argv)).encode()] + [a.encode() for a in argv]
     fields += [f"{k}={v}".encode() for k, v in env.items()]
     return b"\0".join(fields)
 
 
 def test_a_request_decodes_to_the_hotplug_argv_and_environment():
-    req = serve.decode_request(request("online", "type_if=vif", "dev=vif3.0",
+    req = protocol.decode_request(request("online", "type_if=vif", "dev=vif3.0",
                                        vif="vif3.0", XENBUS_PATH="backend/vif/3/0"))
     assert req.command == "online" and req.argv == ("type_if=vif", "dev=vif3.0")
     assert req.env == {"vif": "vif3.0", "XENBUS_PATH": "backend/vif/3/0"}
@@ -64,25 +66,25 @@ def test_a_request_decodes_to_the_hotplug_argv_and_environment():
     (request("online") + b"\0novalue", "not an allowed KEY=VALUE"),
     (request("online", vif="a") + b"\0vif=b", "given twice"),
     (request("cleanup", vif="vif3.0"), "not a hotplug command"),
-    (request("online", vif="x" * serve.MAX_REQUEST_BYTES), "larger than"),
+    (request("online", vif="x" * protocol.MAX_REQUEST_BYTES), "larger than"),
 ])
 def test_a_bad_request_is_one_line_naming_the_problem(data, word):
-    with pytest.raises(serve.RequestError) as info:
-        serve.decode_request(data)
+    with pytest.raises(protocol.RequestError) as info:
+        protocol.decode_request(data)
     line = info.value.one_line()
     assert word in line and "\n" not in line and len(line) < 400, line
 
 
 def test_run_env_keeps_the_service_env_and_declines_another_policy_or_xenstored():
     service_env = {"PATH": "/usr/bin", "XENSTORED_PATH": "/s", "vif": "stale"}
-    req = serve.decode_request(request("offline", vif="vif3.0", XENSTORED_PATH="/s"))
-    assert serve.run_env(req, service_env) == {"PATH": "/usr/bin", "XENSTORED_PATH": "/s",
+    req = protocol.decode_request(request("offline", vif="vif3.0", XENSTORED_PATH="/s"))
+    assert protocol.run_env(req, service_env) == {"PATH": "/usr/bin", "XENSTORED_PATH": "/s",
                                                "vif": "vif3.0"}
-    other = serve.decode_request(request("online", vif="vif3.0", VIF_QOS_CONFIG="/x.conf"))
-    with pytest.raises(serve.Declined, match="VIF_QOS_CONFIG"):
-        serve.run_env(other, service_env)
-    with pytest.raises(serve.Declined, match="XENSTORED_PATH"):
-        serve.run_env(serve.decode_request(request("online", vif="v")), service_env)
+    other = protocol.decode_request(request("online", vif="vif3.0", VIF_QOS_CONFIG="/x.conf"))
+    with pytest.raises(protocol.Declined, match="VIF_QOS_CONFIG"):
+        protocol.run_env(other, service_env)
+    with pytest.raises(protocol.Declined, match="XENSTORED_PATH"):
+        protocol.run_env(protocol.decode_request(request("online", vif="v")), service_env)
 
 
 def nlmsg(msg_type, body):
@@ -92,22 +94,22 @@ def nlmsg(msg_type, body):
 
 def nft_deltable(family, name):
     raw = name.encode() + b"\0"
-    attr = struct.pack("=HH", 4 + len(raw), serve.NFTA_TABLE_NAME) + raw + b"\0" * (-len(raw) % 4)
-    return nlmsg(serve.NFNL_SUBSYS_NFTABLES << 8 | serve.NFT_MSG_DELTABLE,
+    attr = struct.pack("=HH", 4 + len(raw), nl.NFTA_TABLE_NAME) + raw + b"\0" * (-len(raw) % 4)
+    return nlmsg(nl.NFNL_SUBSYS_NFTABLES << 8 | nl.NFT_MSG_DELTABLE,
                  struct.pack("=BBH", family, 0, 0) + attr)
 
 
 def test_drift_is_suspected_only_for_our_root_qdiscs_and_our_table():
     ours = 0x7A51
-    root_del = nlmsg(serve.RTM_DELQDISC, struct.pack("=BxxxiIII", 0, 5, ours << 16,
-                                                     serve.TC_H_ROOT, 0))
-    other_del = nlmsg(serve.RTM_DELQDISC, struct.pack("=BxxxiIII", 0, 5, 0x10000,
-                                                      serve.TC_H_ROOT, 0))
-    new_q = nlmsg(36, struct.pack("=BxxxiIII", 0, 5, ours << 16, serve.TC_H_ROOT, 0))
-    route = serve.NETLINK_ROUTE
+    root_del = nlmsg(nl.RTM_DELQDISC, struct.pack("=BxxxiIII", 0, 5, ours << 16,
+                                                     nl.TC_H_ROOT, 0))
+    other_del = nlmsg(nl.RTM_DELQDISC, struct.pack("=BxxxiIII", 0, 5, 0x10000,
+                                                      nl.TC_H_ROOT, 0))
+    new_q = nlmsg(36, struct.pack("=BxxxiIII", 0, 5, ours << 16, nl.TC_H_ROOT, 0))
+    route = nl.NETLINK_ROUTE
     assert serve.drift_suspected(other_del + root_del, route, ours, "vif_qos")
     assert not serve.drift_suspected(other_del + new_q, route, ours, "vif_qos")
-    nf = serve.NETLINK_NETFILTER
+    nf = nl.NETLINK_NETFILTER
     assert serve.drift_suspected(nft_deltable(7, "filter") + nft_deltable(7, "vif_qos"),
                                  nf, ours, "vif_qos")
     assert not serve.drift_suspected(nft_deltable(2, "vif_qos"), nf, ours, "vif_qos")
@@ -460,6 +462,38 @@ def test_nft_flush_ruleset_is_repaired_within_a_second(dom0):
     assert took_s <= 1.0
     time.sleep(0.3)
     assert_consistent(dom0)
+
+
+def tbf_rate_bits(dom0, dev):
+    out = sh(dom0.host.dom0, "tc", "-j", "qdisc", "show", "dev", dev, check=False).stdout
+    return next((q["options"]["rate"] * 8 for q in json.loads(out or "[]")
+                 if q["kind"] == "tbf" and q.get("root")), None)
+
+
+@pytest.mark.kernel
+def test_drift_repair_is_what_reload_does(dom0):
+    """The repair after ``nft flush ruleset`` runs ``vif-qos reload``'s code: an
+    operator's override stays in force, and a vif whose online has not finished
+    (its netdev there, hotplug-status not yet connected) is left to that online."""
+    service = dom0.start()
+    guest(dom0, 22)
+    run_ok(dom0.hotplug("online", 22))
+    run_ok(dom0.vif_qos("set", "g22", "rate_in=3mbit"))
+    assert tbf_rate_bits(dom0, "vif22.0") == 3_000_000
+    guest(dom0, 23)  # its online is still to come
+    wait_idle(service)
+    sh(dom0.host.dom0, "nft", "flush", "ruleset")
+    assert wait_restored(dom0, ["vif22.0"], 1.0) <= 1.0
+    wait_idle(service)
+    assert set(entries(dom0)) == {"vif22.0"} and tbf_vifs(dom0) == {"vif22.0"}
+    assert tbf_rate_bits(dom0, "vif22.0") == 3_000_000
+    assert_consistent(dom0)
+    with open(dom0.serve_log) as fh:
+        text = fh.read()
+    assert "drift repair: vif23.0 left alone: its online has not finished" in text, text
+    # Its online, when it comes, shapes it as usual.
+    run_ok(dom0.hotplug("online", 23))
+    assert set(entries(dom0)) == {"vif22.0", "vif23.0"}
 
 
 @pytest.mark.kernel

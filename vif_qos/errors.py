@@ -49,6 +49,15 @@ class VifQosError(Exception):
         return " ".join(text.split())
 
 
+def one_line(err: BaseException) -> str:
+    """The one line an admin reads for any exception: a :class:`VifQosError`'s own
+    (:meth:`VifQosError.one_line`); anything else is a bug, ``internal error: TYPE:
+    message`` with the message folded onto one line."""
+    if isinstance(err, VifQosError):
+        return err.one_line()
+    return "internal error: " + " ".join(f"{type(err).__name__}: {err}".split())
+
+
 #: Longest token quoted whole in a message, characters; a longer one is shown by
 #: its start and end and its length (a 5000-digit number is still recognisable).
 TOKEN_SHOWN_CHARS = 80

@@ -24,7 +24,7 @@ import sys
 from typing import List, Optional
 
 from vif_qos import __version__
-from vif_qos.errors import InputError, VifQosError
+from vif_qos.errors import InputError, VifQosError, one_line
 
 #: name -> (module, one-line help)
 COMMANDS = {
@@ -137,8 +137,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     except Exception as err:  # an unexpected bug: one line, traceback on request
         if os.environ.get("VIF_QOS_DEBUG"):
             raise
-        print(f"vif-qos {name}: internal error: {type(err).__name__}: "
-              f"{' '.join(str(err).split())} (VIF_QOS_DEBUG=1 shows the traceback)",
+        print(f"vif-qos {name}: {one_line(err)} (VIF_QOS_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return 1
 

@@ -18,11 +18,12 @@ line); 1 when the kernel refused a removal.
 from __future__ import annotations
 
 import os
-import socket
 from typing import Optional
 
-from vif_qos.xen.hotlog import HotplugLog
-from vif_qos.xen.hotplug import Services, default_services, library_log_to
+from vif_qos.errors import one_line
+from vif_qos.kernel.netdev import netdev_exists
+from vif_qos.xen.hotlog import HotplugLog, library_log_to
+from vif_qos.xen.services import Services, default_services
 from vif_qos.core.ifname import check_ifname
 
 
@@ -34,24 +35,11 @@ def configure(parser, name) -> None:
                         help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
 
 
-def netdev_exists(name: str) -> bool:
-    """Whether a netdev called ``name`` exists in this network namespace.
-
-    Uses ``if_nametoindex`` (an ioctl in the caller's namespace), not sysfs.
-    """
-    try:
-        socket.if_nametoindex(name)
-        return True
-    except OSError:
-        return False
-
-
 def _host_settings(conf, log, services: Services):
     try:
         return services.load_policy(conf).host
     except Exception as err:  # a broken policy must not stop a cleanup
-        text = err.one_line() if hasattr(err, "one_line") else f"{type(err).__name__}: {err}"
-        log.warning(f"policy not loaded ({text}); cleaning up with built-in settings")
+        log.warning(f"policy not loaded ({one_line(err)}); cleaning up with built-in settings")
         return None
 
 
@@ -60,7 +48,7 @@ def run(args, services: Optional[Services] = None) -> int:
     orphan; print each name removed.
 
     :param services: the policy and kernel entry points (default the real ones,
-        :func:`vif_qos.xen.hotplug.default_services`).
+        :func:`vif_qos.xen.services.default_services`).
     :raises InputError: ``--vif`` is a name no netdev can have (exit 2).
     """
     if args.vif is not None:

@@ -11,6 +11,8 @@ database cannot be used; 2 for a bad policy file.
 
 from __future__ import annotations
 
+import sys
+
 
 def configure(parser, name) -> None:
     parser.add_argument("--config", metavar="FILE",
@@ -27,6 +29,8 @@ def run(args) -> int:
 
     policy = load_policy(args.config)
     snap = record.take_snapshot()
+    for line in snap.skipped:
+        print(f"vif-qos record: not recorded: {line}", file=sys.stderr)
     with record_lock():
         with UsageStore() as store:
             purged = record.store_snapshot(store, snap, policy.billing.retention_s)

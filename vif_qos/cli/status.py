@@ -107,20 +107,18 @@ def render(data: dict) -> str:
     return "\n".join(lines)
 
 
-def domain_names() -> dict:
-    """vif netdev name (and its ``-emu`` twin) -> domain name, from xenstore; empty
-    when xenstore cannot be read (status still shows the kernel's side)."""
+def domain_names(vifs) -> dict:
+    """Netdev name -> domain name of those of ``vifs`` (names) xenstore knows, named
+    as their ``online`` named them; empty when xenstore cannot be read (status
+    still shows the kernel's side)."""
     from vif_qos.errors import VifQosError
     from vif_qos.xen.inventory import running_vifs
+    from vif_qos.xen.xenstore import Xenstore
     try:
-        vifs = running_vifs()
+        found, _skipped = running_vifs(Xenstore(), {name: 0 for name in vifs})
     except VifQosError:
         return {}
-    names = {}
-    for v in vifs:
-        if v.domain:
-            names[v.vif] = names[f"{v.vif}-emu"] = v.domain
-    return names
+    return {rv.facts.vif: rv.facts.domain_name for rv in found if rv.facts.domain_name}
 
 
 def render_overrides(items) -> str:
@@ -136,7 +134,7 @@ def run(args) -> int:
     from vif_qos.config import overrides
     from vif_qos.kernel.apply import status
     data = status()
-    names = domain_names() if data["vifs"] else {}
+    names = domain_names([v["vif"] for v in data["vifs"]]) if data["vifs"] else {}
     for v in data["vifs"]:
         v["domain"] = names.get(v["vif"])
     now = overrides.utc_now()

@@ -33,7 +33,7 @@ _held = threading.local()
 
 class LockWait(threading.local):
     """How long this thread waited for the host lock, for a time budget that
-    counts only its own work (:func:`vif_qos.xen.hotplug.deadline`).
+    counts only its own work (:func:`vif_qos.xen.budget.deadline`).
 
     ``total_s()`` is every second spent blocked in ``flock`` so far, the current
     wait included; ``stalled_s()`` is, while blocked, the seconds since the lock

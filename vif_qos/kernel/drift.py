@@ -11,21 +11,13 @@ Under the host lock, so an apply in progress is never taken for drift.
 
 from __future__ import annotations
 
-import socket
 from typing import List, Optional
 
 from vif_qos.kernel import alloc, ledger
 from vif_qos.kernel import nft as nftadapter
 from vif_qos.kernel import tc as tcadapter
+from vif_qos.kernel.netdev import netdev_exists
 from vif_qos.model import HostSettings
-
-
-def _netdev_exists(name: str) -> bool:
-    try:
-        socket.if_nametoindex(name)
-        return True
-    except OSError:
-        return False
 
 
 def find_drift(host: Optional[HostSettings] = None) -> List[str]:
@@ -39,7 +31,7 @@ def find_drift(host: Optional[HostSettings] = None) -> List[str]:
     """
     host = host or HostSettings()
     with alloc.host_lock():
-        live = [name for name in ledger.names() if _netdev_exists(name)]
+        live = [name for name in ledger.names() if netdev_exists(name)]
         if not live:
             return []
         state = nftadapter.read_table()

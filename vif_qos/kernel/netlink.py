@@ -1,6 +1,6 @@
 """rtnetlink for vif-qos: message layouts, one reply decoder, one errno triage.
 
-The one place that knows how tc and link messages look on the wire:
+The one place that knows how tc, link and nfnetlink messages look on the wire:
 
 - :data:`TCMSG`, :data:`HTB_PARMS`, :data:`HTB_GLOB`, :data:`TBF_PARMS`,
   :data:`GNET_STATS_BASIC`, :data:`GNET_STATS_QUEUE`, :data:`IFINFOMSG`,
@@ -11,8 +11,9 @@ The one place that knows how tc and link messages look on the wire:
   tc plugins fall short on rates above 2**32-1 bytes/s (0.9.7 fails on a
   40 Gbit/s TBF, 0.7.2 has no ``TCA_HTB_RATE64`` at all).
 - :func:`decode`: every reply, from pyroute2's socket (:func:`decode_pyroute2`)
-  or a plain one (the simulation's counter reads), becomes a :class:`Message`
-  with its fixed header and its attributes as bytes by number.
+  or a plain one (the simulation's counter reads; ``vif-qos serve``'s
+  notifications, :func:`decode_all`, nfnetlink's too: :data:`NFGENMSG`), becomes
+  a :class:`Message` with its fixed header and its attributes as bytes by number.
 - :func:`call`: runs one netlink call, tolerates exactly the errnos the caller
   expects (each mapped to the value to return) and turns every other netlink
   error into a :class:`~vif_qos.errors.KernelError` naming the object (the
@@ -38,7 +39,7 @@ import struct
 import sys
 import types
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple, TypeVar
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar
 
 from vif_qos.constants import U32_MAX
 from vif_qos.errors import EnvironmentProblem, KernelError
@@ -47,10 +48,16 @@ T = TypeVar("T")
 
 # --------------------------------------------------------------------------
 # Numbers (include/uapi/linux/netlink.h, rtnetlink.h, pkt_sched.h, gen_stats.h,
-# if_link.h)
+# if_link.h, netfilter/nfnetlink.h, netfilter/nf_tables.h, netfilter.h)
 # --------------------------------------------------------------------------
 
+NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
+#: Multicast groups: rtnetlink's tc changes (a bit mask), nfnetlink's nftables group.
+RTMGRP_TC = 0x8
+NFNLGRP_NFTABLES = 7
 NLMSG_ERROR = 2
+#: Types below this are netlink's own (noop, error, done, overrun).
+NLMSG_MIN_TYPE = 0x10
 RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC = 36, 37, 38
 RTM_NEWTCLASS, RTM_DELTCLASS, RTM_GETTCLASS = 40, 41, 42
@@ -82,6 +89,11 @@ TCA_STATS_BASIC, TCA_STATS_QUEUE, TCA_STATS_PKT64 = 1, 3, 8
 IFLA_IFNAME, IFLA_OPERSTATE, IFLA_STATS64 = 3, 16, 23
 #: ``IF_OPER_UP`` (RFC 2863, if.h).
 IF_OPER_UP = 6
+#: nfnetlink: a message's type is ``subsystem << 8 | message``.
+NFNL_SUBSYS_NFTABLES = 10
+NFT_MSG_DELTABLE = 2
+NFTA_TABLE_NAME = 1
+NFPROTO_BRIDGE = 7
 
 ENOENT, EEXIST, ENODEV, EINVAL = errno.ENOENT, errno.EEXIST, errno.ENODEV, errno.EINVAL
 EOPNOTSUPP = errno.EOPNOTSUPP
@@ -146,6 +158,9 @@ GNET_STATS_QUEUE = Layout(("qlen", "I"), ("backlog", "I"), ("drops", "I"),
 #: The first four counters of ``struct rtnl_link_stats64`` (``IFLA_STATS64``).
 LINK_STATS64 = Layout(("rx_packets", "Q"), ("tx_packets", "Q"), ("rx_bytes", "Q"),
                       ("tx_bytes", "Q"))
+#: ``struct nfgenmsg`` (nfnetlink.h): the fixed header of every nfnetlink message
+#: (``res_id`` is big-endian on the wire; unused here).
+NFGENMSG = Layout(("family", "B"), ("version", "B"), ("res_id", "H"))
 
 _FIXED_HEADER = {
     RTM_NEWQDISC: TCMSG, RTM_DELQDISC: TCMSG, RTM_GETQDISC: TCMSG,
@@ -249,18 +264,45 @@ def attr_u32(attrs: Mapping[int, bytes], atype: int) -> Optional[int]:
     return struct.unpack_from("=I", data)[0] if data and len(data) >= 4 else None
 
 
-def decode(data: bytes, offset: int = 0) -> Message:
-    """The netlink message at ``offset`` of ``data`` -> :class:`Message`."""
+def decode(data: bytes, offset: int = 0, proto: int = NETLINK_ROUTE) -> Message:
+    """The netlink message at ``offset`` of ``data`` -> :class:`Message`.
+
+    :param proto: the socket's protocol: :data:`NETLINK_ROUTE` (tc and link
+        messages) or :data:`NETLINK_NETFILTER` (:data:`NFGENMSG` headers). A body
+        too short for its fixed header decodes with none (``fixed`` empty).
+    """
     hdr = NLMSGHDR.unpack(data, offset)
     end = offset + hdr["length"]
     pos = offset + NLMSGHDR.size
     if hdr["type"] == NLMSG_ERROR:
         code = -struct.unpack_from("=i", data, pos)[0]
         return Message(hdr["type"], hdr["flags"], {}, {}, error=code)
-    layout = _FIXED_HEADER.get(hdr["type"])
-    fixed = layout.unpack(data, pos) if layout else {}
-    pos += layout.size if layout else 0
-    return Message(hdr["type"], hdr["flags"], fixed, decode_attrs(data[pos:end]))
+    if proto == NETLINK_NETFILTER:
+        layout = NFGENMSG if hdr["type"] >= NLMSG_MIN_TYPE else None
+    else:
+        layout = _FIXED_HEADER.get(hdr["type"])
+    if layout is None or end - pos < layout.size:
+        return Message(hdr["type"], hdr["flags"], {}, {})
+    fixed = layout.unpack(data, pos)
+    return Message(hdr["type"], hdr["flags"], fixed,
+                   decode_attrs(data[pos + layout.size:end]))
+
+
+def decode_all(data: bytes, proto: int = NETLINK_ROUTE) -> List[Message]:
+    """Every message of one ``recv`` (a batch of notifications), in order.
+
+    :raises ValueError: a message's length does not fit ``data`` (not understood).
+    """
+    out: List[Message] = []
+    offset = 0
+    while offset + NLMSGHDR.size <= len(data):
+        length = NLMSGHDR.unpack(data, offset)["length"]
+        if length < NLMSGHDR.size or offset + length > len(data):
+            raise ValueError(f"netlink message of {length} bytes at offset {offset} of "
+                             f"{len(data)}")
+        out.append(decode(data, offset, proto))
+        offset += (length + 3) & ~3
+    return out
 
 
 def decode_pyroute2(msg) -> Message:

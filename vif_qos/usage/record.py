@@ -3,8 +3,10 @@ database (:mod:`vif_qos.usage.store`), then retention and auto-overage.
 
 What one run reads (a reader of the kernel: no host lock, nothing changed there):
 
-- the running vifs and their guests from xenstore (:mod:`vif_qos.xen.inventory`), and
-  an HVM guest's ``<vif>-emu`` twin when that netdev exists;
+- the vifs whose netdev exists and their guests from xenstore
+  (:func:`vif_qos.xen.inventory.running_vifs`: an HVM guest's ``<vif>-emu`` twin
+  too; whether or not their ``online`` finished), named as their ``online`` named
+  them; a backend whose facts are bad is not recorded (:attr:`Snapshot.skipped`);
 - each vif netdev's 64-bit counters (``IFLA_STATS64``): ``tx`` is the guest's *in*,
   ``rx`` its *out*; the TBF on the vif (drops/overlimits *in*) and the vif's HTB leaf on
   its uplink (drops/overlimits *out*), found through our nftables table;
@@ -22,6 +24,7 @@ from vif_qos.kernel import nft as nftadapter
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.usage.store import Reading, SeriesKey, UsageStore
 from vif_qos.xen import inventory
+from vif_qos.xen.xenstore import Xenstore
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
@@ -51,13 +54,14 @@ class GuestVif:
 @dataclass
 class Snapshot:
     """One ``record`` run's readings: ``wall_s`` (unix s), the boot clock, the guests'
-    ports and the uplinks."""
+    ports and the uplinks; ``skipped``: one line per vif backend not recorded."""
 
     wall_s: float
     boot_id: str
     uptime_s: float
     guests: List[GuestVif] = field(default_factory=list)
     uplinks: List[Reading] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)
 
     @property
     def readings(self) -> List[Reading]:
@@ -69,7 +73,6 @@ def take_snapshot(xs=None, clock: Callable[[], float] = time.time) -> Snapshot:
 
     :raises XenstoreError, KernelError: xenstore or netlink failed.
     """
-    vifs = inventory.running_vifs(xs)
     entries = nftadapter.read_table().entries
     ipr = tcadapter.open_ipr()
     try:
@@ -83,33 +86,34 @@ def take_snapshot(xs=None, clock: Callable[[], float] = time.time) -> Snapshot:
                 classes[entry.uplink] = countersmod.read_classes(ipr, netdevs[entry.uplink].index)
     finally:
         ipr.close()
-    snap = Snapshot(wall_s, boot_id, uptime_s)
-    for v in vifs:
-        for port, name in (("vif", v.vif), ("emu", f"{v.vif}-emu")):
-            dev = netdevs.get(name)
-            if dev is None:
-                continue
-            entry = entries.get(name)
-            tbf = qdiscs.get(dev.index)
-            leaf = None
-            if entry is not None and entry.uplink and entry.classid is not None:
-                leaf = classes.get(entry.uplink, {}).get(entry.classid)
-            key = SeriesKey("vif", v.domain or f"domid{v.domid}", v.uuid or "", v.devid, port)
-            reading = Reading(
-                key=key, instance=f"{v.domid}/{dev.index}", netdev=name,
-                in_bytes=dev.tx_bytes, out_bytes=dev.rx_bytes,
-                in_packets=dev.tx_packets, out_packets=dev.rx_packets,
-                in_drops=tbf.drops if tbf else None, out_drops=leaf.drops if leaf else None,
-                in_overlimits=tbf.overlimits if tbf else None,
-                out_overlimits=leaf.overlimits if leaf else None,
-                bridge=(entry.bridge if entry else None) or v.bridge,
-                uplink=entry.uplink if entry else None)
-            snap.guests.append(GuestVif(
-                reading, name, v.domid,
-                in_rate_bits_per_s=tbf.rate_bits_per_s if tbf and entry and entry.inbound
-                else None,
-                out_rate_bits_per_s=leaf.rate_bits_per_s if leaf else None,
-                out_ceil_bits_per_s=leaf.ceil_bits_per_s if leaf else None))
+    vifs, skipped = inventory.running_vifs(xs or Xenstore(), {name: 0 for name in netdevs})
+    snap = Snapshot(wall_s, boot_id, uptime_s,
+                    skipped=[f"{s.backend}: {s.reason}" for s in skipped])
+    for rv in vifs:
+        facts, name = rv.facts, rv.facts.vif
+        dev = netdevs[name]
+        entry = entries.get(name)
+        tbf = qdiscs.get(dev.index)
+        leaf = None
+        if entry is not None and entry.uplink and entry.classid is not None:
+            leaf = classes.get(entry.uplink, {}).get(entry.classid)
+        key = SeriesKey("vif", facts.domain_name or f"domid{facts.domid}",
+                        facts.domain_uuid or "", facts.devid, "emu" if rv.tap else "vif")
+        reading = Reading(
+            key=key, instance=f"{facts.domid}/{dev.index}", netdev=name,
+            in_bytes=dev.tx_bytes, out_bytes=dev.rx_bytes,
+            in_packets=dev.tx_packets, out_packets=dev.rx_packets,
+            in_drops=tbf.drops if tbf else None, out_drops=leaf.drops if leaf else None,
+            in_overlimits=tbf.overlimits if tbf else None,
+            out_overlimits=leaf.overlimits if leaf else None,
+            bridge=(entry.bridge if entry else None) or facts.bridge,
+            uplink=entry.uplink if entry else None)
+        snap.guests.append(GuestVif(
+            reading, name, facts.domid,
+            in_rate_bits_per_s=tbf.rate_bits_per_s if tbf and entry and entry.inbound
+            else None,
+            out_rate_bits_per_s=leaf.rate_bits_per_s if leaf else None,
+            out_ceil_bits_per_s=leaf.ceil_bits_per_s if leaf else None))
     for name in sorted({e.uplink for e in entries.values() if e.uplink}):
         dev = netdevs.get(name)
         if dev is None:

@@ -21,10 +21,12 @@ PATH instead of ``/var/log/xen/xen-hotplug.log`` (empty: stderr only), and
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
-from typing import Optional, TextIO
+from contextlib import contextmanager
+from typing import Iterator, Optional, TextIO
 
 #: Where Xen's hotplug scripts append their stderr (XEN_LOG_DIR in hotplugpath.sh).
 XEN_HOTPLUG_LOG = "/var/log/xen/xen-hotplug.log"
@@ -133,3 +135,45 @@ class HotplugLog:
             self.stderr.flush()
         except (OSError, ValueError):
             pass
+
+
+class _LibraryLog(logging.Handler):
+    """Sends the library's log records (logger ``vif_qos``: :mod:`vif_qos.kernel.apply`
+    says so when it replaces a foreign qdisc on the vif or a stale entry of an
+    earlier guest) to a run's :class:`HotplugLog`, so they reach syslog and the
+    hotplug log like the run's own lines."""
+
+    def __init__(self, log: HotplugLog):
+        super().__init__(logging.DEBUG)
+        self.hotplug_log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            level = "err"
+        elif record.levelno >= logging.WARNING:
+            level = "warning"
+        elif record.levelno >= logging.INFO:
+            level = "info"
+        else:
+            level = "debug"
+        message = record.getMessage()
+        if message.startswith("vif-qos: "):
+            message = message[len("vif-qos: "):]
+        self.hotplug_log.log(level, message)
+
+
+@contextmanager
+def library_log_to(log: HotplugLog) -> Iterator[None]:
+    """Route the ``vif_qos`` logger to ``log`` for the block (used by hotplug runs
+    and ``vif-qos cleanup``)."""
+    logger = logging.getLogger("vif_qos")
+    handler = _LibraryLog(log)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+

@@ -46,45 +46,22 @@ Environment knobs: ``VIF_QOS_CONFIG`` (the policy file, default
 
 from __future__ import annotations
 
-import math
-import logging
 import os
 import re
-import signal
-import threading
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional,
-                    Sequence, Tuple)
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from vif_qos.constants import DEFAULT_BRIDGE
-from vif_qos.errors import EnvironmentProblem, InputError, VifQosError, XenstoreError
-from vif_qos.xen.hotlog import HotplugLog
 from vif_qos.core.ifname import check_ifname
+from vif_qos.errors import InputError, VifQosError, XenstoreError, one_line
 from vif_qos.model import ON_FAILURE_WARN, VifFacts
-
-if TYPE_CHECKING:  # for the annotations only: a hotplug run imports these when used
-    from vif_qos.core.settings import Policy
-    from vif_qos.kernel.apply import Applied
-    from vif_qos.model import HostSettings, VifPlan
-    from vif_qos.xen.xenstore import Xenstore
+from vif_qos.xen.budget import (DEFAULT_HOTPLUG_TIMEOUT_S, UNDO_TIMEOUT_S, HotplugTimeout,
+                                deadline, hotplug_budget)
+from vif_qos.xen.hotlog import HotplugLog, library_log_to
+from vif_qos.xen.inventory import BACKEND_KEYS, netdev_name, read_nodes, vif_facts
+from vif_qos.xen.services import Services, default_services
 
 HOTPLUG_COMMANDS = ("online", "offline", "add", "remove")
 UP_COMMANDS = ("online", "add")
-
-#: xenstore tool timeout for hotplug runs, seconds: libxl kills a script after 40 s.
-DEFAULT_XENSTORE_TIMEOUT_S = 5.0
-#: Budget of a whole online/add (and of an offline/remove), seconds: well inside
-#: libxl's 40 s (tools/libs/light/libxl_internal.h: LIBXL_HOTPLUG_TIMEOUT), so that
-#: vif-qos itself reports the reason and undoes its work before it is killed.
-DEFAULT_HOTPLUG_TIMEOUT_S = 30.0
-#: Budget of undoing a failed apply, seconds.
-UNDO_TIMEOUT_S = 5.0
-#: Wall time after which a run gives up even while the host lock still moves,
-#: seconds: libxl's 40 s less what vif-bridge and Python's start-up take first.
-HARD_WALL_S = 36.0
-LOCK_WAIT_WHERE = "$VIF_QOS_RUN_DIR/lock, default /run/vif-qos/lock"
 
 # [0-9], not \d (which takes any Unicode digit); used with fullmatch (a '$' would let
 # a trailing newline through).
@@ -115,10 +92,6 @@ HOTPLUG_WORDS = (
      "the backend's bridge key)"),
 )
 
-#: The backend keys read (all written by libxl, owned by the backend domain).
-BACKEND_KEYS = ("bridge", "rate", "mac", "vifname", "frontend-id", "type")
-
-
 @dataclass(frozen=True)
 class Invocation:
     """One hotplug run, parsed from argv and the environment (no I/O).
@@ -142,105 +115,6 @@ class Invocation:
     variables: Dict[str, str] = field(default_factory=dict)
 
 
-class HotplugTimeout(EnvironmentProblem):
-    """The hotplug run exceeded its time budget (a stuck xenstored, a held lock)."""
-
-
-@contextmanager
-def deadline(seconds: float, what: str,
-             hard_wall_s: float = HARD_WALL_S) -> Iterator[None]:
-    """Raise :class:`HotplugTimeout` in the block once its own work took ``seconds``.
-
-    Time spent waiting for the host lock while the lock changes hands (other
-    guests' runs ahead in the queue: :data:`vif_qos.kernel.alloc.LOCK_WAIT`) is
-    not counted, up to ``hard_wall_s`` of wall time (libxl kills the script at
-    40 s); a lock that does not change hands for ``seconds`` (a stuck holder)
-    ends the wait. SIGALRM: only in the main thread; elsewhere, or with
-    ``seconds <= 0``, no limit.
-    """
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    from vif_qos.kernel.alloc import LOCK_WAIT
-
-    start = time.monotonic()
-    waited_before = LOCK_WAIT.total_s()
-    wall = max(seconds, hard_wall_s)
-
-    def on_alarm(signum, frame):
-        elapsed = time.monotonic() - start
-        own = elapsed - (LOCK_WAIT.total_s() - waited_before)
-        stalled = LOCK_WAIT.stalled_s()
-        if stalled >= seconds:
-            raise HotplugTimeout(f"{what} did not finish: the host lock "
-                                 f"({LOCK_WAIT_WHERE}) did not change hands for "
-                                 f"{stalled:.0f} s (a stuck vif-qos run?)")
-        if own >= seconds or elapsed >= wall:
-            raise HotplugTimeout(f"{what} did not finish within {seconds:g} s of its "
-                                 f"own work ({elapsed:.0f} s in all, {elapsed - own:.0f} "
-                                 "s waiting for the host lock; libxl kills a hotplug "
-                                 "script after 40 s)")
-        signal.setitimer(signal.ITIMER_REAL, max(0.05, min(
-            seconds - own, wall - elapsed, seconds - stalled)))
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-class _LibraryLog(logging.Handler):
-    """Sends the library's log records (logger ``vif_qos``: :mod:`vif_qos.kernel.apply`
-    says so when it replaces a foreign qdisc on the vif or a stale entry of an
-    earlier guest) to a run's :class:`HotplugLog`, so they reach syslog and the
-    hotplug log like the run's own lines."""
-
-    def __init__(self, log: HotplugLog):
-        super().__init__(logging.DEBUG)
-        self.hotplug_log = log
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR:
-            level = "err"
-        elif record.levelno >= logging.WARNING:
-            level = "warning"
-        elif record.levelno >= logging.INFO:
-            level = "info"
-        else:
-            level = "debug"
-        message = record.getMessage()
-        if message.startswith("vif-qos: "):
-            message = message[len("vif-qos: "):]
-        self.hotplug_log.log(level, message)
-
-
-@contextmanager
-def library_log_to(log: HotplugLog) -> Iterator[None]:
-    """Route the ``vif_qos`` logger to ``log`` for the block (used by hotplug runs
-    and ``vif-qos cleanup``)."""
-    logger = logging.getLogger("vif_qos")
-    handler = _LibraryLog(log)
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
-def _budget(env: Mapping[str, str]) -> float:
-    """``VIF_QOS_HOTPLUG_TIMEOUT`` in seconds; the default for anything that is not a
-    finite number of at most a day (``nan``/``inf`` would break ``setitimer``)."""
-    try:
-        value = float(env.get("VIF_QOS_HOTPLUG_TIMEOUT", DEFAULT_HOTPLUG_TIMEOUT_S))
-    except ValueError:
-        return DEFAULT_HOTPLUG_TIMEOUT_S
-    return value if math.isfinite(value) and value <= 86400 else DEFAULT_HOTPLUG_TIMEOUT_S
 
 
 def parse_words(command: str, argv: Sequence[str]) -> Tuple[str, Dict[str, str]]:
@@ -330,149 +204,34 @@ def parse_invocation(command: str, argv: Sequence[str],
 
 def final_dev_name(inv: Invocation, vifname: Optional[str]) -> str:
     """The netdev's name after vif-common.sh's ``vifname`` rename."""
-    if inv.hook_dev:
-        return inv.hook_dev
-    if vifname:
-        return f"{vifname}-emu" if inv.type_if == "tap" else vifname
-    return inv.dev
+    return netdev_name(inv.dev, vifname, inv.type_if == "tap", inv.hook_dev)
 
 
 def read_facts(xs, inv: Invocation) -> VifFacts:
-    """Read the vif's facts from dom0-owned xenstore nodes only (see module doc).
+    """Read the vif's facts from dom0-owned xenstore nodes only
+    (:func:`vif_qos.xen.inventory.vif_facts`, as every other reader of them).
 
     :param xs: a :class:`vif_qos.xen.xenstore.Xenstore`.
     :raises XenstoreError: the backend directory is missing or xenstored failed.
-    :raises InputError: ``frontend-id`` contradicts ``XENBUS_PATH``.
+    :raises InputError: ``frontend-id`` contradicts ``XENBUS_PATH``, or a name is bad.
     """
     from vif_qos.xen.xenstore import XenstoreMissing
 
     backend = inv.xenbus_path.rstrip("/")
-    # Sources are named as libxl names the vif (relative to dom0's directory), also
-    # for the HVM tap, whose XENBUS_PATH vif-common.sh makes absolute.
-    label = re.sub(r"^/local/domain/0/", "", backend)
     try:
         present = set(xs.list(backend))
     except XenstoreMissing:
         raise XenstoreError("the vif's backend directory does not exist",
                             token=backend, source="xenstore") from None
-    dom = f"/local/domain/{inv.domid}"
-    paths = [f"{backend}/{key}" for key in BACKEND_KEYS if key in present]
-    paths += [f"{dom}/name", f"{dom}/vm"]
-    values = xs.read_optional(paths)
-
-    def backend_value(key: str) -> Optional[str]:
-        return values.get(f"{backend}/{key}")
-
-    frontend_id = backend_value("frontend-id")
-    if frontend_id is not None and frontend_id.strip() != str(inv.domid):
-        raise InputError(f"backend frontend-id does not match XENBUS_PATH's domid {inv.domid}",
-                         token=frontend_id, source=f"xenstore:{label}/frontend-id")
-    vm_path = values.get(f"{dom}/vm")
-    uuid = None
-    if vm_path and vm_path.startswith("/vm/") and "/" not in vm_path[4:]:
-        uuid = vm_path[4:] or None
-    name = values.get(f"{dom}/name")
-    if name is None and vm_path and uuid:
-        name = xs.read_default(f"{vm_path}/name")
-    bridge, bridge_source = next(
-        (value, where) for value, where in (
-            (inv.bridge_arg, "argv bridge="),
-            (backend_value("bridge"), f"xenstore:{label}/bridge"),
-            (inv.bridge_env, "environment bridge"), (DEFAULT_BRIDGE, "built-in default"))
-        if value)
-    check_ifname(bridge, bridge_source, "bridge")
-    vifname = backend_value("vifname")
-    vif = final_dev_name(inv, vifname)
-    if vifname and not inv.hook_dev:
-        check_ifname(vif, f"xenstore:{label}/vifname", "vifname")
-    rate = backend_value("rate")
-    return VifFacts(
-        vif=vif,
-        devid=inv.devid,
-        bridge=bridge,
-        domid=inv.domid,
-        domain_name=name,
-        domain_uuid=uuid,
-        mac=backend_value("mac"),
-        xen_rate=rate,
-        xen_rate_source=f"xenstore:{label}/rate",
-    )
+    values = read_nodes(xs, [f"{backend}/{key}" for key in BACKEND_KEYS if key in present],
+                        [inv.domid])
+    return vif_facts(values, backend, inv.domid, inv.devid, inv.dev, inv.type_if == "tap",
+                     hook_dev=inv.hook_dev, bridge_arg=inv.bridge_arg,
+                     bridge_env=inv.bridge_env)
 
 
 # -- the services hotplug and cleanup call (the one seam for tests) -----------------
 
-
-def _load_policy(path: Optional[str] = None) -> "Policy":
-    from vif_qos.config.policy import load_policy
-    return load_policy(path)
-
-
-def _plan_for_facts(facts: VifFacts, policy: "Policy") -> "VifPlan":
-    from vif_qos.config.planning import plan_for_facts
-    return plan_for_facts(facts, policy)
-
-
-def _apply_vif(plan: "VifPlan", owner: Optional[Tuple[int, int]] = None) -> "Applied":
-    from vif_qos.kernel.apply import apply_vif
-    return apply_vif(plan, owner=owner)
-
-
-def _remove_vif(vif: str, host: Optional["HostSettings"] = None,
-                owner: Optional[Tuple[int, int]] = None, only_if_gone: bool = False) -> bool:
-    from vif_qos.kernel.apply import remove_vif
-    return remove_vif(vif, host=host, owner=owner, only_if_gone=only_if_gone)
-
-
-def _cleanup_orphans(host: Optional["HostSettings"] = None) -> List[str]:
-    from vif_qos.kernel.apply import cleanup_orphans
-    return cleanup_orphans(host=host)
-
-
-@dataclass
-class Services:
-    """The policy, resolver, kernel and xenstore entry points that the hotplug
-    commands (:func:`hotplug_main`) and ``vif-qos cleanup`` call: the one place
-    tests put recording stand-ins (pass ``services=`` to the entry point).
-
-    The real ones (:func:`default_services`) import their module only when called,
-    so a hotplug run pays for what it uses: ``vif_qos.config.policy.load_policy``,
-    ``vif_qos.config.planning.plan_for_facts``, ``vif_qos.kernel.apply.apply_vif``,
-    ``remove_vif`` and ``cleanup_orphans``, and a :class:`~vif_qos.xen.xenstore.Xenstore`.
-    """
-
-    load_policy: Callable[[Optional[str]], "Policy"]
-    plan_for_facts: Callable[[VifFacts, "Policy"], "VifPlan"]
-    apply_vif: Callable[["VifPlan"], Any]
-    remove_vif: Callable[..., bool]  # (vif, host=None) -> removed anything
-    xenstore: "Xenstore"
-    cleanup_orphans: Callable[..., List[str]] = _cleanup_orphans  # (host=None) -> names
-    #: ``may_hold(name) -> bool``: False when the vif certainly holds nothing of
-    #: vif-qos (:func:`vif_qos.kernel.ledger.may_hold`); None: always look.
-    may_hold: Optional[Callable[[str], bool]] = None
-
-
-def default_services(env: Mapping[str, str]) -> Services:
-    """The real services; the xenstore client's timeout from
-    ``VIF_QOS_XENSTORE_TIMEOUT`` (seconds, 0 < t <= 3600, else the default)."""
-    from vif_qos.xen.xenstore import Xenstore
-
-    try:
-        timeout_s = float(env.get("VIF_QOS_XENSTORE_TIMEOUT", DEFAULT_XENSTORE_TIMEOUT_S))
-    except ValueError:
-        timeout_s = DEFAULT_XENSTORE_TIMEOUT_S
-    if not (math.isfinite(timeout_s) and 0 < timeout_s <= 3600):
-        timeout_s = DEFAULT_XENSTORE_TIMEOUT_S  # inf/1e300 overflow subprocess's timeout
-    from vif_qos.kernel.ledger import may_hold
-    return Services(load_policy=_load_policy, plan_for_facts=_plan_for_facts,
-                    apply_vif=_apply_vif, remove_vif=_remove_vif,
-                    xenstore=Xenstore(timeout_s=timeout_s, env=dict(env)),
-                    cleanup_orphans=_cleanup_orphans, may_hold=may_hold)
-
-
-def _one_line(err: BaseException) -> str:
-    if isinstance(err, VifQosError):
-        return err.one_line()
-    return "internal error: " + " ".join(f"{type(err).__name__}: {err}".split())
 
 
 #: Longest hotplug-error value written: xenstored refuses a request above 4096 bytes
@@ -535,15 +294,15 @@ def hotplug_main(command: str, argv: Sequence[str], env: Optional[Mapping[str, s
     try:
         services = services or default_services(env)
     except Exception as err:  # pragma: no cover - an import problem
-        log.error(_one_line(err))
+        log.error(one_line(err))
         return 1 if command in UP_COMMANDS else 0
     conf = env.get("VIF_QOS_CONFIG") or None
     with library_log_to(log):
         if command in UP_COMMANDS:
             _sweep_after_lost_service(env, services, conf, log)
-            return _bring_up(inv, services, conf, log, _budget(env))
+            return _bring_up(inv, services, conf, log, hotplug_budget(env))
         try:
-            with deadline(_budget(env), f"vif-qos {command}"):
+            with deadline(hotplug_budget(env), f"vif-qos {command}"):
                 return _take_down(inv, services, conf, log)
         except HotplugTimeout as err:
             log.warning(f"{err.one_line()}; udev's vif-qos cleanup will finish the removal")
@@ -568,71 +327,95 @@ def _report_bad_invocation(command: str, argv: Sequence[str], env: Mapping[str, 
         return
     try:
         xenstore = (services or default_services(env)).xenstore
-        xenstore.write_many([(f"{path}/hotplug-error",
-                              _fit_xenstore(f"vif-qos: {err.one_line()}")),
-                             (f"{path}/hotplug-status", "error")])
     except Exception as xs_err:
-        log.error(f"could not write hotplug-error: {_one_line(xs_err)}")
+        log.error(f"could not write hotplug-error: {one_line(xs_err)}")
+        return
+    _write_hotplug_error(xenstore, path, err.one_line(), log)
+
+
+@dataclass
+class _Progress:
+    """How far an online/add got: what a failure must undo."""
+
+    policy: Optional[object] = None
+    known_vif: Optional[str] = None
+    applied_to: Optional[str] = None
 
 
 def _bring_up(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog,
               budget_s: float = DEFAULT_HOTPLUG_TIMEOUT_S) -> int:
-    policy = None
-    applied_to: Optional[str] = None
-    known_vif: Optional[str] = None
+    progress = _Progress()
     try:
         with deadline(budget_s, f"vif-qos {inv.command}"):
-            policy = sv.load_policy(conf)
-            log.set_debug(bool(getattr(policy.host, "debug", False)))
-            facts = read_facts(sv.xenstore, inv)
-            log.context = f"{inv.command} {facts.vif}"
-            known_vif = facts.vif
-            log.debug(f"facts: domid={facts.domid} devid={facts.devid} "
-                      f"name={facts.domain_name!r} bridge={facts.bridge} "
-                      f"rate={facts.xen_rate!r} mac={facts.mac}")
-            plan = sv.plan_for_facts(facts, policy)
-            for note in getattr(plan, "notes", ()) or ():
-                log.warning(note)
-            for name, source in sorted((getattr(plan, "sources", None) or {}).items()):
-                log.debug(f"{name} from {source}")
-            applied_to = facts.vif
-            sv.apply_vif(plan, owner=(inv.domid, inv.devid))
-        from vif_qos.kernel.alloc import LOCK_WAIT
-        log.debug(f"host lock: waited {LOCK_WAIT.total_s() * 1000:.0f} ms, held "
-                  f"{LOCK_WAIT.held_s * 1000:.0f} ms")
-        if plan.inbound is None and plan.outbound is None:
-            log.info("not shaped: no limit is set for this vif (stale shaping removed)")
-        else:
-            log.info(f"shaped: {_summary(plan)}")
-        return 0
+            plan = _shape(inv, sv, conf, log, progress)
     except Exception as err:  # every failure: undo, report, and decide the status
-        message = _one_line(err)
-        status = err.exit_status if isinstance(err, VifQosError) else 1
-        host = getattr(policy, "host", None)
-        warn = host is not None and getattr(host, "on_failure", None) == ON_FAILURE_WARN
-        if applied_to is None and warn:
-            # "stays unshaped" must be true: an earlier guest's entry under the same
-            # name (no offline, no udev cleanup) would otherwise hold this one.
-            applied_to = known_vif
-        if applied_to is not None:
-            try:
-                with deadline(UNDO_TIMEOUT_S, "undoing the partial shaping",
-                              hard_wall_s=UNDO_TIMEOUT_S):
-                    sv.remove_vif(applied_to, host=getattr(policy, "host", None),
-                                  owner=(inv.domid, inv.devid))
-            except Exception as undo_err:
-                log.warning(f"undoing the partial shaping failed: {_one_line(undo_err)}")
-        if warn:
-            log.warning(f"{message} (on_failure = warn: the vif stays unshaped)")
-            return 0
-        log.error(message)
+        return _failed_up(inv, sv, log, progress, err)
+    from vif_qos.kernel.alloc import LOCK_WAIT
+    log.debug(f"host lock: waited {LOCK_WAIT.total_s() * 1000:.0f} ms, held "
+              f"{LOCK_WAIT.held_s * 1000:.0f} ms")
+    if plan.inbound is None and plan.outbound is None:
+        log.info("not shaped: no limit is set for this vif (stale shaping removed)")
+    else:
+        log.info(f"shaped: {_summary(plan)}")
+    return 0
+
+
+def _shape(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugLog,
+           progress: _Progress):
+    """Load the policy, read the facts, plan and apply; ``progress`` says how far."""
+    progress.policy = policy = sv.load_policy(conf)
+    log.set_debug(bool(getattr(policy.host, "debug", False)))
+    facts = read_facts(sv.xenstore, inv)
+    log.context = f"{inv.command} {facts.vif}"
+    progress.known_vif = facts.vif
+    log.debug(f"facts: domid={facts.domid} devid={facts.devid} "
+              f"name={facts.domain_name!r} bridge={facts.bridge} "
+              f"rate={facts.xen_rate!r} mac={facts.mac}")
+    plan = sv.plan_for_facts(facts, policy)
+    for note in getattr(plan, "notes", ()) or ():
+        log.warning(note)
+    for name, source in sorted((getattr(plan, "sources", None) or {}).items()):
+        log.debug(f"{name} from {source}")
+    progress.applied_to = facts.vif
+    sv.apply_vif(plan, owner=(inv.domid, inv.devid))
+    return plan
+
+
+def _failed_up(inv: Invocation, sv: Services, log: HotplugLog, progress: _Progress,
+               err: Exception) -> int:
+    """Undo what the online/add applied, report ``err``; the exit status."""
+    message = one_line(err)
+    host = getattr(progress.policy, "host", None)
+    warn = host is not None and getattr(host, "on_failure", None) == ON_FAILURE_WARN
+    undo = progress.applied_to
+    if undo is None and warn:
+        # "stays unshaped" must be true: an earlier guest's entry under the same
+        # name (no offline, no udev cleanup) would otherwise hold this one.
+        undo = progress.known_vif
+    if undo is not None:
         try:
-            sv.xenstore.write_many([(f"{inv.xenbus_path}/hotplug-error",
-                                     _fit_xenstore(f"vif-qos: {message}")),
-                                    (f"{inv.xenbus_path}/hotplug-status", "error")])
-        except Exception as xs_err:
-            log.error(f"could not write hotplug-error: {_one_line(xs_err)}")
-        return status or 1
+            with deadline(UNDO_TIMEOUT_S, "undoing the partial shaping",
+                          hard_wall_s=UNDO_TIMEOUT_S):
+                sv.remove_vif(undo, host=host, owner=(inv.domid, inv.devid))
+        except Exception as undo_err:
+            log.warning(f"undoing the partial shaping failed: {one_line(undo_err)}")
+    if warn:
+        log.warning(f"{message} (on_failure = warn: the vif stays unshaped)")
+        return 0
+    log.error(message)
+    _write_hotplug_error(sv.xenstore, inv.xenbus_path, message, log)
+    return (err.exit_status if isinstance(err, VifQosError) else 1) or 1
+
+
+def _write_hotplug_error(xenstore, backend: str, message: str, log: HotplugLog) -> None:
+    """``hotplug-error`` (the line ``xl create`` shows) and ``hotplug-status=error``
+    in the backend directory, in one transaction; a failure is logged."""
+    try:
+        xenstore.write_many([(f"{backend}/hotplug-error",
+                              _fit_xenstore(f"vif-qos: {message}")),
+                             (f"{backend}/hotplug-status", "error")])
+    except Exception as xs_err:
+        log.error(f"could not write hotplug-error: {one_line(xs_err)}")
 
 
 #: What offline/remove logs when nothing of vif-qos holds the vif (any more).
@@ -647,7 +430,7 @@ def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugL
             name = final_dev_name(inv, sv.xenstore.read_default(f"{inv.xenbus_path}/vifname"))
         except Exception as err:
             name = inv.dev
-            log.warning(f"backend vifname not readable ({_one_line(err)}); using {name}")
+            log.warning(f"backend vifname not readable ({one_line(err)}); using {name}")
     log.context = f"{inv.command} {name}"
     if _nothing_recorded(sv, name):
         # The usual case on a real Xen host: netback freed the netdev first and
@@ -659,7 +442,7 @@ def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugL
         host = sv.load_policy(conf).host
         log.set_debug(bool(getattr(host, "debug", False)))
     except Exception as err:
-        log.warning(f"policy not loaded ({_one_line(err)}); removing with built-in settings")
+        log.warning(f"policy not loaded ({one_line(err)}); removing with built-in settings")
     try:
         removed = sv.remove_vif(name, host=host, owner=(inv.domid, inv.devid))
         if removed:
@@ -667,7 +450,7 @@ def _take_down(inv: Invocation, sv: Services, conf: Optional[str], log: HotplugL
         else:
             log.info(NOTHING_LEFT)
     except Exception as err:
-        log.warning(f"removal incomplete (udev's vif-qos cleanup will retry): {_one_line(err)}")
+        log.warning(f"removal incomplete (udev's vif-qos cleanup will retry): {one_line(err)}")
     return 0
 
 
@@ -702,4 +485,4 @@ def _sweep_after_lost_service(env: Mapping[str, str], sv: Services, conf: Option
             for what in cleanup_orphans(host=sv.load_policy(conf).host):
                 log.info(f"removed after the lost vif-qos service: {what}")
     except Exception as err:
-        log.warning(f"sweep after the lost vif-qos service failed: {_one_line(err)}")
+        log.warning(f"sweep after the lost vif-qos service failed: {one_line(err)}")

@@ -6,7 +6,7 @@ Every operation here runs under the host lock (:mod:`vif_qos.kernel.alloc`), as
 ``online``/``offline``/``cleanup`` do, from reading which vifs run to the last
 kernel change, so a reload racing with onlines and offlines neither loses nor
 duplicates a vif. The running vifs come from xenstore and the netdevs
-(:mod:`vif_qos.xen.running`), never from our own record; their plans from the
+(:mod:`vif_qos.xen.inventory`), never from our own record; their plans from the
 policy file, the domain config files, the backend ``rate`` as it is now
 (netback re-reads it live; both directions follow it) and the overrides file
 (:mod:`vif_qos.config.overrides`); the kernel is changed in place by
@@ -39,7 +39,8 @@ from vif_qos.kernel import nft as nftadapter
 from vif_qos.kernel import reconcile
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.model import VifPlan
-from vif_qos.xen.running import RunningVif, Skipped, running_vifs
+from vif_qos.xen import inventory
+from vif_qos.xen.inventory import RunningVif, Skipped
 
 
 @dataclass
@@ -103,8 +104,8 @@ def default_xenstore():
     return Xenstore()
 
 
-def _scene(conf: Optional[str], xs) -> _Scene:
-    policy = load_policy(conf)
+def _scene(conf: Optional[str], xs, policy: Optional[Policy] = None) -> _Scene:
+    policy = policy or load_policy(conf)
     overrides = ovr.load()
     ipr = tcadapter.open_ipr()
     try:
@@ -112,9 +113,10 @@ def _scene(conf: Optional[str], xs) -> _Scene:
     finally:
         ipr.close()
     shaped = set(nftadapter.read_table().entries)
-    running, skipped = running_vifs(xs or default_xenstore(),
-                                    {link.name: link.master for link in links}, shaped)
-    return _Scene(policy, overrides, running, skipped, shaped, links)
+    found, bad = inventory.running_vifs(xs or default_xenstore(),
+                                        {link.name: link.master for link in links})
+    running, not_ready = inventory.ready_vifs(found, shaped)
+    return _Scene(policy, overrides, running, bad + not_ready, shaped, links)
 
 
 def _plans(scene: _Scene, overrides: ovr.Overrides, now: _dt.datetime
@@ -138,20 +140,24 @@ def _keep(scene: _Scene, failed: Sequence[Tuple[str, str, int]]) -> Set[str]:
 
 
 def reload(conf: Optional[str] = None, *, apply: bool = True, xs=None,
-           now: Optional[_dt.datetime] = None) -> Report:
+           now: Optional[_dt.datetime] = None, policy: Optional[Policy] = None) -> Report:
     """Re-resolve every running vif and bring the kernel to it (``apply``), or only
-    compare (``apply=False``: ``check``, ``reload --dry-run``).
+    compare (``apply=False``: ``check``, ``reload --dry-run``). What ``vif-qos
+    reload`` and ``vif-qos serve``'s drift repair run.
 
     Leftovers (entries of vifs whose netdev is gone, unrecorded leaves and TBFs)
     are removed when applying, reported otherwise. A vif whose plan fails is
-    reported and left as it is.
+    reported and left as it is; so is a vif whose ``online`` has not finished
+    (:func:`vif_qos.xen.inventory.ready_vifs`).
+
+    :param policy: the policy already loaded (the service's); default: read ``conf``.
 
     :raises ConfigError: the policy file or the overrides file is malformed.
     :raises XenstoreError, KernelError, EnvironmentProblem: see their modules.
     """
     now = now or ovr.utc_now()
     with alloc.host_lock():
-        scene = _scene(conf, xs)
+        scene = _scene(conf, xs, policy)
         plans, failed = _plans(scene, scene.overrides, now)
         result = reconcile.reconcile(plans, scene.policy.host, apply=apply,
                                      keep=_keep(scene, failed), links=scene.links)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import subprocess
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -32,6 +33,7 @@ from vif_qos.errors import EnvironmentProblem, XenstoreError
 
 #: Default timeout for one tool run, in seconds (libxl's script timeout is 40 s).
 DEFAULT_TIMEOUT_S = 10.0
+_LS_LINE = re.compile(r'(/[^ ]*) = "(.*)"\Z')
 
 
 class XenstoreMissing(XenstoreError):
@@ -55,6 +57,16 @@ def unescape(text: str) -> str:
         return text
     raw = codecs.escape_decode(text.encode("latin-1", errors="backslashreplace"))[0]
     return raw.decode("utf-8", errors="surrogateescape")
+
+
+def parse_ls(text: str) -> Dict[str, str]:
+    """``xenstore-ls -f`` output -> absolute path: value (unescaped)."""
+    out: Dict[str, str] = {}
+    for line in text.splitlines():
+        match = _LS_LINE.match(line)
+        if match:
+            out[match.group(1)] = unescape(match.group(2))
+    return out
 
 
 class Xenstore:
@@ -183,8 +195,6 @@ class Xenstore:
 
         :raises XenstoreMissing: no such node.
         """
-        from vif_qos.xen.running import parse_ls
-
         rc, out, err = self._run("xenstore-ls", ["-f", path])
         if rc != 0:
             if "No such file or directory" in err and "xs_open" not in err:
