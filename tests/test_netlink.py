@@ -41,6 +41,13 @@ def test_call_turns_any_other_errno_into_a_kernel_error_naming_the_object():
     assert info.value.errno == errno.EPERM
 
 
+def test_a_kernel_error_of_our_own_checks_carries_no_errno():
+    with pytest.raises(KernelError, match="below 8 bit/s") as info:
+        tcadapter.rate_bytes(7, "class 7a51:100")
+    assert info.value.errno is None
+    assert KernelError("refused", errno=errno.EEXIST).errno == errno.EEXIST
+
+
 def test_call_lets_an_error_without_errno_through_unchanged():
     with pytest.raises(ZeroDivisionError):
         nl.call("anything", lambda: 1 // 0, {errno.ENOENT: None})

@@ -426,7 +426,7 @@ def _add_recorded_leaf(ipr, link: tcadapter.LinkInfo, plan: VifPlan, classid: in
                 cburst_bytes=out.cburst_bytes, quantum_bytes=out.quantum_bytes)
             return classid
         except KernelError as err:
-            if getattr(err, "errno", None) != tcadapter.EEXIST or attempt == 2:
+            if err.errno != tcadapter.EEXIST or attempt == 2:
                 raise
             log.warning("vif-qos: %s: %s existed without an entry (left by an "
                         "interrupted apply); removed it", plan.vif, what)

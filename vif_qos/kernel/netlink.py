@@ -284,16 +284,14 @@ def errno_of(err: BaseException) -> Optional[int]:
 
 def kernel_error(what: str, err: BaseException) -> KernelError:
     """A KernelError "``what``: the kernel refused: <strerror> (errno N): <the
-    kernel's extended-ack message>", with ``.errno`` set."""
+    kernel's extended-ack message>", carrying the errno."""
     code = errno_of(err)
     text = " ".join(str(getattr(err, "args", [None, None])[-1] or err).split())
     if code:
         reason = os.strerror(code)
         text = f"{reason} (errno {code})" + (
             f": {text}" if text and reason not in text else "")
-    error = KernelError(f"{what}: the kernel refused: {text}")
-    error.errno = code
-    return error
+    return KernelError(f"{what}: the kernel refused: {text}", errno=code)
 
 
 def call(what: str, fn: Callable[[], T], tolerate: Optional[Mapping[int, T]] = None) -> T:

@@ -244,7 +244,7 @@ class _Run:
                 self._leaf_queue(link, old[1], plan)
                 return link.name, old[1], None
             except KernelError as err:
-                if getattr(err, "errno", None) != tcadapter.EEXIST:
+                if err.errno != tcadapter.EEXIST:
                     raise
         classid = applymod.add_leaf(self.ipr, link, plan, self.host, self.state, parent)
         self._leaf_queue(link, classid, plan)
