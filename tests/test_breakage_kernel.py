@@ -45,24 +45,25 @@ def test_auto_uplink_ignores_the_renamed_vif_itself_and_hvm_taps(host):
 
 
 KILL_AFTER = r'''
-import os, signal, sys
+import importlib, os, signal, sys
 sys.path.insert(0, sys.argv[1])
 from helpers import vif_plan
 from vif_qos.kernel import apply as A
-from vif_qos.kernel import tc as tcadapter
-real = getattr(tcadapter, sys.argv[2])
+module_name, name = sys.argv[2].split(".")
+module = importlib.import_module("vif_qos.kernel." + module_name)
+real = getattr(module, name)
 calls = []
 def step(*args, **kw):
     real(*args, **kw)
     calls.append(1)
     if len(calls) == int(sys.argv[3]):
         os.kill(os.getpid(), signal.SIGKILL)
-setattr(tcadapter, sys.argv[2], step)
+setattr(module, name, step)
 A.apply_vif(vif_plan(sys.argv[4]))
 '''
 
 
-@pytest.mark.parametrize("step,nth", [("add_htb_qdisc", 1), ("set_htb_class", 1)])
+@pytest.mark.parametrize("step,nth", [("sched_htb.add_qdisc", 1), ("sched_htb.set_class", 1)])
 def test_apply_killed_while_building_the_tree_then_cleanup_restores_the_uplink(
         host, tmp_path, step, nth):
     """SIGKILL right after our HTB root qdisc (or its root class) was made: the
@@ -329,7 +330,7 @@ def test_after_nft_flush_ruleset_the_next_online_records_live_tbfs_again(host):
     assert root_qdisc(d.dom0, a).get("kind") != "tbf"
 
 
-@pytest.mark.parametrize("step,nth", [("set_htb_class", 3), ("replace_tbf", 1)])
+@pytest.mark.parametrize("step,nth", [("sched_htb.set_class", 3), ("sched_tbf.replace", 1)])
 def test_first_apply_killed_then_netdev_gone_then_cleanup_leaves_only_the_tree(
         host, tmp_path, step, nth):
     d = host

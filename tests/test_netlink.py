@@ -12,6 +12,7 @@ import pytest
 
 from vif_qos.errors import KernelError
 from vif_qos.kernel import netlink as nl
+from vif_qos.kernel import sched_htb, sched_tbf
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.sim.net import in_netns, run
 
@@ -72,25 +73,26 @@ def test_get_link_by_index_names_the_ifindex_instead_of_a_raw_netlink_error():
 def test_layouts_pack_and_unpack_the_same_fields():
     values = dict(nl.ratespec("rate", 5 * 10 ** 9), buffer=7, cbuffer=8, quantum=1514)
     assert values["rate_rate"] == 2 ** 32 - 1  # the full rate goes in TCA_HTB_RATE64
-    back = nl.HTB_PARMS.unpack(nl.HTB_PARMS.pack(**values))
+    back = sched_htb.HTB_PARMS.unpack(sched_htb.HTB_PARMS.pack(**values))
     assert {k: back[k] for k in values} == values
-    assert nl.HTB_PARMS.size == 44 and nl.TBF_PARMS.size == 36  # sizeof in the kernel
+    # sizeof in the kernel
+    assert sched_htb.HTB_PARMS.size == 44 and sched_tbf.TBF_PARMS.size == 36
     with pytest.raises(TypeError):
-        nl.HTB_PARMS.pack(rate=1)
+        sched_htb.HTB_PARMS.pack(rate=1)
 
 
 def test_a_message_decodes_to_what_was_encoded():
     data = nl.encode_message(nl.RTM_NEWQDISC, nl.FLAGS_ADD, 9,
                              nl.TCMSG.pack(index=3, handle=0x7A510000, parent=nl.TC_H_ROOT),
                              [(nl.TCA_KIND, nl.asciiz("tbf")),
-                              (nl.TCA_OPTIONS, nl.encode_attrs([(nl.TCA_TBF_BURST,
+                              (nl.TCA_OPTIONS, nl.encode_attrs([(sched_tbf.TCA_TBF_BURST,
                                                                  nl.u32(3000))]))])
     msg = nl.decode(data)
     assert (msg.type, msg.flags, msg.error) == (nl.RTM_NEWQDISC, nl.FLAGS_ADD, None)
     assert (msg.get("index"), msg.get("handle"), msg.get("parent")) == (
         3, 0x7A510000, nl.TC_H_ROOT)
     assert msg.attr_str(nl.TCA_KIND) == "tbf"
-    assert msg.nested(nl.TCA_OPTIONS) == {nl.TCA_TBF_BURST: nl.u32(3000)}
+    assert msg.nested(nl.TCA_OPTIONS) == {sched_tbf.TCA_TBF_BURST: nl.u32(3000)}
 
 
 @pytest.mark.kernel
@@ -106,7 +108,7 @@ def test_the_kernel_refusal_names_the_object_and_a_gone_object_is_tolerated(name
             assert tcadapter.del_class(ipr, link.index, 0x7A510100, "class 7a51:100") is False
             with pytest.raises(KernelError, match=r"^class 7a51:100 of nl-dummy: "):
                 # no HTB qdisc to hang it under: the kernel refuses (ENOENT/EINVAL)
-                tcadapter.set_htb_class(ipr, link.index, 0x7A510100, 0x7A510001,
+                sched_htb.set_class(ipr, link.index, 0x7A510100, 0x7A510001,
                                         rate_bits_per_s=10 ** 6, ceil_bits_per_s=10 ** 6,
                                         burst_bytes=1600, cburst_bytes=1600,
                                         quantum_bytes=1514, mode="add",

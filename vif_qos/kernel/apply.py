@@ -56,7 +56,9 @@ from vif_qos.constants import DEFAULT_MINOR, ETH_HLEN_BYTES, POOL_MINOR_BASE, RO
 from vif_qos.kernel import admission
 from vif_qos.kernel import alloc, ledger
 from vif_qos.kernel import nft as nftadapter
+from vif_qos.kernel import qdisc, sched_fq_codel, sched_htb, sched_tbf
 from vif_qos.kernel import tc as tcadapter
+from vif_qos.kernel.netlink import EEXIST
 from vif_qos.errors import EnvironmentProblem, InputError, KernelError
 from vif_qos.model import (LEAF_QDISC_AUTO, LEAF_QDISC_BFIFO, LEAF_QDISC_FQ_CODEL,
                            ClassPlan, HostSettings, InboundPlan, LeafQdiscPlan, UplinkPlan,
@@ -155,7 +157,7 @@ def class_params(plan: ClassPlan) -> dict:
                 quantum_bytes=plan.quantum_bytes)
 
 
-def same_class(found: tcadapter.ClassInfo, want: ClassPlan, parent: int) -> bool:
+def same_class(found: sched_htb.ClassInfo, want: ClassPlan, parent: int) -> bool:
     """True when the kernel's class ``found`` is ``want`` under ``parent`` (rates
     compared in the kernel's bytes/s)."""
     rate = tcadapter.rate_bytes(want.rate_bits_per_s, want.name)
@@ -167,8 +169,8 @@ def same_class(found: tcadapter.ClassInfo, want: ClassPlan, parent: int) -> bool
             and found.quantum_bytes == want.quantum_bytes)
 
 
-def _restore_class(ipr, found: tcadapter.ClassInfo, what: str) -> None:
-    tcadapter.set_htb_class(
+def _restore_class(ipr, found: sched_htb.ClassInfo, what: str) -> None:
+    sched_htb.set_class(
         ipr, found.index, found.classid, found.parent,
         rate_bits_per_s=found.rate_bytes_per_s * 8,
         ceil_bits_per_s=found.ceil_bytes_per_s * 8, burst_bytes=0, cburst_bytes=0,
@@ -176,19 +178,20 @@ def _restore_class(ipr, found: tcadapter.ClassInfo, what: str) -> None:
         buffer_ticks=found.buffer_ticks, cbuffer_ticks=found.cbuffer_ticks)
 
 
-#: The answer of :func:`tcadapter.kernel_has_fq_codel` (one kernel per process).
+#: The answer of :func:`vif_qos.kernel.sched_fq_codel.kernel_has` (one kernel per
+#: process).
 _FQ_CODEL_KNOWN: List[bool] = []
 
 
 def leaf_qdisc_kind(ipr, plan: LeafQdiscPlan) -> str:
     """The qdisc kind to create for ``plan``: its kind, with ``auto`` resolved to
     fq_codel when the kernel has it (asked once per process over netlink, see
-    :func:`vif_qos.kernel.tc.kernel_has_fq_codel`), else bfifo."""
+    :func:`vif_qos.kernel.sched_fq_codel.kernel_has`), else bfifo."""
     if plan.kind != LEAF_QDISC_AUTO:
         return plan.kind
     if not _FQ_CODEL_KNOWN:
         lo = tcadapter.get_link(ipr, "lo")
-        known = tcadapter.kernel_has_fq_codel(ipr, lo.index) if lo is not None else None
+        known = sched_fq_codel.kernel_has(ipr, lo.index) if lo is not None else None
         _FQ_CODEL_KNOWN.append(bool(known))
     return LEAF_QDISC_FQ_CODEL if _FQ_CODEL_KNOWN[0] else LEAF_QDISC_BFIFO
 
@@ -200,25 +203,25 @@ def leaf_params(plan: LeafQdiscPlan, quantum_bytes: int) -> dict:
                 interval_us=plan.interval_us, quantum_bytes=quantum_bytes)
 
 
-def leaf_qdisc_of(ipr, index: int, classid: int) -> Optional[tcadapter.QdiscInfo]:
+def leaf_qdisc_of(ipr, index: int, classid: int) -> Optional[qdisc.QdiscInfo]:
     """Our qdisc under class ``classid`` (None: the class's built-in pfifo)."""
-    for q in tcadapter.dump_qdiscs(ipr, index):
+    for q in qdisc.dump_qdiscs(ipr, index):
         if q.parent == classid:
             return q
     return None
 
 
-def same_leaf(found: Optional[tcadapter.QdiscInfo], kind: str, plan: LeafQdiscPlan) -> bool:
+def same_leaf(found: Optional[qdisc.QdiscInfo], kind: str, plan: LeafQdiscPlan) -> bool:
     """True when the leaf qdisc ``found`` (None: the class's built-in pfifo) is a
     ``kind`` qdisc with ``plan``'s limit (bfifo) or target/interval (fq_codel, as
-    the kernel dumps them: :func:`~vif_qos.kernel.tc.codel_us_as_dumped`)."""
+    the kernel dumps them: :func:`~vif_qos.kernel.sched_fq_codel.codel_us_as_dumped`)."""
     if found is None or found.kind != kind:
         return False
     if kind == LEAF_QDISC_BFIFO:
         return found.limit_bytes == plan.limit_bytes
     return (found.target_us, found.interval_us) == (
-        tcadapter.codel_us_as_dumped(plan.target_us),
-        tcadapter.codel_us_as_dumped(plan.interval_us))
+        sched_fq_codel.codel_us_as_dumped(plan.target_us),
+        sched_fq_codel.codel_us_as_dumped(plan.interval_us))
 
 
 def ensure_leaf_qdisc(ipr, link: tcadapter.LinkInfo, classid: int, plan: LeafQdiscPlan,
@@ -230,14 +233,14 @@ def ensure_leaf_qdisc(ipr, link: tcadapter.LinkInfo, classid: int, plan: LeafQdi
     found = None if class_is_new else leaf_qdisc_of(ipr, link.index, classid)
     if same_leaf(found, kind, plan):
         return
-    tcadapter.replace_leaf_qdisc(ipr, link.index, classid, kind, what,
-                                 **leaf_params(plan, quantum_bytes))
+    qdisc.replace_leaf_qdisc(ipr, link.index, classid, kind, what,
+                             **leaf_params(plan, quantum_bytes))
     if class_is_new:
         return  # deleting the class (its undo) deletes the qdisc
     if found is None:
-        undo.push(what, lambda: tcadapter.del_leaf_qdisc(ipr, link.index, classid, what))
+        undo.push(what, lambda: qdisc.del_leaf_qdisc(ipr, link.index, classid, what))
     else:
-        undo.push(what, lambda: tcadapter.replace_leaf_qdisc(
+        undo.push(what, lambda: qdisc.replace_leaf_qdisc(
             ipr, link.index, classid, found.kind, what, limit_bytes=found.limit_bytes or 0,
             target_us=found.target_us or 0, interval_us=found.interval_us or 0,
             quantum_bytes=quantum_bytes))
@@ -302,7 +305,7 @@ def pool_minors_of(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
         if (not e.pool or e.uplink != link.name or e.classid is None
                 or e.classid >> 16 != major or e.pool in held.values()):
             continue
-        leaf = tcadapter.get_class(ipr, link.index, e.classid)
+        leaf = sched_htb.get_class(ipr, link.index, e.classid)
         if (leaf is not None and leaf.parent >> 16 == major
                 and POOL_MINOR_BASE <= leaf.parent & 0xFFFF < host.classid_min):
             held.setdefault(leaf.parent & 0xFFFF, e.pool)
@@ -337,7 +340,7 @@ def ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
     """
     major = uplink.qdisc_major << 16
     dev = link.name
-    root = tcadapter.get_root_qdisc(ipr, link.index)
+    root = qdisc.get_root_qdisc(ipr, link.index)
     if root is not None and root.handle != 0 and not (
             root.handle == major and root.kind == "htb"):
         raise KernelError(
@@ -348,9 +351,9 @@ def ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
             "root)")
     created = root is None or root.handle == 0
     if created:
-        tcadapter.add_htb_qdisc(ipr, link.index, major, DEFAULT_MINOR,
-                                f"htb root qdisc {tcadapter.handle_str(major)} on {dev}",
-                                direct_qlen_packets=DIRECT_QLEN_PACKETS)
+        sched_htb.add_qdisc(ipr, link.index, major, DEFAULT_MINOR,
+                            f"htb root qdisc {tcadapter.handle_str(major)} on {dev}",
+                            direct_qlen_packets=DIRECT_QLEN_PACKETS)
         undo.push(f"htb root qdisc on {dev}",
                   lambda: tcadapter.del_root_qdisc(ipr, link.index, major, dev))
         _step("htb-qdisc")
@@ -364,13 +367,13 @@ def ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
     steps = ["htb-root-class", "htb-default-class"] + ["htb-pools"] * len(uplink.pools)
     for (plan, classid, parent), step in zip(wanted, steps):
         what = f"htb class {tcadapter.handle_str(classid)} ({plan.name}) on {dev}"
-        found = None if created else tcadapter.get_class(ipr, link.index, classid)
+        found = None if created else sched_htb.get_class(ipr, link.index, classid)
         if plan.leaf_qdisc is not None:
             # After the class changes below (pushed later, undone first).
             leaves.append((classid, plan, found is None))
         if found is None:
-            tcadapter.set_htb_class(ipr, link.index, classid, parent, mode="add",
-                                    what=what, **class_params(plan))
+            sched_htb.set_class(ipr, link.index, classid, parent, mode="add",
+                                what=what, **class_params(plan))
             undo.push(what, lambda c=classid, w=what:
                       tcadapter.del_class(ipr, link.index, c, w))
             _step(step)
@@ -379,8 +382,8 @@ def ensure_tree(ipr, link: tcadapter.LinkInfo, uplink: UplinkPlan,
                 raise KernelError(f"{what}: exists under parent "
                                   f"{tcadapter.handle_str(found.parent)}, the plan "
                                   f"wants {tcadapter.handle_str(parent)}")
-            tcadapter.set_htb_class(ipr, link.index, classid, parent, mode="change",
-                                    what=what, **class_params(plan))
+            sched_htb.set_class(ipr, link.index, classid, parent, mode="change",
+                                what=what, **class_params(plan))
             undo.push(what, lambda f=found, w=what: _restore_class(ipr, f, w))
     for classid, plan, is_new in leaves:
         assert plan.leaf_qdisc is not None
@@ -419,14 +422,14 @@ def _add_recorded_leaf(ipr, link: tcadapter.LinkInfo, plan: VifPlan, classid: in
             f"on {link.name}")
     for attempt in (1, 2):
         try:
-            tcadapter.set_htb_class(
+            sched_htb.set_class(
                 ipr, link.index, classid, parent, mode="add", what=what,
                 rate_bits_per_s=out.rate_bits_per_s,
                 ceil_bits_per_s=out.ceil_bits_per_s, burst_bytes=out.burst_bytes,
                 cburst_bytes=out.cburst_bytes, quantum_bytes=out.quantum_bytes)
             return classid
         except KernelError as err:
-            if err.errno != tcadapter.EEXIST or attempt == 2:
+            if err.errno != EEXIST or attempt == 2:
                 raise
             log.warning("vif-qos: %s: %s existed without an entry (left by an "
                         "interrupted apply); removed it", plan.vif, what)
@@ -501,7 +504,7 @@ def _check_guest_port(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
     elif any(e.uplink == name for e in state.entries.values()):
         role = "the uplink vif-qos shapes other guests on"
     else:
-        root = tcadapter.get_root_qdisc(ipr, vif_link.index)
+        root = qdisc.get_root_qdisc(ipr, vif_link.index)
         if (root is not None and root.kind == "htb"
                 and root.handle == plan.host.qdisc_major << 16):
             role = "a netdev carrying vif-qos's HTB tree (an uplink)"
@@ -632,7 +635,7 @@ def _tbf_vifs_without_table(ipr, host: HostSettings, vif: str) -> List[nftadapte
     unclassified until they come online again: logged)."""
     handle = host.qdisc_major << 16
     lost = []
-    for q in tcadapter.dump_qdiscs(ipr):
+    for q in qdisc.dump_qdiscs(ipr):
         if q.parent != tcadapter.TC_H_ROOT or q.handle != handle or q.kind != "tbf":
             continue
         link = tcadapter.get_link_by_index(ipr, q.index)
@@ -651,7 +654,7 @@ def _apply_tbf(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
                host: HostSettings, undo: Undo) -> None:
     handle = host.qdisc_major << 16
     inbound = fit_frame(plan.inbound, vif_link, plan.vif)
-    before = tcadapter.get_root_qdisc(ipr, vif_link.index)
+    before = qdisc.get_root_qdisc(ipr, vif_link.index)
     if before is not None and before.handle not in (0, handle):
         log.warning("vif-qos: %s: replacing its root qdisc %s %s (not vif-qos's) "
                     "with vif-qos's tbf", plan.vif, before.kind,
@@ -659,7 +662,7 @@ def _apply_tbf(ipr, vif_link: tcadapter.LinkInfo, plan: VifPlan,
     elif before is not None and before.handle == handle and before.kind != "tbf":
         tcadapter.del_root_qdisc(ipr, vif_link.index, handle, plan.vif)
     what = f"tbf root qdisc {tcadapter.handle_str(handle)} on {plan.vif}"
-    tcadapter.replace_tbf(
+    sched_tbf.replace(
         ipr, vif_link.index, handle, rate_bits_per_s=inbound.rate_bits_per_s,
         burst_bytes=inbound.burst_bytes, limit_bytes=inbound.limit_bytes,
         peak_bits_per_s=inbound.peak_bits_per_s,
@@ -756,7 +759,7 @@ def remove_locked(ipr, vif: str, host: HostSettings,
     vif_link = None if keep_tbf else tcadapter.get_link(ipr, vif)
     if vif_link is not None:
         handle = host.qdisc_major << 16
-        root = tcadapter.get_root_qdisc(ipr, vif_link.index)
+        root = qdisc.get_root_qdisc(ipr, vif_link.index)
         if root is not None and root.handle == handle and root.kind == "tbf":
             removed |= tcadapter.del_root_qdisc(ipr, vif_link.index, handle,
                                                 f"tbf root qdisc on {vif}")
@@ -783,13 +786,13 @@ def repair_uplink(ipr, link: tcadapter.LinkInfo, host: HostSettings,
     :func:`cleanup_orphans`); logs each as a warning.
     """
     handle = host.qdisc_major << 16
-    root = tcadapter.get_root_qdisc(ipr, link.index)
+    root = qdisc.get_root_qdisc(ipr, link.index)
     if root is None or root.kind != "htb" or root.handle != handle:
         return []
     if sweep_leaves:
         removed = _repair_tree(ipr, link, host, state)
-    elif (tcadapter.get_class(ipr, link.index, handle | ROOT_MINOR) is None
-          or tcadapter.get_class(ipr, link.index, handle | DEFAULT_MINOR) is None):
+    elif (sched_htb.get_class(ipr, link.index, handle | ROOT_MINOR) is None
+          or sched_htb.get_class(ipr, link.index, handle | DEFAULT_MINOR) is None):
         removed = _repair_tree(ipr, link, host, state)
     else:
         removed = []
@@ -803,7 +806,7 @@ def _repair_tree(ipr, link: tcadapter.LinkInfo, host: HostSettings,
                  state: nftadapter.TableState) -> List[str]:
     handle = host.qdisc_major << 16
     recorded = {(e.uplink, e.classid) for e in state.entries.values()}
-    classes = tcadapter.dump_classes(ipr, link.index)
+    classes = sched_htb.dump_classes(ipr, link.index)
     ids = {c.classid for c in classes}
     removed: List[str] = []
     if not {handle | ROOT_MINOR, handle | DEFAULT_MINOR} <= ids:
@@ -877,7 +880,7 @@ def remove_leftovers(ipr, host: HostSettings, state: nftadapter.TableState) -> L
     handle = host.qdisc_major << 16
     shaped_in = {e.vif for e in state.entries.values() if e.inbound}
     removed: List[str] = []
-    qdiscs = tcadapter.dump_qdiscs(ipr)
+    qdiscs = qdisc.dump_qdiscs(ipr)
     if not state.exists:
         kept = [q for q in qdiscs if q.parent == tcadapter.TC_H_ROOT
                 and q.handle == handle and q.kind == "tbf"]
@@ -908,7 +911,7 @@ def check_support() -> None:
     """Raise EnvironmentProblem naming what the kernel lacks: htb, tbf, or
     nftables' bridge family. Probes in a way that leaves nothing behind."""
     nftadapter.check_support()
-    missing = tcadapter.probe_qdisc_kinds(("htb", "tbf"))
+    missing = qdisc.probe_qdisc_kinds(("htb", "tbf"))
     if missing:
         raise EnvironmentProblem(
             "the kernel lacks the qdisc(s) " + ", ".join(missing) +
@@ -947,7 +950,7 @@ def status() -> dict:
                     "inbound": None, "outbound": None}
             vif_link = link(e.vif)
             if e.inbound and vif_link is not None:
-                q = tcadapter.get_root_qdisc(ipr, vif_link.index)
+                q = qdisc.get_root_qdisc(ipr, vif_link.index)
                 if q is not None:
                     item["inbound"] = {
                         "qdisc": f"{q.kind} {tcadapter.handle_str(q.handle)}",
@@ -956,7 +959,7 @@ def status() -> dict:
                         "drops": q.drops}
             up = link(e.uplink) if e.uplink else None
             if e.classid is not None and up is not None:
-                c = tcadapter.get_class(ipr, up.index, e.classid)
+                c = sched_htb.get_class(ipr, up.index, e.classid)
                 if c is not None:
                     item["outbound"] = {
                         "class": tcadapter.handle_str(c.classid),
@@ -967,10 +970,10 @@ def status() -> dict:
                         "drops": c.drops,
                         "leaf_qdisc": _leaf_status(ipr, up.index, c)}
                 if e.uplink not in uplinks:
-                    q = tcadapter.get_root_qdisc(ipr, up.index)
+                    q = qdisc.get_root_qdisc(ipr, up.index)
                     default = None
                     if q is not None and q.kind == "htb":
-                        default = tcadapter.get_class(ipr, up.index,
+                        default = sched_htb.get_class(ipr, up.index,
                                                       q.handle | DEFAULT_MINOR)
                     uplinks[e.uplink] = {
                         "device": e.uplink,
@@ -984,7 +987,7 @@ def status() -> dict:
     return {"vifs": vifs, "uplinks": [uplinks[k] for k in sorted(uplinks)]}
 
 
-def _leaf_status(ipr, index: int, cls: tcadapter.ClassInfo) -> dict:
+def _leaf_status(ipr, index: int, cls: sched_htb.ClassInfo) -> dict:
     """The leaf qdisc under ``cls`` as read back: kind, handle, limit and the time
     it holds at the class's rate; ``source`` says it was read from the kernel."""
     q = leaf_qdisc_of(ipr, index, cls.classid)

@@ -10,9 +10,9 @@ How each difference is changed, never leaving a frame unshaped, sent direct or
 in the uplink's default class, nor limited twice (README.rst, "Running guests"):
 
 - inbound rate or bucket: the vif's TBF is changed in place
-  (:func:`vif_qos.kernel.tc.change_tbf`), never deleted; a missing TBF is added;
+  (:func:`vif_qos.kernel.sched_tbf.change`), never deleted; a missing TBF is added;
 - outbound rate/ceil/bucket/quantum: the HTB leaf is changed in place
-  (:func:`vif_qos.kernel.tc.change_htb_class`);
+  (:func:`vif_qos.kernel.sched_htb.change_class`);
 - a move to another parent (pool in or out, another pool; HTB cannot move a
   class): the new leaf is added first, then ONE nftables transaction switches the
   vif's rule (skb priority = the new leaf) and map element, then the old leaf is
@@ -41,7 +41,9 @@ from vif_qos.kernel import admission
 from vif_qos.kernel import alloc
 from vif_qos.kernel import apply as applymod
 from vif_qos.kernel import nft as nftadapter
+from vif_qos.kernel import qdisc, sched_htb, sched_tbf
 from vif_qos.kernel import tc as tcadapter
+from vif_qos.kernel.netlink import EEXIST
 from vif_qos.model import ClassPlan, HostSettings, InboundPlan, VifPlan
 
 log = logging.getLogger("vif_qos")
@@ -104,16 +106,16 @@ class _Run:
         self.links = {link.name: link for link in
                       (tcadapter.list_links(ipr) if links is None else links)}
         self.by_index = {link.index: link for link in self.links.values()}
-        self.roots = {q.index: q for q in tcadapter.dump_qdiscs(ipr)
+        self.roots = {q.index: q for q in qdisc.dump_qdiscs(ipr)
                       if q.parent == tcadapter.TC_H_ROOT}
-        self.class_cache: Dict[int, Dict[int, tcadapter.ClassInfo]] = {}
+        self.class_cache: Dict[int, Dict[int, sched_htb.ClassInfo]] = {}
         self.uplinks: Dict[tuple, tcadapter.LinkInfo] = {}
         self.pool_minors: Dict[str, Dict[str, int]] = {}
 
-    def classes(self, index: int) -> Dict[int, tcadapter.ClassInfo]:
+    def classes(self, index: int) -> Dict[int, sched_htb.ClassInfo]:
         if index not in self.class_cache:
             self.class_cache[index] = {c.classid: c for c in
-                                       tcadapter.dump_classes(self.ipr, index)}
+                                       sched_htb.dump_classes(self.ipr, index)}
         return self.class_cache[index]
 
     # -- the table ----------------------------------------------------------------
@@ -151,13 +153,13 @@ class _Run:
             if self.apply:
                 if q is not None and q.handle == self.handle:  # ours, another kind
                     tcadapter.del_root_qdisc(self.ipr, vif_link.index, self.handle, what)
-                tcadapter.replace_tbf(self.ipr, vif_link.index, self.handle, **params)
+                sched_tbf.replace(self.ipr, vif_link.index, self.handle, **params)
             return
         diff = _tbf_difference(q, want)
         if diff:
             out.append(f"inbound: tbf {diff}")
             if self.apply:
-                tcadapter.change_tbf(self.ipr, vif_link.index, self.handle, **params)
+                sched_tbf.change(self.ipr, vif_link.index, self.handle, **params)
 
     # -- outbound -----------------------------------------------------------------------
     def tree(self, link: tcadapter.LinkInfo, plan: VifPlan,
@@ -215,7 +217,7 @@ class _Run:
                 out.append(f"outbound: leaf {tcadapter.handle_str(cur.classid)} "
                            f"{_class_words(cur)}, want {_plan_words(want)}")
                 if self.apply:
-                    tcadapter.change_htb_class(
+                    sched_htb.change_class(
                         self.ipr, link.index, cur.classid, parent,
                         what=f"htb leaf class {tcadapter.handle_str(cur.classid)} of "
                              f"{plan.vif} on {link.name}", **params)
@@ -237,14 +239,14 @@ class _Run:
                 and old[1] >> 16 == major):
             # Wiped (qdisc deleted): the same classid again, so the rule stays right.
             try:
-                tcadapter.set_htb_class(
+                sched_htb.set_class(
                     self.ipr, link.index, old[1], parent, mode="add",
                     what=f"htb leaf class {tcadapter.handle_str(old[1])} of {plan.vif} "
                          f"on {link.name}", **params)
                 self._leaf_queue(link, old[1], plan)
                 return link.name, old[1], None
             except KernelError as err:
-                if err.errno != tcadapter.EEXIST:
+                if err.errno != EEXIST:
                     raise
         classid = applymod.add_leaf(self.ipr, link, plan, self.host, self.state, parent)
         self._leaf_queue(link, classid, plan)
@@ -277,7 +279,7 @@ class _Run:
                    f"{_leaf_words(found.kind if found else None, found)}, want "
                    f"{_leaf_words(kind, want)}")
         if self.apply:  # kind and current qdisc known: replaced here, not looked up again
-            tcadapter.replace_leaf_qdisc(
+            qdisc.replace_leaf_qdisc(
                 self.ipr, link.index, classid, kind,
                 f"leaf qdisc of htb leaf class {tcadapter.handle_str(classid)} of "
                 f"{plan.vif} on {link.name}",
@@ -380,7 +382,7 @@ def reconcile(plans: Sequence[VifPlan], host: HostSettings, *, apply: bool,
 # -- comparisons (no I/O) -------------------------------------------------------------
 
 
-def _tbf_difference(q: tcadapter.QdiscInfo, want: InboundPlan) -> Optional[str]:
+def _tbf_difference(q: qdisc.QdiscInfo, want: InboundPlan) -> Optional[str]:
     """A words-difference between the TBF read back and the plan, or None.
 
     The kernel keeps the bucket as time (ns) and reports it in 64 ns ticks,
@@ -418,7 +420,7 @@ def _leaf_words(kind: Optional[str], q) -> str:
     return f"{kind} target {q.target_us} us interval {q.interval_us} us"
 
 
-def _class_words(c: tcadapter.ClassInfo) -> str:
+def _class_words(c: sched_htb.ClassInfo) -> str:
     return (f"rate {_rate(c.rate_bytes_per_s * 8)} ceil {_rate(c.ceil_bytes_per_s * 8)} "
             f"burst {c.burst_bytes} B cburst {c.cburst_bytes} B quantum {c.quantum_bytes} B")
 
@@ -453,7 +455,7 @@ def _tree_differences(ipr, link: tcadapter.LinkInfo, plan: VifPlan,
                       pool_minors: Dict[str, int]) -> List[str]:
     uplink = plan.uplink
     major = uplink.qdisc_major << 16
-    root = tcadapter.get_root_qdisc(ipr, link.index)
+    root = qdisc.get_root_qdisc(ipr, link.index)
     if root is None or root.handle == 0:
         return [f"no vif-qos htb root qdisc {tcadapter.handle_str(major)}"]
     if root.handle != major or root.kind != "htb":
@@ -467,7 +469,7 @@ def _tree_differences(ipr, link: tcadapter.LinkInfo, plan: VifPlan,
                 major | applymod.ROOT_MINOR) for i, pool in enumerate(uplink.pools)]
     diffs = []
     for want, classid, parent in wanted:
-        found = tcadapter.get_class(ipr, link.index, classid)
+        found = sched_htb.get_class(ipr, link.index, classid)
         label = f"class {tcadapter.handle_str(classid)} ({want.name})"
         if found is None:
             diffs.append(f"{label} missing")
@@ -508,7 +510,7 @@ def _drain_then_delete(ipr, link: tcadapter.LinkInfo, classid: int, vif: str) ->
     what = f"htb leaf class {tcadapter.handle_str(classid)} of {vif} on {link.name}"
     deadline = time.monotonic() + DRAIN_S
     while time.monotonic() < deadline:
-        backlog = tcadapter.class_backlog(ipr, link.index, classid)
+        backlog = sched_htb.class_backlog(ipr, link.index, classid)
         if backlog is None or backlog[0] == 0:
             break
         time.sleep(_DRAIN_POLL_S)
