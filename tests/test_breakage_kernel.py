@@ -15,6 +15,7 @@ from vif_qos.sim.net import in_netns, run
 from helpers import htb_classes, root_qdisc
 
 from vif_qos.kernel import apply as A
+from vif_qos.kernel.status import status
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 
@@ -281,11 +282,11 @@ def test_after_nft_flush_ruleset_a_cleanup_sweep_keeps_live_guests_tbfs(host):
     with in_netns(d.dom0):
         assert sorted(A.cleanup_orphans()) == ["leaf 7a51:100 on peth0",
                                                "leaf 7a51:101 on peth0"]
-        assert A.status()["vifs"] == []
+        assert status()["vifs"] == []
     assert root_qdisc(d.dom0, a)["kind"] == root_qdisc(d.dom0, b)["kind"] == "tbf"
     with in_netns(d.dom0):  # the next online still works
         assert A.apply_vif(vif_plan(c)).classid == 0x7A510100
-        assert [v["vif"] for v in A.status()["vifs"]] == [a, b, c]
+        assert [v["vif"] for v in status()["vifs"]] == [a, b, c]
         assert A.remove_vif(c) is True
 
 

@@ -17,7 +17,7 @@ from vif_qos.config.policy import check_policy_text
 from vif_qos.core.resolve import plan_vif
 from vif_qos.errors import KernelError
 from vif_qos.kernel import apply as A
-from vif_qos.kernel import qdisc, sched_fq_codel
+from vif_qos.kernel import leaf, qdisc, sched_fq_codel
 from vif_qos.kernel import tc as T
 from vif_qos.model import VifFacts
 from vif_qos.sim.net import SimHost, run
@@ -59,7 +59,7 @@ def test_leaf_qdiscs_follow_their_classes(host, capsys):
     pa, pb = plan(a.vif, "rate=10mbit", "bfifo"), plan(b.vif, "rate=100mbit")
     with host.in_dom0():
         got_a, got_b = A.apply_vif(pa), A.apply_vif(pb)
-        assert A._FQ_CODEL_KNOWN == [False]   # auto asked the kernel: no fq_codel here
+        assert leaf._FQ_CODEL_KNOWN == [False]   # auto asked the kernel: no fq_codel here
     leaves = leaf_qdiscs(host)
     # Each guest's leaf and the default class have a bfifo of the planned limit.
     assert leaves[T.handle_str(got_a.classid)]["kind"] == "bfifo"
@@ -172,12 +172,12 @@ def test_fq_codel_times_compare_as_the_kernel_dumps_them():
     dumped = qdisc.QdiscInfo(index=3, kind="fq_codel", handle=0, parent=0x7A510100, bytes=0,
                              packets=0, drops=0, target_us=as_dumped(want.target_us),
                              interval_us=as_dumped(want.interval_us))
-    assert A.same_leaf(dumped, "fq_codel", want)
+    assert leaf.same_leaf(dumped, "fq_codel", want)
     off = qdisc.QdiscInfo(index=3, kind="fq_codel", handle=0, parent=0x7A510100, bytes=0,
                           packets=0, drops=0, target_us=want.target_us // 2,
                           interval_us=as_dumped(want.interval_us))
-    assert not A.same_leaf(off, "fq_codel", want)
-    assert not A.same_leaf(None, "fq_codel", want)
+    assert not leaf.same_leaf(off, "fq_codel", want)
+    assert not leaf.same_leaf(None, "fq_codel", want)
 
 
 def test_status_shows_an_fq_codel_target_to_the_nearest_ms():

@@ -37,13 +37,14 @@ from typing import Collection, Dict, List, Optional, Sequence
 
 from vif_qos.core import units
 from vif_qos.errors import KernelError, VifQosError
-from vif_qos.kernel import admission
-from vif_qos.kernel import alloc
+from vif_qos.constants import DEFAULT_MINOR, POOL_MINOR_BASE, ROOT_MINOR
+from vif_qos.kernel import admission, alloc, leaf, tree
 from vif_qos.kernel import apply as applymod
 from vif_qos.kernel import nft as nftadapter
 from vif_qos.kernel import qdisc, sched_htb, sched_tbf
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.kernel.netlink import EEXIST
+from vif_qos.kernel.steps import Undo
 from vif_qos.model import ClassPlan, HostSettings, InboundPlan, VifPlan
 
 log = logging.getLogger("vif_qos")
@@ -171,7 +172,7 @@ class _Run:
         self.trees_done[link.name] = diffs
         self.result.uplinks += [f"uplink {link.name}: {d}" for d in diffs]
         if diffs and self.apply:
-            applymod.ensure_tree(self.ipr, link, plan.uplink, applymod.Undo(), pool_minors)
+            tree.ensure_tree(self.ipr, link, plan.uplink, Undo(), pool_minors)
 
     def outbound(self, plan: VifPlan, entry: Optional[nftadapter.Entry], out: List[str]):
         """(uplink name, classid, old leaf to delete after the switch as
@@ -189,21 +190,21 @@ class _Run:
             return None, None, None
         key = (plan.uplink.bridge, plan.uplink.device)
         if key not in self.uplinks:
-            self.uplinks[key] = applymod.resolve_uplink(self.ipr, plan.uplink, self.state,
-                                                         plan.vif)
+            self.uplinks[key] = tree.resolve_uplink(self.ipr, plan.uplink, self.state,
+                                                    plan.vif)
         link = self.uplinks[key]
         major = plan.uplink.qdisc_major
         if link.name not in self.pool_minors:
             self.pool_minors[link.name] = (
-                applymod.pool_minors_of(self.ipr, link, plan.uplink, self.state, self.host)
+                tree.pool_minors_of(self.ipr, link, plan.uplink, self.state, self.host)
                 if plan.uplink.pools else {})
         pool_minors = self.pool_minors[link.name]
         self.tree(link, plan, pool_minors)
         o = plan.outbound
-        parent = (major << 16) | (pool_minors[o.pool] if o.pool else applymod.ROOT_MINOR)
+        parent = (major << 16) | (pool_minors[o.pool] if o.pool else ROOT_MINOR)
         want = ClassPlan("leaf", o.rate_bits_per_s, o.ceil_bits_per_s, o.burst_bytes,
                          o.cburst_bytes, o.quantum_bytes)
-        params = applymod.class_params(want)
+        params = tree.class_params(want)
         where = f"pool {o.pool}" if o.pool else "the root class"
         cur = None
         if old is not None and old[0].name == link.name and old[1] >> 16 == major:
@@ -213,7 +214,7 @@ class _Run:
             admission.check_leaf(self.ipr, link, parent, plan.vif, o.rate_bits_per_s,
                                  self.host, replacing=cur.classid if cur else None)
         if cur is not None and cur.parent == parent:
-            if not applymod.same_class(cur, want, parent):
+            if not tree.same_class(cur, want, parent):
                 out.append(f"outbound: leaf {tcadapter.handle_str(cur.classid)} "
                            f"{_class_words(cur)}, want {_plan_words(want)}")
                 if self.apply:
@@ -248,7 +249,7 @@ class _Run:
             except KernelError as err:
                 if err.errno != EEXIST:
                     raise
-        classid = applymod.add_leaf(self.ipr, link, plan, self.host, self.state, parent)
+        classid = leaf.add_leaf(self.ipr, link, plan, self.host, self.state, parent)
         self._leaf_queue(link, classid, plan)
         return link.name, classid, (old if cur is not None or (
             old is not None and old[0].name != link.name) else None)
@@ -258,10 +259,10 @@ class _Run:
         it: the queue's time bound)."""
         if plan.outbound.leaf_qdisc is None:
             return
-        applymod.ensure_leaf_qdisc(
+        leaf.ensure_leaf_qdisc(
             self.ipr, link, classid, plan.outbound.leaf_qdisc, plan.outbound.quantum_bytes,
             f"leaf qdisc of htb leaf class {tcadapter.handle_str(classid)} of {plan.vif} "
-            f"on {link.name}", applymod.Undo(), True)
+            f"on {link.name}", Undo(), True)
 
     def _leaf_queue_in_place(self, link, classid: int, plan: VifPlan,
                              out: List[str]) -> None:
@@ -271,9 +272,9 @@ class _Run:
         want = plan.outbound.leaf_qdisc
         if want is None:
             return
-        kind = applymod.leaf_qdisc_kind(self.ipr, want)
-        found = applymod.leaf_qdisc_of(self.ipr, link.index, classid)
-        if applymod.same_leaf(found, kind, want):
+        kind = leaf.leaf_qdisc_kind(self.ipr, want)
+        found = leaf.leaf_qdisc_of(self.ipr, link.index, classid)
+        if leaf.same_leaf(found, kind, want):
             return
         out.append(f"outbound: leaf qdisc of {tcadapter.handle_str(classid)} "
                    f"{_leaf_words(found.kind if found else None, found)}, want "
@@ -283,7 +284,7 @@ class _Run:
                 self.ipr, link.index, classid, kind,
                 f"leaf qdisc of htb leaf class {tcadapter.handle_str(classid)} of "
                 f"{plan.vif} on {link.name}",
-                **applymod.leaf_params(want, plan.outbound.quantum_bytes))
+                **leaf.leaf_params(want, plan.outbound.quantum_bytes))
 
     # -- one vif ------------------------------------------------------------------------
     def vif(self, plan: VifPlan) -> VifResult:
@@ -463,17 +464,17 @@ def _tree_differences(ipr, link: tcadapter.LinkInfo, plan: VifPlan,
                           f"{tcadapter.handle_str(root.handle)}, not vif-qos's htb "
                           f"{tcadapter.handle_str(major)}; vif-qos does not replace a "
                           f"qdisc it did not create")
-    wanted = [(uplink.root, major | applymod.ROOT_MINOR, tcadapter.TC_H_ROOT),
-              (uplink.default, major | applymod.DEFAULT_MINOR, major | applymod.ROOT_MINOR)]
-    wanted += [(pool, major | pool_minors.get(pool.name, applymod.POOL_MINOR_BASE + i),
-                major | applymod.ROOT_MINOR) for i, pool in enumerate(uplink.pools)]
+    wanted = [(uplink.root, major | ROOT_MINOR, tcadapter.TC_H_ROOT),
+              (uplink.default, major | DEFAULT_MINOR, major | ROOT_MINOR)]
+    wanted += [(pool, major | pool_minors.get(pool.name, POOL_MINOR_BASE + i),
+                major | ROOT_MINOR) for i, pool in enumerate(uplink.pools)]
     diffs = []
     for want, classid, parent in wanted:
         found = sched_htb.get_class(ipr, link.index, classid)
         label = f"class {tcadapter.handle_str(classid)} ({want.name})"
         if found is None:
             diffs.append(f"{label} missing")
-        elif not applymod.same_class(found, want, parent):
+        elif not tree.same_class(found, want, parent):
             diffs.append(f"{label} {_class_words(found)}, want {_plan_words(want)}")
     return diffs
 
