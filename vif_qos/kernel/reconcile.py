@@ -33,11 +33,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Collection, Dict, List, Optional, Sequence
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 from vif_qos.core import units
 from vif_qos.errors import KernelError, VifQosError
-from vif_qos.constants import DEFAULT_MINOR, POOL_MINOR_BASE, ROOT_MINOR
+from vif_qos.constants import ROOT_MINOR
 from vif_qos.kernel import admission, alloc, leaf, tree
 from vif_qos.kernel import apply as applymod
 from vif_qos.kernel import nft as nftadapter
@@ -163,8 +163,8 @@ class _Run:
                 sched_tbf.change(self.ipr, vif_link.index, self.handle, **params)
 
     # -- outbound -----------------------------------------------------------------------
-    def tree(self, link: tcadapter.LinkInfo, plan: VifPlan,
-             pool_minors: Dict[str, int]) -> None:
+    def check_tree(self, link: tcadapter.LinkInfo, plan: VifPlan,
+                   pool_minors: Dict[str, int]) -> None:
         """The shared tree on ``link``, compared (and made right) once per run."""
         if link.name in self.trees_done:
             return
@@ -174,9 +174,25 @@ class _Run:
         if diffs and self.apply:
             tree.ensure_tree(self.ipr, link, plan.uplink, Undo(), pool_minors)
 
+    def uplink(self, plan: VifPlan) -> Tuple[tcadapter.LinkInfo, Dict[str, int]]:
+        """The plan's uplink and its pools' class minors, found once per run, its
+        tree checked (:meth:`check_tree`)."""
+        key = (plan.uplink.bridge, plan.uplink.device)
+        if key not in self.uplinks:
+            self.uplinks[key] = tree.resolve_uplink(self.ipr, plan.uplink, self.state,
+                                                    plan.vif)
+        link = self.uplinks[key]
+        if link.name not in self.pool_minors:
+            self.pool_minors[link.name] = (
+                tree.pool_minors_of(self.ipr, link, plan.uplink, self.state, self.host)
+                if plan.uplink.pools else {})
+        pool_minors = self.pool_minors[link.name]
+        self.check_tree(link, plan, pool_minors)
+        return link, pool_minors
+
     def outbound(self, plan: VifPlan, entry: Optional[nftadapter.Entry], out: List[str]):
         """(uplink name, classid, old leaf to delete after the switch as
-        (ifindex, classid, what) or None)."""
+        (link, classid) or None)."""
         old = None
         if entry is not None and entry.classid is not None and entry.uplink:
             old_link = self.links.get(entry.uplink)
@@ -186,26 +202,12 @@ class _Run:
             if old is not None:
                 out.append(f"outbound: leaf {tcadapter.handle_str(old[1])} on "
                            f"{old[0].name} present, the plan shapes nothing outbound")
-                return None, None, old
-            return None, None, None
-        key = (plan.uplink.bridge, plan.uplink.device)
-        if key not in self.uplinks:
-            self.uplinks[key] = tree.resolve_uplink(self.ipr, plan.uplink, self.state,
-                                                    plan.vif)
-        link = self.uplinks[key]
+            return None, None, old
+        link, pool_minors = self.uplink(plan)
         major = plan.uplink.qdisc_major
-        if link.name not in self.pool_minors:
-            self.pool_minors[link.name] = (
-                tree.pool_minors_of(self.ipr, link, plan.uplink, self.state, self.host)
-                if plan.uplink.pools else {})
-        pool_minors = self.pool_minors[link.name]
-        self.tree(link, plan, pool_minors)
         o = plan.outbound
         parent = (major << 16) | (pool_minors[o.pool] if o.pool else ROOT_MINOR)
-        want = ClassPlan("leaf", o.rate_bits_per_s, o.ceil_bits_per_s, o.burst_bytes,
-                         o.cburst_bytes, o.quantum_bytes)
-        params = tree.class_params(want)
-        where = f"pool {o.pool}" if o.pool else "the root class"
+        want = _leaf_plan(plan)
         cur = None
         if old is not None and old[0].name == link.name and old[1] >> 16 == major:
             cur = self.classes(link.index).get(old[1])
@@ -214,55 +216,49 @@ class _Run:
             admission.check_leaf(self.ipr, link, parent, plan.vif, o.rate_bits_per_s,
                                  self.host, replacing=cur.classid if cur else None)
         if cur is not None and cur.parent == parent:
-            if not tree.same_class(cur, want, parent):
-                out.append(f"outbound: leaf {tcadapter.handle_str(cur.classid)} "
-                           f"{_class_words(cur)}, want {_plan_words(want)}")
-                if self.apply:
-                    sched_htb.change_class(
-                        self.ipr, link.index, cur.classid, parent,
-                        what=f"htb leaf class {tcadapter.handle_str(cur.classid)} of "
-                             f"{plan.vif} on {link.name}", **params)
-            self._leaf_queue_in_place(link, cur.classid, plan, out)
+            self._leaf_in_place(link, cur, want, plan, out)
             return link.name, cur.classid, None
-        if cur is not None:
-            out.append(f"outbound: leaf {tcadapter.handle_str(cur.classid)} is under "
-                       f"{tcadapter.handle_str(cur.parent)}, want {where} "
-                       f"({tcadapter.handle_str(parent)}): new leaf, switch, old removed")
-        elif old is not None and old[0].name == link.name:
-            out.append(f"outbound: leaf {tcadapter.handle_str(old[1])} is missing on "
-                       f"{link.name}, want {_plan_words(want)} under {where}")
-        else:
-            out.append(f"outbound: no leaf, want {_plan_words(want)} under {where} "
-                       f"on {link.name}")
+        out.append(_new_leaf_words(link, old, cur, want, parent, o.pool))
         if not self.apply:
             return link.name, (old[1] if old else None), None
+        return self._new_leaf(link, plan, parent, old, cur)
+
+    def _leaf_in_place(self, link: tcadapter.LinkInfo, cur: sched_htb.ClassInfo,
+                       want: ClassPlan, plan: VifPlan, out: List[str]) -> None:
+        """The vif's leaf ``cur``, under the right parent already, and its leaf
+        qdisc changed in place to the plan."""
+        if not tree.same_class(cur, want, cur.parent):
+            out.append(f"outbound: leaf {tcadapter.handle_str(cur.classid)} "
+                       f"{_class_words(cur)}, want {_plan_words(want)}")
+            if self.apply:
+                sched_htb.change_class(
+                    self.ipr, link.index, cur.classid, cur.parent,
+                    what=f"htb leaf class {tcadapter.handle_str(cur.classid)} of "
+                         f"{plan.vif} on {link.name}", **tree.class_params(want))
+        self._leaf_queue_in_place(link, cur.classid, plan, out)
+
+    def _new_leaf(self, link: tcadapter.LinkInfo, plan: VifPlan, parent: int,
+                  old: Optional[Tuple[tcadapter.LinkInfo, int]],
+                  cur: Optional[sched_htb.ClassInfo]):
+        """Add the vif's leaf under ``parent`` with its leaf qdisc; as
+        :meth:`outbound` returns."""
         if (cur is None and old is not None and old[0].name == link.name
-                and old[1] >> 16 == major):
+                and old[1] >> 16 == plan.uplink.qdisc_major):
             # Wiped (qdisc deleted): the same classid again, so the rule stays right.
             try:
                 sched_htb.set_class(
                     self.ipr, link.index, old[1], parent, mode="add",
                     what=f"htb leaf class {tcadapter.handle_str(old[1])} of {plan.vif} "
-                         f"on {link.name}", **params)
-                self._leaf_queue(link, old[1], plan)
+                         f"on {link.name}", **tree.class_params(_leaf_plan(plan)))
+                leaf.add_leaf_queue(self.ipr, link, old[1], plan)
                 return link.name, old[1], None
             except KernelError as err:
                 if err.errno != EEXIST:
                     raise
         classid = leaf.add_leaf(self.ipr, link, plan, self.host, self.state, parent)
-        self._leaf_queue(link, classid, plan)
+        leaf.add_leaf_queue(self.ipr, link, classid, plan)
         return link.name, classid, (old if cur is not None or (
             old is not None and old[0].name != link.name) else None)
-
-    def _leaf_queue(self, link, classid: int, plan: VifPlan) -> None:
-        """The leaf qdisc the plan gives a leaf class just made (as an online makes
-        it: the queue's time bound)."""
-        if plan.outbound.leaf_qdisc is None:
-            return
-        leaf.ensure_leaf_qdisc(
-            self.ipr, link, classid, plan.outbound.leaf_qdisc, plan.outbound.quantum_bytes,
-            f"leaf qdisc of htb leaf class {tcadapter.handle_str(classid)} of {plan.vif} "
-            f"on {link.name}", Undo(), True)
 
     def _leaf_queue_in_place(self, link, classid: int, plan: VifPlan,
                              out: List[str]) -> None:
@@ -297,10 +293,8 @@ class _Run:
         self.inbound(plan, vif_link, res.changes)
         uplink, classid, old = self.outbound(plan, entry, res.changes)
         mark = entry.mark if entry is not None else None
-        if mark is None and self.host.mark_mask:
-            mark = (alloc.allocate_mark([e.mark for e in self.state.entries.values()
-                                         if e.mark is not None], self.host.mark_mask)
-                    if self.apply else None)
+        if mark is None and self.apply:
+            mark = applymod.free_mark(self.host, self.state)
         want = nftadapter.Entry(vif=plan.vif, bridge=plan.bridge, uplink=uplink,
                                 classid=classid, mark=mark,
                                 inbound=plan.inbound is not None,
@@ -383,6 +377,30 @@ def reconcile(plans: Sequence[VifPlan], host: HostSettings, *, apply: bool,
 # -- comparisons (no I/O) -------------------------------------------------------------
 
 
+def _leaf_plan(plan: VifPlan) -> ClassPlan:
+    """The vif's leaf class as a :class:`~vif_qos.model.ClassPlan`, to be compared
+    and changed as the tree's classes are."""
+    o = plan.outbound
+    return ClassPlan("leaf", o.rate_bits_per_s, o.ceil_bits_per_s, o.burst_bytes,
+                     o.cburst_bytes, o.quantum_bytes)
+
+
+def _new_leaf_words(link: tcadapter.LinkInfo, old: Optional[Tuple[tcadapter.LinkInfo, int]],
+                    cur: Optional[sched_htb.ClassInfo], want: ClassPlan, parent: int,
+                    pool: Optional[str]) -> str:
+    """Why the vif needs a new leaf: its leaf is under another parent (``cur``),
+    missing on the uplink (wiped), or there is none."""
+    where = f"pool {pool}" if pool else "the root class"
+    if cur is not None:
+        return (f"outbound: leaf {tcadapter.handle_str(cur.classid)} is under "
+                f"{tcadapter.handle_str(cur.parent)}, want {where} "
+                f"({tcadapter.handle_str(parent)}): new leaf, switch, old removed")
+    if old is not None and old[0].name == link.name:
+        return (f"outbound: leaf {tcadapter.handle_str(old[1])} is missing on "
+                f"{link.name}, want {_plan_words(want)} under {where}")
+    return f"outbound: no leaf, want {_plan_words(want)} under {where} on {link.name}"
+
+
 def _tbf_difference(q: qdisc.QdiscInfo, want: InboundPlan) -> Optional[str]:
     """A words-difference between the TBF read back and the plan, or None.
 
@@ -454,22 +472,17 @@ def _entry_difference(entry: Optional[nftadapter.Entry], want: nftadapter.Entry,
 
 def _tree_differences(ipr, link: tcadapter.LinkInfo, plan: VifPlan,
                       pool_minors: Dict[str, int]) -> List[str]:
-    uplink = plan.uplink
-    major = uplink.qdisc_major << 16
+    """How the shared tree on ``link`` differs from the plan's, one line each.
+
+    :raises KernelError: a root qdisc not ours (:func:`vif_qos.kernel.tree.refuse_foreign_root`).
+    """
+    major = plan.uplink.qdisc_major << 16
     root = qdisc.get_root_qdisc(ipr, link.index)
     if root is None or root.handle == 0:
         return [f"no vif-qos htb root qdisc {tcadapter.handle_str(major)}"]
-    if root.handle != major or root.kind != "htb":
-        raise KernelError(f"uplink {link.name}: its root qdisc is {root.kind} "
-                          f"{tcadapter.handle_str(root.handle)}, not vif-qos's htb "
-                          f"{tcadapter.handle_str(major)}; vif-qos does not replace a "
-                          f"qdisc it did not create")
-    wanted = [(uplink.root, major | ROOT_MINOR, tcadapter.TC_H_ROOT),
-              (uplink.default, major | DEFAULT_MINOR, major | ROOT_MINOR)]
-    wanted += [(pool, major | pool_minors.get(pool.name, POOL_MINOR_BASE + i),
-                major | ROOT_MINOR) for i, pool in enumerate(uplink.pools)]
+    tree.refuse_foreign_root(link, root, major)
     diffs = []
-    for want, classid, parent in wanted:
+    for want, classid, parent in tree.shared_classes(plan.uplink, pool_minors):
         found = sched_htb.get_class(ipr, link.index, classid)
         label = f"class {tcadapter.handle_str(classid)} ({want.name})"
         if found is None:
