@@ -12,7 +12,7 @@ import pytest
 
 from vif_qos.errors import KernelError
 from vif_qos.kernel import netlink as nl
-from vif_qos.kernel import sched_htb, sched_tbf
+from vif_qos.kernel import qdisc, sched_bfifo, sched_fq_codel, sched_htb, sched_tbf
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.sim.net import in_netns, run
 
@@ -93,6 +93,40 @@ def test_a_message_decodes_to_what_was_encoded():
         3, 0x7A510000, nl.TC_H_ROOT)
     assert msg.attr_str(nl.TCA_KIND) == "tbf"
     assert msg.nested(nl.TCA_OPTIONS) == {sched_tbf.TCA_TBF_BURST: nl.u32(3000)}
+
+
+
+def qdisc_message(kind: str, options: bytes) -> nl.Message:
+    """A qdisc as the kernel dumps it: ``kind`` with ``options`` as TCA_OPTIONS."""
+    return nl.decode(nl.encode_message(
+        nl.RTM_NEWQDISC, 0, 0, nl.TCMSG.pack(index=3, handle=0x7A510000,
+                                             parent=nl.TC_H_ROOT),
+        [(nl.TCA_KIND, nl.asciiz(kind)), (nl.TCA_OPTIONS, options)]))
+
+
+@pytest.mark.parametrize("kind, options, fields", [
+    ("tbf", nl.encode_attrs([
+        (sched_tbf.TCA_TBF_PARMS, sched_tbf.TBF_PARMS.pack(
+            **nl.ratespec("rate", 5 * 10 ** 9), limit=3000, buffer=7, mtu=0)),
+        (sched_tbf.TCA_TBF_RATE64, nl.u64(5 * 10 ** 9))]),
+     dict(rate_bytes_per_s=5 * 10 ** 9, peak_bytes_per_s=None, limit_bytes=3000,
+          buffer_ticks=7)),
+    ("htb", nl.encode_attrs([(sched_htb.TCA_HTB_INIT, sched_htb.HTB_GLOB.pack(
+        version=3, rate2quantum=10, defcls=2, direct_pkts=9))]),
+     dict(default_minor=2, direct_packets=9, rate_bytes_per_s=None)),
+    ("bfifo", sched_bfifo.options(128_036), dict(limit_bytes=128_036)),
+    ("fq_codel", sched_fq_codel.options(5000, 100_000, 1514),
+     dict(target_us=5000, interval_us=100_000, limit_bytes=None)),
+    ("pfifo_fast", bytes(20), dict(limit_bytes=None, default_minor=None, target_us=None)),
+])
+def test_each_kind_reads_back_its_own_options_through_the_table(kind, options, fields):
+    """qdisc.KINDS sends each kind's options to its module (a 64-bit TBF rate
+    from TCA_TBF_RATE64, the u32 field holding 2**32-1); a kind not in it is read
+    with its kind and handles only."""
+    info = qdisc._qdisc_info(qdisc_message(kind, options))
+    assert (info.kind, info.index, info.handle) == (kind, 3, 0x7A510000)
+    assert {name: getattr(info, name) for name in fields} == fields
+    assert (kind in qdisc.KINDS) == (kind != "pfifo_fast")
 
 
 @pytest.mark.kernel
