@@ -15,6 +15,7 @@ from vif_qos.sim.net import in_netns, run
 from helpers import htb_classes, root_qdisc
 
 from vif_qos.kernel import apply as A
+from vif_qos.kernel.status import status
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
 
@@ -45,24 +46,25 @@ def test_auto_uplink_ignores_the_renamed_vif_itself_and_hvm_taps(host):
 
 
 KILL_AFTER = r'''
-import os, signal, sys
+import importlib, os, signal, sys
 sys.path.insert(0, sys.argv[1])
 from helpers import vif_plan
 from vif_qos.kernel import apply as A
-from vif_qos.kernel import tc as tcadapter
-real = getattr(tcadapter, sys.argv[2])
+module_name, name = sys.argv[2].split(".")
+module = importlib.import_module("vif_qos.kernel." + module_name)
+real = getattr(module, name)
 calls = []
 def step(*args, **kw):
     real(*args, **kw)
     calls.append(1)
     if len(calls) == int(sys.argv[3]):
         os.kill(os.getpid(), signal.SIGKILL)
-setattr(tcadapter, sys.argv[2], step)
+setattr(module, name, step)
 A.apply_vif(vif_plan(sys.argv[4]))
 '''
 
 
-@pytest.mark.parametrize("step,nth", [("add_htb_qdisc", 1), ("set_htb_class", 1)])
+@pytest.mark.parametrize("step,nth", [("sched_htb.add_qdisc", 1), ("sched_htb.set_class", 1)])
 def test_apply_killed_while_building_the_tree_then_cleanup_restores_the_uplink(
         host, tmp_path, step, nth):
     """SIGKILL right after our HTB root qdisc (or its root class) was made: the
@@ -280,11 +282,11 @@ def test_after_nft_flush_ruleset_a_cleanup_sweep_keeps_live_guests_tbfs(host):
     with in_netns(d.dom0):
         assert sorted(A.cleanup_orphans()) == ["leaf 7a51:100 on peth0",
                                                "leaf 7a51:101 on peth0"]
-        assert A.status()["vifs"] == []
+        assert status()["vifs"] == []
     assert root_qdisc(d.dom0, a)["kind"] == root_qdisc(d.dom0, b)["kind"] == "tbf"
     with in_netns(d.dom0):  # the next online still works
         assert A.apply_vif(vif_plan(c)).classid == 0x7A510100
-        assert [v["vif"] for v in A.status()["vifs"]] == [a, b, c]
+        assert [v["vif"] for v in status()["vifs"]] == [a, b, c]
         assert A.remove_vif(c) is True
 
 
@@ -329,7 +331,7 @@ def test_after_nft_flush_ruleset_the_next_online_records_live_tbfs_again(host):
     assert root_qdisc(d.dom0, a).get("kind") != "tbf"
 
 
-@pytest.mark.parametrize("step,nth", [("set_htb_class", 3), ("replace_tbf", 1)])
+@pytest.mark.parametrize("step,nth", [("sched_htb.set_class", 3), ("sched_tbf.replace", 1)])
 def test_first_apply_killed_then_netdev_gone_then_cleanup_leaves_only_the_tree(
         host, tmp_path, step, nth):
     d = host

@@ -78,3 +78,28 @@ def test_auto_uplink_is_the_one_non_guest_port(host):
         with pytest.raises(KernelError, match="found 0 \\(none\\)"):
             A.apply_vif(vif_plan("vif2.0", uplink=uplink_plan(device=None)))
         assert A.list_applied() == []
+
+
+def test_a_foreign_root_qdisc_on_the_uplink_is_refused_alike_by_apply_and_check(host):
+    """Neither an online nor ``check``/``reload`` replaces a root qdisc vif-qos did
+    not make on the uplink: both name it and say how the admin removes it, and the
+    online leaves nothing behind."""
+    from vif_qos.kernel.reconcile import reconcile
+
+    d = host
+    vif = d.add_guest(1).vif
+    run("tc", "qdisc", "add", "dev", UPLINK, "root", "handle", "5:", "tbf", "rate", "1mbit",
+        "burst", "10k", "latency", "50ms", ns=d.dom0)
+    refusal = (f"uplink {UPLINK}: its root qdisc is tbf 5:0, not vif-qos's htb 7a51:0; "
+               f"vif-qos does not replace a qdisc it did not create (if it is unwanted, "
+               f"remove it with: tc qdisc del dev {UPLINK} root)")
+    plan = vif_plan(vif)
+    with in_netns(d.dom0):
+        with pytest.raises(KernelError) as info:
+            A.apply_vif(plan)
+        assert str(info.value) == refusal
+        assert A.list_applied() == []
+        result = reconcile([plan], plan.host, apply=False)
+    assert [(v.vif, v.error, v.status) for v in result.vifs] == [(vif, refusal, 1)]
+    assert root_qdisc(d.dom0, UPLINK)["handle"] == "5:"
+    assert root_qdisc(d.dom0, vif).get("kind") != "tbf"

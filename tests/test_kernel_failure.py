@@ -13,7 +13,7 @@ from vif_qos.sim.net import in_netns, run
 
 from vif_qos.kernel import apply as A
 from vif_qos.kernel import nft as nftadapter
-from vif_qos.kernel import tc as tcadapter
+from vif_qos.kernel import sched_htb, sched_tbf
 from vif_qos.errors import KernelError
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
@@ -54,12 +54,12 @@ POOLS = (cls("overage", 10 ** 8),)
 #: (function, which call fails) for an apply on an uplink without our tree:
 #: qdisc; classes root, default, pool, leaf; the TBF; the nft transaction.
 FIRST_USE_STEPS = [
-    (tcadapter, "add_htb_qdisc", 1),
-    (tcadapter, "set_htb_class", 1),
-    (tcadapter, "set_htb_class", 2),
-    (tcadapter, "set_htb_class", 3),
-    (tcadapter, "set_htb_class", 4),
-    (tcadapter, "replace_tbf", 1),
+    (sched_htb, "add_qdisc", 1),
+    (sched_htb, "set_class", 1),
+    (sched_htb, "set_class", 2),
+    (sched_htb, "set_class", 3),
+    (sched_htb, "set_class", 4),
+    (sched_tbf, "replace", 1),
     (nftadapter, "run", 1),
 ]
 
@@ -84,9 +84,9 @@ def test_failure_on_first_use_leaves_nothing(host, monkeypatch, module, name, nt
 
 #: With another vif already shaped: the pool change, the leaf, the TBF, nft.
 SHARED_STEPS = [
-    (tcadapter, "set_htb_class", 1),   # the pool class change
-    (tcadapter, "set_htb_class", 2),   # the leaf
-    (tcadapter, "replace_tbf", 1),
+    (sched_htb, "set_class", 1),   # the pool class change
+    (sched_htb, "set_class", 2),   # the leaf
+    (sched_tbf, "replace", 1),
     (nftadapter, "run", 1),
 ]
 
@@ -131,7 +131,7 @@ def test_kernel_refusing_the_tbf_undoes_the_leaf_and_the_tree(host, monkeypatch)
     d = host
     vif = d.add_guest(1).vif
     before = snapshot(d.dom0)
-    monkeypatch.setattr(tcadapter, "check_tbf", lambda **kw: None)
+    monkeypatch.setattr(sched_tbf, "check_params", lambda **kw: None)
     with in_netns(d.dom0):
         with pytest.raises(KernelError, match=r"tbf root qdisc 7a51:0 on vif1.0: the "
                                               r"kernel refused: Invalid argument"):

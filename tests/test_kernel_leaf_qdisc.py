@@ -17,6 +17,7 @@ from vif_qos.config.policy import check_policy_text
 from vif_qos.core.resolve import plan_vif
 from vif_qos.errors import KernelError
 from vif_qos.kernel import apply as A
+from vif_qos.kernel import leaf, qdisc, sched_fq_codel
 from vif_qos.kernel import tc as T
 from vif_qos.model import VifFacts
 from vif_qos.sim.net import SimHost, run
@@ -58,7 +59,7 @@ def test_leaf_qdiscs_follow_their_classes(host, capsys):
     pa, pb = plan(a.vif, "rate=10mbit", "bfifo"), plan(b.vif, "rate=100mbit")
     with host.in_dom0():
         got_a, got_b = A.apply_vif(pa), A.apply_vif(pb)
-        assert A._FQ_CODEL_KNOWN == [False]   # auto asked the kernel: no fq_codel here
+        assert leaf._FQ_CODEL_KNOWN == [False]   # auto asked the kernel: no fq_codel here
     leaves = leaf_qdiscs(host)
     # Each guest's leaf and the default class have a bfifo of the planned limit.
     assert leaves[T.handle_str(got_a.classid)]["kind"] == "bfifo"
@@ -101,8 +102,8 @@ def test_kernel_has_fq_codel_asks_without_creating(host):
         ipr = T.open_ipr()
         try:
             lo = T.get_link(ipr, "lo")
-            assert T.kernel_has_fq_codel(ipr, lo.index) is False   # this kernel: no module
-            root = T.get_root_qdisc(ipr, lo.index)
+            assert sched_fq_codel.kernel_has(ipr, lo.index) is False   # this kernel: no module
+            root = qdisc.get_root_qdisc(ipr, lo.index)
             assert root is None or (root.kind, root.handle) == ("noqueue", 0)
         finally:
             ipr.close()
@@ -119,18 +120,18 @@ def test_leaf_qdisc_messages_encode_the_uapi_layouts():
     TCA_OPTIONS (2): ``struct tc_fifo_qopt`` for bfifo, nested TCA_FQ_CODEL_TARGET (1),
     _INTERVAL (3), _QUANTUM (6) u32s for fq_codel."""
     head = struct.pack("=BxxxiIII", 0, 7, 0, 0x7A510100, 0)
-    body = T.leaf_qdisc_msg(7, 0x7A510100, "bfifo", limit_bytes=128_036)[16:]
+    body = qdisc.leaf_qdisc_msg(7, 0x7A510100, "bfifo", limit_bytes=128_036)[16:]
     assert body == head + _attr(1, b"bfifo\0") + _attr(2, struct.pack("=I", 128_036))
 
-    body = T.leaf_qdisc_msg(7, 0x7A510100, "fq_codel", target_us=5000, interval_us=100_000,
-                            quantum_bytes=1514)[16:]
+    body = qdisc.leaf_qdisc_msg(7, 0x7A510100, "fq_codel", target_us=5000,
+                                interval_us=100_000, quantum_bytes=1514)[16:]
     nested = (_attr(1, struct.pack("=I", 5000)) + _attr(3, struct.pack("=I", 100_000))
               + _attr(6, struct.pack("=I", 1514)))
     assert body == head + _attr(1, b"fq_codel\0") + _attr(2, nested)
     with pytest.raises(KernelError):
-        T.leaf_qdisc_msg(7, 0x7A510100, "bfifo", limit_bytes=0)
+        qdisc.leaf_qdisc_msg(7, 0x7A510100, "bfifo", limit_bytes=0)
     with pytest.raises(KernelError):
-        T.leaf_qdisc_msg(7, 0x7A510100, "sfq")
+        qdisc.leaf_qdisc_msg(7, 0x7A510100, "sfq")
 
 
 def test_a_tree_made_without_leaf_qdiscs_gets_one_under_its_default_class(host):
@@ -159,23 +160,24 @@ def test_fq_codel_times_compare_as_the_kernel_dumps_them():
     """fq_codel keeps target/interval in 1024 ns units and dumps them back in us
     (include/net/codel.h): a 20 ms target set is dumped as 19999 us. Seen under real
     Xen (Debian's kernel has fq_codel): check called every fq_codel leaf different."""
-    assert T.codel_us_as_dumped(20_000) == 19_999
-    assert T.codel_us_as_dumped(400_000) == 400_000
-    assert T.codel_us_as_dumped(5_000) == 4_999
-    assert T.codel_us_as_dumped(0) == 0
+    as_dumped = sched_fq_codel.codel_us_as_dumped
+    assert as_dumped(20_000) == 19_999
+    assert as_dumped(400_000) == 400_000
+    assert as_dumped(5_000) == 4_999
+    assert as_dumped(0) == 0
     for us in (1, 999, 1_024, 20_000, 123_457, 10_000_000):
-        dumped = T.codel_us_as_dumped(us)
-        assert us - 2 <= dumped <= us and T.codel_us_as_dumped(dumped) <= dumped
+        dumped = as_dumped(us)
+        assert us - 2 <= dumped <= us and as_dumped(dumped) <= dumped
     want = plan("vifX.0", "rate=10mbit", "fq_codel").outbound.leaf_qdisc
-    dumped = T.QdiscInfo(index=3, kind="fq_codel", handle=0, parent=0x7A510100, bytes=0,
-                         packets=0, drops=0, target_us=T.codel_us_as_dumped(want.target_us),
-                         interval_us=T.codel_us_as_dumped(want.interval_us))
-    assert A.same_leaf(dumped, "fq_codel", want)
-    off = T.QdiscInfo(index=3, kind="fq_codel", handle=0, parent=0x7A510100, bytes=0,
-                      packets=0, drops=0, target_us=want.target_us // 2,
-                      interval_us=T.codel_us_as_dumped(want.interval_us))
-    assert not A.same_leaf(off, "fq_codel", want)
-    assert not A.same_leaf(None, "fq_codel", want)
+    dumped = qdisc.QdiscInfo(index=3, kind="fq_codel", handle=0, parent=0x7A510100, bytes=0,
+                             packets=0, drops=0, target_us=as_dumped(want.target_us),
+                             interval_us=as_dumped(want.interval_us))
+    assert leaf.same_leaf(dumped, "fq_codel", want)
+    off = qdisc.QdiscInfo(index=3, kind="fq_codel", handle=0, parent=0x7A510100, bytes=0,
+                          packets=0, drops=0, target_us=want.target_us // 2,
+                          interval_us=as_dumped(want.interval_us))
+    assert not leaf.same_leaf(off, "fq_codel", want)
+    assert not leaf.same_leaf(None, "fq_codel", want)
 
 
 def test_status_shows_an_fq_codel_target_to_the_nearest_ms():

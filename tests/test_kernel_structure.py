@@ -14,6 +14,7 @@ from vif_qos.sim.net import in_netns, run
 from helpers import htb_classes, root_qdisc
 
 from vif_qos.kernel import apply as A
+from vif_qos.kernel import qdisc, sched_htb
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.errors import EnvironmentProblem
 from vif_qos.model import HostSettings
@@ -31,7 +32,7 @@ BIG_RATES = [
 ]
 
 
-def assert_class_matches(found: tcadapter.ClassInfo, plan_cls, parent: int) -> None:
+def assert_class_matches(found: sched_htb.ClassInfo, plan_cls, parent: int) -> None:
     """Rates exact; bucket sizes the plan's, up to one 64 ns tick, never 0."""
     rate = plan_cls.rate_bits_per_s // 8
     ceil = plan_cls.ceil_bits_per_s // 8
@@ -57,8 +58,8 @@ def test_c03_rates_above_32_bits_read_back_exactly(host, rate, tc_word):
         ipr = tcadapter.open_ipr()
         try:
             link = tcadapter.get_link(ipr, UPLINK)
-            classes = {c.classid: c for c in tcadapter.dump_classes(ipr, link.index)}
-            tbf = tcadapter.get_root_qdisc(ipr, tcadapter.get_link(ipr, vif).index)
+            classes = {c.classid: c for c in sched_htb.dump_classes(ipr, link.index)}
+            tbf = qdisc.get_root_qdisc(ipr, tcadapter.get_link(ipr, vif).index)
         finally:
             ipr.close()
     # vif-qos's own read-back: exact.
@@ -97,7 +98,7 @@ def test_tbf_peakrate_minburst_limit_read_back(host):
     with in_netns(d.dom0):
         ipr = tcadapter.open_ipr()
         try:
-            info = tcadapter.get_root_qdisc(ipr, tcadapter.get_link(ipr, vif).index)
+            info = qdisc.get_root_qdisc(ipr, tcadapter.get_link(ipr, vif).index)
         finally:
             ipr.close()
     assert info.limit_bytes == 123456
@@ -118,7 +119,7 @@ def test_structure_equals_plan_for_a_range_of_plans(host, plan_kw):
         applied = A.apply_vif(plan)
         ipr = tcadapter.open_ipr()
         try:
-            classes = {c.classid: c for c in tcadapter.dump_classes(
+            classes = {c.classid: c for c in sched_htb.dump_classes(
                 ipr, tcadapter.get_link(ipr, UPLINK).index)}
         finally:
             ipr.close()
@@ -176,8 +177,8 @@ def test_check_support_passes_and_leaves_nothing(namespaces):
 def test_check_support_names_what_the_kernel_lacks(namespaces, monkeypatch):
     ns = namespaces.make("probe")
     with in_netns(ns):
-        assert tcadapter.probe_qdisc_kinds(("htb", "tbf", "nosuchqdisc")) == ["nosuchqdisc"]
-        monkeypatch.setattr(tcadapter, "probe_qdisc_kinds", lambda kinds: ["tbf"])
+        assert qdisc.probe_qdisc_kinds(("htb", "tbf", "nosuchqdisc")) == ["nosuchqdisc"]
+        monkeypatch.setattr(qdisc, "probe_qdisc_kinds", lambda kinds: ["tbf"])
         with pytest.raises(EnvironmentProblem, match=r"lacks the qdisc\(s\) tbf"):
             A.check_support()
     assert root_qdisc(ns, "lo").get("kind") in (None, "noqueue")

@@ -15,6 +15,7 @@ from helpers import UPLINK, direct_packets, ping, vif_plan
 from vif_qos.sim.net import INTERNET_IPV4, INTERNET_IPV6, in_netns, nft_json, run, tc_json
 
 from vif_qos.kernel import apply as A
+from vif_qos.kernel.tree import DIRECT_QLEN_PACKETS
 from vif_qos.model import HostSettings
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("run_dir")]
@@ -119,4 +120,4 @@ def test_unshaped_and_dom0_traffic_take_the_default_class(host):
     # Frames that find no class while the tree is being built (or after an apply
     # killed then) pass direct, unshaped, rather than being dropped: a direct
     # queue; with the default class in place nothing goes there (above).
-    assert htb["options"]["direct_qlen"] == A.DIRECT_QLEN_PACKETS > 0
+    assert htb["options"]["direct_qlen"] == DIRECT_QLEN_PACKETS > 0

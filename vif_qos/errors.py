@@ -88,7 +88,19 @@ class AdmissionRefused(InputError):
 
 
 class KernelError(VifQosError):
-    """The kernel refused a netlink or nftables request; names the object."""
+    """The kernel refused a netlink or nftables request; names the object.
+
+    :param errno: the kernel's errno (positive, as in :mod:`errno`) when the
+        refusal came with one (a netlink error), else None (an nftables
+        transaction, or a check of ours before anything was sent).
+    """
+
+    errno: Optional[int] = None
+
+    def __init__(self, message: str, token: Optional[str] = None,
+                 source: Optional[str] = None, errno: Optional[int] = None):
+        self.errno = errno
+        super().__init__(message, token, source)
 
 
 class XenstoreError(VifQosError):

@@ -256,7 +256,7 @@ def format_plan(plan: VifPlan, policy_name: str) -> str:
         device = u.device or "auto (the bridge's port that is not a vif/tap)"
         lines.append(f"uplink of {u.bridge}: {device}, HTB root qdisc {u.qdisc_major:x}:   "
                      f"<- {s.get('uplink.device', '?')}")
-        # The pools' minors are chosen by apply (kernel/apply.py: pool_minors_of):
+        # The pools' minors are chosen by apply (kernel/tree.py: pool_minors_of):
         # POOL_MINOR_BASE + i when free, else the class its members already sit
         # under or the lowest free one; a plan cannot know which.
         for label, minor, cls in [("root", f"{ROOT_MINOR:x}", u.root),

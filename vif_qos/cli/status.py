@@ -2,7 +2,7 @@
 
 Everything shown comes from the kernel (the nftables table ``bridge vif_qos``,
 the HTB classes on the uplinks, the root qdiscs of the vifs), never from a file:
-see :func:`vif_qos.kernel.apply.status` and README.rst ("What vif-qos puts in the kernel").
+see :func:`vif_qos.kernel.status.status` and README.rst ("What vif-qos puts in the kernel").
 
 Text output: one line per vif, then one per uplink (sizes in bytes ``B``,
 packets ``p``, rates in bit/s; ``(gone)`` marks a vif whose netdev no longer
@@ -77,7 +77,7 @@ def _queue(leaf) -> str:
 
 
 def render(data: dict) -> str:
-    """The text form of :func:`vif_qos.kernel.apply.status`'s object."""
+    """The text form of :func:`vif_qos.kernel.status.status`'s object."""
     if not data["vifs"]:
         return "vif-qos: no vif is shaped (table bridge vif_qos is empty or absent)"
     header = ("VIF", "DOMAIN", "UPLINK", "CLASS", "OUT RATE/CEIL", "OUT QUEUE", "OUT SENT",
@@ -132,7 +132,7 @@ def render_overrides(items) -> str:
 
 def run(args) -> int:
     from vif_qos.config import overrides
-    from vif_qos.kernel.apply import status
+    from vif_qos.kernel.status import status
     data = status()
     names = domain_names([v["vif"] for v in data["vifs"]]) if data["vifs"] else {}
     for v in data["vifs"]:

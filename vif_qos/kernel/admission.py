@@ -15,6 +15,7 @@ from typing import Optional
 
 from vif_qos.core import guarantee
 from vif_qos.errors import AdmissionRefused
+from vif_qos.kernel import sched_htb
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.model import ADMISSION_OFF, ADMISSION_REFUSE, HostSettings
 
@@ -34,7 +35,7 @@ def check_leaf(ipr, link: tcadapter.LinkInfo, parent: int, vif: str,
     """
     if host.admission == ADMISSION_OFF:
         return None
-    classes = tcadapter.dump_classes(ipr, link.index)
+    classes = sched_htb.dump_classes(ipr, link.index)
     parent_class = next((c for c in classes if c.classid == parent), None)
     if parent_class is None:
         return None

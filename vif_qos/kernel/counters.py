@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from vif_qos.kernel import tc as tcadapter
+from vif_qos.kernel import qdisc, sched_htb
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ TC_H_ROOT = 0xFFFFFFFF
 def read_root_qdiscs(ipr) -> Dict[int, ShaperCounters]:
     """The root qdisc of every netdev that has one of its own (a vif's TBF), by
     ifindex (two qdisc dumps: parameters and queue counters)."""
-    rates = {q.index: q for q in tcadapter.dump_qdiscs(ipr) if q.parent == TC_H_ROOT}
+    rates = {q.index: q for q in qdisc.dump_qdiscs(ipr) if q.parent == TC_H_ROOT}
     out: Dict[int, ShaperCounters] = {}
     for msg in ipr.get_qdiscs():
         info = rates.get(msg["index"])
@@ -92,7 +92,7 @@ def read_root_qdiscs(ipr) -> Dict[int, ShaperCounters]:
 
 def read_classes(ipr, index: int) -> Dict[int, ShaperCounters]:
     """Every HTB class of netdev ``index`` (an uplink's leaves), by classid."""
-    info = {c.classid: c for c in tcadapter.dump_classes(ipr, index)}
+    info = {c.classid: c for c in sched_htb.dump_classes(ipr, index)}
     out: Dict[int, ShaperCounters] = {}
     for msg in ipr.get_classes(index=index):
         c = info.get(msg["handle"])

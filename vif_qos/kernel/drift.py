@@ -15,6 +15,7 @@ from typing import List, Optional
 
 from vif_qos.kernel import alloc, ledger
 from vif_qos.kernel import nft as nftadapter
+from vif_qos.kernel import qdisc, sched_htb
 from vif_qos.kernel import tc as tcadapter
 from vif_qos.kernel.netdev import netdev_exists
 from vif_qos.model import HostSettings
@@ -50,19 +51,19 @@ def find_drift(host: Optional[HostSettings] = None) -> List[str]:
                 link = tcadapter.get_link(ipr, entry.uplink) if entry.uplink else None
                 if link is not None and entry.classid is not None:
                     if entry.uplink not in tree_ok:
-                        root = tcadapter.get_root_qdisc(ipr, link.index)
+                        root = qdisc.get_root_qdisc(ipr, link.index)
                         tree_ok[entry.uplink] = (root is not None and root.kind == "htb"
                                                  and root.handle == entry.classid & 0xFFFF0000)
                         if not tree_ok[entry.uplink]:
                             found.append(f"uplink {entry.uplink} lost vif-qos's htb "
                                          "root qdisc")
                     if tree_ok[entry.uplink] and \
-                            tcadapter.get_class(ipr, link.index, entry.classid) is None:
+                            sched_htb.get_class(ipr, link.index, entry.classid) is None:
                         found.append(f"leaf {tcadapter.handle_str(entry.classid)} of "
                                      f"{name} on {entry.uplink} is gone")
                 if entry.inbound:
                     vif_link = tcadapter.get_link(ipr, name)
-                    root = tcadapter.get_root_qdisc(ipr, vif_link.index) if vif_link else None
+                    root = qdisc.get_root_qdisc(ipr, vif_link.index) if vif_link else None
                     if vif_link is not None and (root is None or root.handle != handle
                                                  or root.kind != "tbf"):
                         found.append(f"the tbf of {name} is gone")

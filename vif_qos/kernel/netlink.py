@@ -2,14 +2,16 @@
 
 The one place that knows how tc, link and nfnetlink messages look on the wire:
 
-- :data:`TCMSG`, :data:`HTB_PARMS`, :data:`HTB_GLOB`, :data:`TBF_PARMS`,
-  :data:`GNET_STATS_BASIC`, :data:`GNET_STATS_QUEUE`, :data:`IFINFOMSG`,
-  :data:`LINK_STATS64`: the C structures as :class:`Layout` objects that both
-  pack (requests) and unpack (replies), with the attribute numbers beside them
-  (``include/uapi/linux/rtnetlink.h``, ``pkt_sched.h``, ``gen_stats.h``,
-  ``if_link.h``). We declare HTB's and TBF's options ourselves because pyroute2's
-  tc plugins fall short on rates above 2**32-1 bytes/s (0.9.7 fails on a
-  40 Gbit/s TBF, 0.7.2 has no ``TCA_HTB_RATE64`` at all).
+- :data:`TCMSG`, :data:`GNET_STATS_BASIC`, :data:`GNET_STATS_QUEUE`,
+  :data:`IFINFOMSG`, :data:`LINK_STATS64`: the C structures as :class:`Layout`
+  objects that both pack (requests) and unpack (replies), with the attribute
+  numbers beside them (``include/uapi/linux/rtnetlink.h``, ``pkt_sched.h``,
+  ``gen_stats.h``, ``if_link.h``). Each qdisc kind's options are declared the
+  same way in its own module (:mod:`vif_qos.kernel.sched_htb`, ``sched_tbf``,
+  ``sched_bfifo``, ``sched_fq_codel``, with :func:`ratespec_layout`): we declare
+  them ourselves because pyroute2's tc plugins fall short on rates above
+  2**32-1 bytes/s (0.9.7 fails on a 40 Gbit/s TBF, 0.7.2 has no
+  ``TCA_HTB_RATE64`` at all).
 - :func:`decode`: every reply, from pyroute2's socket (:func:`decode_pyroute2`)
   or a plain one (the simulation's counter reads; ``vif-qos serve``'s
   notifications, :func:`decode_all`, nfnetlink's too: :data:`NFGENMSG`), becomes
@@ -81,10 +83,6 @@ TC_H_ROOT = 0xFFFFFFFF
 TC_LINKLAYER_ETHERNET = 1
 
 TCA_KIND, TCA_OPTIONS, TCA_STATS2 = 1, 2, 7
-TCA_HTB_PARMS, TCA_HTB_INIT, TCA_HTB_DIRECT_QLEN = 1, 2, 5
-TCA_HTB_RATE64, TCA_HTB_CEIL64 = 6, 7
-TCA_TBF_PARMS, TCA_TBF_RATE64, TCA_TBF_PRATE64 = 1, 4, 5
-TCA_TBF_BURST, TCA_TBF_PBURST = 6, 7
 TCA_STATS_BASIC, TCA_STATS_QUEUE, TCA_STATS_PKT64 = 1, 3, 8
 IFLA_IFNAME, IFLA_OPERSTATE, IFLA_STATS64 = 3, 16, 23
 #: ``IF_OPER_UP`` (RFC 2863, if.h).
@@ -126,8 +124,9 @@ class Layout:
         return dict(zip(self.names, self.struct.unpack_from(data, offset)))
 
 
-def _ratespec(prefix: str) -> Tuple[Tuple[str, str], ...]:
-    """``struct tc_ratespec`` (pkt_sched.h), field names prefixed."""
+def ratespec_layout(prefix: str) -> Tuple[Tuple[str, str], ...]:
+    """``struct tc_ratespec`` (pkt_sched.h) as :class:`Layout` fields, names
+    prefixed (a qdisc's options hold one per rate: ``rate_*``, ``ceil_*``)."""
     return tuple((f"{prefix}_{name}", fmt) for name, fmt in (
         ("cell_log", "B"), ("linklayer", "B"), ("overhead", "H"),
         ("cell_align", "h"), ("mpu", "H"), ("rate", "I")))
@@ -141,15 +140,6 @@ TCMSG = Layout(("family", "B"), ("pad1", "B"), ("pad2", "H"), ("index", "i"),
 #: ``struct ifinfomsg`` (rtnetlink.h).
 IFINFOMSG = Layout(("family", "B"), ("pad", "B"), ("type", "H"), ("index", "i"),
                    ("flags", "I"), ("change", "I"))
-#: ``struct tc_htb_opt`` (``TCA_HTB_PARMS``).
-HTB_PARMS = Layout(*_ratespec("rate"), *_ratespec("ceil"), ("buffer", "I"),
-                   ("cbuffer", "I"), ("quantum", "I"), ("level", "I"), ("prio", "I"))
-#: ``struct tc_htb_glob`` (``TCA_HTB_INIT``).
-HTB_GLOB = Layout(("version", "I"), ("rate2quantum", "I"), ("defcls", "I"),
-                  ("debug", "I"), ("direct_pkts", "I"))
-#: ``struct tc_tbf_qopt`` (``TCA_TBF_PARMS``).
-TBF_PARMS = Layout(*_ratespec("rate"), *_ratespec("peak"), ("limit", "I"),
-                   ("buffer", "I"), ("mtu", "I"))
 #: ``struct gnet_stats_basic`` (``TCA_STATS_BASIC``, gen_stats.h).
 GNET_STATS_BASIC = Layout(("bytes", "Q"), ("packets", "I"))
 #: ``struct gnet_stats_queue`` (``TCA_STATS_QUEUE``).
@@ -326,16 +316,14 @@ def errno_of(err: BaseException) -> Optional[int]:
 
 def kernel_error(what: str, err: BaseException) -> KernelError:
     """A KernelError "``what``: the kernel refused: <strerror> (errno N): <the
-    kernel's extended-ack message>", with ``.errno`` set."""
+    kernel's extended-ack message>", carrying the errno."""
     code = errno_of(err)
     text = " ".join(str(getattr(err, "args", [None, None])[-1] or err).split())
     if code:
         reason = os.strerror(code)
         text = f"{reason} (errno {code})" + (
             f": {text}" if text and reason not in text else "")
-    error = KernelError(f"{what}: the kernel refused: {text}")
-    error.errno = code
-    return error
+    return KernelError(f"{what}: the kernel refused: {text}", errno=code)
 
 
 def call(what: str, fn: Callable[[], T], tolerate: Optional[Mapping[int, T]] = None) -> T:

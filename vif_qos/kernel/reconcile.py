@@ -10,9 +10,9 @@ How each difference is changed, never leaving a frame unshaped, sent direct or
 in the uplink's default class, nor limited twice (README.rst, "Running guests"):
 
 - inbound rate or bucket: the vif's TBF is changed in place
-  (:func:`vif_qos.kernel.tc.change_tbf`), never deleted; a missing TBF is added;
+  (:func:`vif_qos.kernel.sched_tbf.change`), never deleted; a missing TBF is added;
 - outbound rate/ceil/bucket/quantum: the HTB leaf is changed in place
-  (:func:`vif_qos.kernel.tc.change_htb_class`);
+  (:func:`vif_qos.kernel.sched_htb.change_class`);
 - a move to another parent (pool in or out, another pool; HTB cannot move a
   class): the new leaf is added first, then ONE nftables transaction switches the
   vif's rule (skb priority = the new leaf) and map element, then the old leaf is
@@ -33,15 +33,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Collection, Dict, List, Optional, Sequence
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 from vif_qos.core import units
 from vif_qos.errors import KernelError, VifQosError
-from vif_qos.kernel import admission
-from vif_qos.kernel import alloc
+from vif_qos.constants import ROOT_MINOR
+from vif_qos.kernel import admission, alloc, leaf, tree
 from vif_qos.kernel import apply as applymod
 from vif_qos.kernel import nft as nftadapter
+from vif_qos.kernel import qdisc, sched_htb, sched_tbf
 from vif_qos.kernel import tc as tcadapter
+from vif_qos.kernel.netlink import EEXIST
+from vif_qos.kernel.steps import Undo
 from vif_qos.model import ClassPlan, HostSettings, InboundPlan, VifPlan
 
 log = logging.getLogger("vif_qos")
@@ -104,16 +107,16 @@ class _Run:
         self.links = {link.name: link for link in
                       (tcadapter.list_links(ipr) if links is None else links)}
         self.by_index = {link.index: link for link in self.links.values()}
-        self.roots = {q.index: q for q in tcadapter.dump_qdiscs(ipr)
+        self.roots = {q.index: q for q in qdisc.dump_qdiscs(ipr)
                       if q.parent == tcadapter.TC_H_ROOT}
-        self.class_cache: Dict[int, Dict[int, tcadapter.ClassInfo]] = {}
+        self.class_cache: Dict[int, Dict[int, sched_htb.ClassInfo]] = {}
         self.uplinks: Dict[tuple, tcadapter.LinkInfo] = {}
         self.pool_minors: Dict[str, Dict[str, int]] = {}
 
-    def classes(self, index: int) -> Dict[int, tcadapter.ClassInfo]:
+    def classes(self, index: int) -> Dict[int, sched_htb.ClassInfo]:
         if index not in self.class_cache:
             self.class_cache[index] = {c.classid: c for c in
-                                       tcadapter.dump_classes(self.ipr, index)}
+                                       sched_htb.dump_classes(self.ipr, index)}
         return self.class_cache[index]
 
     # -- the table ----------------------------------------------------------------
@@ -151,17 +154,17 @@ class _Run:
             if self.apply:
                 if q is not None and q.handle == self.handle:  # ours, another kind
                     tcadapter.del_root_qdisc(self.ipr, vif_link.index, self.handle, what)
-                tcadapter.replace_tbf(self.ipr, vif_link.index, self.handle, **params)
+                sched_tbf.replace(self.ipr, vif_link.index, self.handle, **params)
             return
         diff = _tbf_difference(q, want)
         if diff:
             out.append(f"inbound: tbf {diff}")
             if self.apply:
-                tcadapter.change_tbf(self.ipr, vif_link.index, self.handle, **params)
+                sched_tbf.change(self.ipr, vif_link.index, self.handle, **params)
 
     # -- outbound -----------------------------------------------------------------------
-    def tree(self, link: tcadapter.LinkInfo, plan: VifPlan,
-             pool_minors: Dict[str, int]) -> None:
+    def check_tree(self, link: tcadapter.LinkInfo, plan: VifPlan,
+                   pool_minors: Dict[str, int]) -> None:
         """The shared tree on ``link``, compared (and made right) once per run."""
         if link.name in self.trees_done:
             return
@@ -169,11 +172,27 @@ class _Run:
         self.trees_done[link.name] = diffs
         self.result.uplinks += [f"uplink {link.name}: {d}" for d in diffs]
         if diffs and self.apply:
-            applymod.ensure_tree(self.ipr, link, plan.uplink, applymod.Undo(), pool_minors)
+            tree.ensure_tree(self.ipr, link, plan.uplink, Undo(), pool_minors)
+
+    def uplink(self, plan: VifPlan) -> Tuple[tcadapter.LinkInfo, Dict[str, int]]:
+        """The plan's uplink and its pools' class minors, found once per run, its
+        tree checked (:meth:`check_tree`)."""
+        key = (plan.uplink.bridge, plan.uplink.device)
+        if key not in self.uplinks:
+            self.uplinks[key] = tree.resolve_uplink(self.ipr, plan.uplink, self.state,
+                                                    plan.vif)
+        link = self.uplinks[key]
+        if link.name not in self.pool_minors:
+            self.pool_minors[link.name] = (
+                tree.pool_minors_of(self.ipr, link, plan.uplink, self.state, self.host)
+                if plan.uplink.pools else {})
+        pool_minors = self.pool_minors[link.name]
+        self.check_tree(link, plan, pool_minors)
+        return link, pool_minors
 
     def outbound(self, plan: VifPlan, entry: Optional[nftadapter.Entry], out: List[str]):
         """(uplink name, classid, old leaf to delete after the switch as
-        (ifindex, classid, what) or None)."""
+        (link, classid) or None)."""
         old = None
         if entry is not None and entry.classid is not None and entry.uplink:
             old_link = self.links.get(entry.uplink)
@@ -183,26 +202,12 @@ class _Run:
             if old is not None:
                 out.append(f"outbound: leaf {tcadapter.handle_str(old[1])} on "
                            f"{old[0].name} present, the plan shapes nothing outbound")
-                return None, None, old
-            return None, None, None
-        key = (plan.uplink.bridge, plan.uplink.device)
-        if key not in self.uplinks:
-            self.uplinks[key] = applymod.resolve_uplink(self.ipr, plan.uplink, self.state,
-                                                         plan.vif)
-        link = self.uplinks[key]
+            return None, None, old
+        link, pool_minors = self.uplink(plan)
         major = plan.uplink.qdisc_major
-        if link.name not in self.pool_minors:
-            self.pool_minors[link.name] = (
-                applymod.pool_minors_of(self.ipr, link, plan.uplink, self.state, self.host)
-                if plan.uplink.pools else {})
-        pool_minors = self.pool_minors[link.name]
-        self.tree(link, plan, pool_minors)
         o = plan.outbound
-        parent = (major << 16) | (pool_minors[o.pool] if o.pool else applymod.ROOT_MINOR)
-        want = ClassPlan("leaf", o.rate_bits_per_s, o.ceil_bits_per_s, o.burst_bytes,
-                         o.cburst_bytes, o.quantum_bytes)
-        params = applymod.class_params(want)
-        where = f"pool {o.pool}" if o.pool else "the root class"
+        parent = (major << 16) | (pool_minors[o.pool] if o.pool else ROOT_MINOR)
+        want = _leaf_plan(plan)
         cur = None
         if old is not None and old[0].name == link.name and old[1] >> 16 == major:
             cur = self.classes(link.index).get(old[1])
@@ -211,55 +216,49 @@ class _Run:
             admission.check_leaf(self.ipr, link, parent, plan.vif, o.rate_bits_per_s,
                                  self.host, replacing=cur.classid if cur else None)
         if cur is not None and cur.parent == parent:
-            if not applymod.same_class(cur, want, parent):
-                out.append(f"outbound: leaf {tcadapter.handle_str(cur.classid)} "
-                           f"{_class_words(cur)}, want {_plan_words(want)}")
-                if self.apply:
-                    tcadapter.change_htb_class(
-                        self.ipr, link.index, cur.classid, parent,
-                        what=f"htb leaf class {tcadapter.handle_str(cur.classid)} of "
-                             f"{plan.vif} on {link.name}", **params)
-            self._leaf_queue_in_place(link, cur.classid, plan, out)
+            self._leaf_in_place(link, cur, want, plan, out)
             return link.name, cur.classid, None
-        if cur is not None:
-            out.append(f"outbound: leaf {tcadapter.handle_str(cur.classid)} is under "
-                       f"{tcadapter.handle_str(cur.parent)}, want {where} "
-                       f"({tcadapter.handle_str(parent)}): new leaf, switch, old removed")
-        elif old is not None and old[0].name == link.name:
-            out.append(f"outbound: leaf {tcadapter.handle_str(old[1])} is missing on "
-                       f"{link.name}, want {_plan_words(want)} under {where}")
-        else:
-            out.append(f"outbound: no leaf, want {_plan_words(want)} under {where} "
-                       f"on {link.name}")
+        out.append(_new_leaf_words(link, old, cur, want, parent, o.pool))
         if not self.apply:
             return link.name, (old[1] if old else None), None
+        return self._new_leaf(link, plan, parent, old, cur)
+
+    def _leaf_in_place(self, link: tcadapter.LinkInfo, cur: sched_htb.ClassInfo,
+                       want: ClassPlan, plan: VifPlan, out: List[str]) -> None:
+        """The vif's leaf ``cur``, under the right parent already, and its leaf
+        qdisc changed in place to the plan."""
+        if not tree.same_class(cur, want, cur.parent):
+            out.append(f"outbound: leaf {tcadapter.handle_str(cur.classid)} "
+                       f"{_class_words(cur)}, want {_plan_words(want)}")
+            if self.apply:
+                sched_htb.change_class(
+                    self.ipr, link.index, cur.classid, cur.parent,
+                    what=f"htb leaf class {tcadapter.handle_str(cur.classid)} of "
+                         f"{plan.vif} on {link.name}", **tree.class_params(want))
+        self._leaf_queue_in_place(link, cur.classid, plan, out)
+
+    def _new_leaf(self, link: tcadapter.LinkInfo, plan: VifPlan, parent: int,
+                  old: Optional[Tuple[tcadapter.LinkInfo, int]],
+                  cur: Optional[sched_htb.ClassInfo]):
+        """Add the vif's leaf under ``parent`` with its leaf qdisc; as
+        :meth:`outbound` returns."""
         if (cur is None and old is not None and old[0].name == link.name
-                and old[1] >> 16 == major):
+                and old[1] >> 16 == plan.uplink.qdisc_major):
             # Wiped (qdisc deleted): the same classid again, so the rule stays right.
             try:
-                tcadapter.set_htb_class(
+                sched_htb.set_class(
                     self.ipr, link.index, old[1], parent, mode="add",
                     what=f"htb leaf class {tcadapter.handle_str(old[1])} of {plan.vif} "
-                         f"on {link.name}", **params)
-                self._leaf_queue(link, old[1], plan)
+                         f"on {link.name}", **tree.class_params(_leaf_plan(plan)))
+                leaf.add_leaf_queue(self.ipr, link, old[1], plan)
                 return link.name, old[1], None
             except KernelError as err:
-                if getattr(err, "errno", None) != tcadapter.EEXIST:
+                if err.errno != EEXIST:
                     raise
-        classid = applymod.add_leaf(self.ipr, link, plan, self.host, self.state, parent)
-        self._leaf_queue(link, classid, plan)
+        classid = leaf.add_leaf(self.ipr, link, plan, self.host, self.state, parent)
+        leaf.add_leaf_queue(self.ipr, link, classid, plan)
         return link.name, classid, (old if cur is not None or (
             old is not None and old[0].name != link.name) else None)
-
-    def _leaf_queue(self, link, classid: int, plan: VifPlan) -> None:
-        """The leaf qdisc the plan gives a leaf class just made (as an online makes
-        it: the queue's time bound)."""
-        if plan.outbound.leaf_qdisc is None:
-            return
-        applymod.ensure_leaf_qdisc(
-            self.ipr, link, classid, plan.outbound.leaf_qdisc, plan.outbound.quantum_bytes,
-            f"leaf qdisc of htb leaf class {tcadapter.handle_str(classid)} of {plan.vif} "
-            f"on {link.name}", applymod.Undo(), True)
 
     def _leaf_queue_in_place(self, link, classid: int, plan: VifPlan,
                              out: List[str]) -> None:
@@ -269,19 +268,19 @@ class _Run:
         want = plan.outbound.leaf_qdisc
         if want is None:
             return
-        kind = applymod.leaf_qdisc_kind(self.ipr, want)
-        found = applymod.leaf_qdisc_of(self.ipr, link.index, classid)
-        if applymod.same_leaf(found, kind, want):
+        kind = leaf.leaf_qdisc_kind(self.ipr, want)
+        found = leaf.leaf_qdisc_of(self.ipr, link.index, classid)
+        if leaf.same_leaf(found, kind, want):
             return
         out.append(f"outbound: leaf qdisc of {tcadapter.handle_str(classid)} "
                    f"{_leaf_words(found.kind if found else None, found)}, want "
                    f"{_leaf_words(kind, want)}")
         if self.apply:  # kind and current qdisc known: replaced here, not looked up again
-            tcadapter.replace_leaf_qdisc(
+            qdisc.replace_leaf_qdisc(
                 self.ipr, link.index, classid, kind,
                 f"leaf qdisc of htb leaf class {tcadapter.handle_str(classid)} of "
                 f"{plan.vif} on {link.name}",
-                **applymod.leaf_params(want, plan.outbound.quantum_bytes))
+                **leaf.leaf_params(want, plan.outbound.quantum_bytes))
 
     # -- one vif ------------------------------------------------------------------------
     def vif(self, plan: VifPlan) -> VifResult:
@@ -294,10 +293,8 @@ class _Run:
         self.inbound(plan, vif_link, res.changes)
         uplink, classid, old = self.outbound(plan, entry, res.changes)
         mark = entry.mark if entry is not None else None
-        if mark is None and self.host.mark_mask:
-            mark = (alloc.allocate_mark([e.mark for e in self.state.entries.values()
-                                         if e.mark is not None], self.host.mark_mask)
-                    if self.apply else None)
+        if mark is None and self.apply:
+            mark = applymod.free_mark(self.host, self.state)
         want = nftadapter.Entry(vif=plan.vif, bridge=plan.bridge, uplink=uplink,
                                 classid=classid, mark=mark,
                                 inbound=plan.inbound is not None,
@@ -380,7 +377,31 @@ def reconcile(plans: Sequence[VifPlan], host: HostSettings, *, apply: bool,
 # -- comparisons (no I/O) -------------------------------------------------------------
 
 
-def _tbf_difference(q: tcadapter.QdiscInfo, want: InboundPlan) -> Optional[str]:
+def _leaf_plan(plan: VifPlan) -> ClassPlan:
+    """The vif's leaf class as a :class:`~vif_qos.model.ClassPlan`, to be compared
+    and changed as the tree's classes are."""
+    o = plan.outbound
+    return ClassPlan("leaf", o.rate_bits_per_s, o.ceil_bits_per_s, o.burst_bytes,
+                     o.cburst_bytes, o.quantum_bytes)
+
+
+def _new_leaf_words(link: tcadapter.LinkInfo, old: Optional[Tuple[tcadapter.LinkInfo, int]],
+                    cur: Optional[sched_htb.ClassInfo], want: ClassPlan, parent: int,
+                    pool: Optional[str]) -> str:
+    """Why the vif needs a new leaf: its leaf is under another parent (``cur``),
+    missing on the uplink (wiped), or there is none."""
+    where = f"pool {pool}" if pool else "the root class"
+    if cur is not None:
+        return (f"outbound: leaf {tcadapter.handle_str(cur.classid)} is under "
+                f"{tcadapter.handle_str(cur.parent)}, want {where} "
+                f"({tcadapter.handle_str(parent)}): new leaf, switch, old removed")
+    if old is not None and old[0].name == link.name:
+        return (f"outbound: leaf {tcadapter.handle_str(old[1])} is missing on "
+                f"{link.name}, want {_plan_words(want)} under {where}")
+    return f"outbound: no leaf, want {_plan_words(want)} under {where} on {link.name}"
+
+
+def _tbf_difference(q: qdisc.QdiscInfo, want: InboundPlan) -> Optional[str]:
     """A words-difference between the TBF read back and the plan, or None.
 
     The kernel keeps the bucket as time (ns) and reports it in 64 ns ticks,
@@ -418,7 +439,7 @@ def _leaf_words(kind: Optional[str], q) -> str:
     return f"{kind} target {q.target_us} us interval {q.interval_us} us"
 
 
-def _class_words(c: tcadapter.ClassInfo) -> str:
+def _class_words(c: sched_htb.ClassInfo) -> str:
     return (f"rate {_rate(c.rate_bytes_per_s * 8)} ceil {_rate(c.ceil_bytes_per_s * 8)} "
             f"burst {c.burst_bytes} B cburst {c.cburst_bytes} B quantum {c.quantum_bytes} B")
 
@@ -451,27 +472,22 @@ def _entry_difference(entry: Optional[nftadapter.Entry], want: nftadapter.Entry,
 
 def _tree_differences(ipr, link: tcadapter.LinkInfo, plan: VifPlan,
                       pool_minors: Dict[str, int]) -> List[str]:
-    uplink = plan.uplink
-    major = uplink.qdisc_major << 16
-    root = tcadapter.get_root_qdisc(ipr, link.index)
+    """How the shared tree on ``link`` differs from the plan's, one line each.
+
+    :raises KernelError: a root qdisc not ours (:func:`vif_qos.kernel.tree.refuse_foreign_root`).
+    """
+    major = plan.uplink.qdisc_major << 16
+    root = qdisc.get_root_qdisc(ipr, link.index)
     if root is None or root.handle == 0:
         return [f"no vif-qos htb root qdisc {tcadapter.handle_str(major)}"]
-    if root.handle != major or root.kind != "htb":
-        raise KernelError(f"uplink {link.name}: its root qdisc is {root.kind} "
-                          f"{tcadapter.handle_str(root.handle)}, not vif-qos's htb "
-                          f"{tcadapter.handle_str(major)}; vif-qos does not replace a "
-                          f"qdisc it did not create")
-    wanted = [(uplink.root, major | applymod.ROOT_MINOR, tcadapter.TC_H_ROOT),
-              (uplink.default, major | applymod.DEFAULT_MINOR, major | applymod.ROOT_MINOR)]
-    wanted += [(pool, major | pool_minors.get(pool.name, applymod.POOL_MINOR_BASE + i),
-                major | applymod.ROOT_MINOR) for i, pool in enumerate(uplink.pools)]
+    tree.refuse_foreign_root(link, root, major)
     diffs = []
-    for want, classid, parent in wanted:
-        found = tcadapter.get_class(ipr, link.index, classid)
+    for want, classid, parent in tree.shared_classes(plan.uplink, pool_minors):
+        found = sched_htb.get_class(ipr, link.index, classid)
         label = f"class {tcadapter.handle_str(classid)} ({want.name})"
         if found is None:
             diffs.append(f"{label} missing")
-        elif not applymod.same_class(found, want, parent):
+        elif not tree.same_class(found, want, parent):
             diffs.append(f"{label} {_class_words(found)}, want {_plan_words(want)}")
     return diffs
 
@@ -508,7 +524,7 @@ def _drain_then_delete(ipr, link: tcadapter.LinkInfo, classid: int, vif: str) ->
     what = f"htb leaf class {tcadapter.handle_str(classid)} of {vif} on {link.name}"
     deadline = time.monotonic() + DRAIN_S
     while time.monotonic() < deadline:
-        backlog = tcadapter.class_backlog(ipr, link.index, classid)
+        backlog = sched_htb.class_backlog(ipr, link.index, classid)
         if backlog is None or backlog[0] == 0:
             break
         time.sleep(_DRAIN_POLL_S)

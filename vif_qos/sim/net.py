@@ -308,7 +308,8 @@ class LinkCounters:
 
     def read_with_segments(self, ifname: str) -> Tuple[float, Dict[str, int]]:
         """:meth:`read` plus ``segments``: the packets (GSO segments) of the
-        netdev's root qdisc (``vif_qos.kernel.tc``), 0 when it has none of ours."""
+        netdev's root qdisc (``vif_qos.kernel.qdisc``), 0 when it has none of ours."""
+        from vif_qos.kernel import qdisc
         from vif_qos.kernel import tc as tcadapter
 
         t, counters = self.read(ifname)
@@ -316,7 +317,7 @@ class LinkCounters:
             with in_netns(self.ns):
                 self._ipr = tcadapter.open_ipr()
         link = tcadapter.get_link(self._ipr, ifname)
-        root = tcadapter.get_root_qdisc(self._ipr, link.index) if link else None
+        root = qdisc.get_root_qdisc(self._ipr, link.index) if link else None
         counters["segments"] = root.packets if root is not None else 0
         return t, counters
 
@@ -324,13 +325,14 @@ class LinkCounters:
         """``(monotonic time, bytes)`` of ``ifname``'s root qdisc: what it sent,
         each GSO packet counted as its segments with their headers (the wire's
         figure, one counter, one read); 0 without a root qdisc."""
+        from vif_qos.kernel import qdisc
         from vif_qos.kernel import tc as tcadapter
 
         if self._ipr is None:
             with in_netns(self.ns):
                 self._ipr = tcadapter.open_ipr()
         link = tcadapter.get_link(self._ipr, ifname)
-        root = tcadapter.get_root_qdisc(self._ipr, link.index) if link else None
+        root = qdisc.get_root_qdisc(self._ipr, link.index) if link else None
         return time.monotonic(), (root.bytes if root is not None else 0)
 
     def is_up(self, ifname: str) -> bool:
