@@ -25,7 +25,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from vif_qos.constants import DEFAULT_MINOR, POOL_MINOR_BASE, ROOT_MINOR
-from vif_qos.core import billing
+from vif_qos.core import duration
 from vif_qos.core import spec as specmod
 from vif_qos.core import units
 from vif_qos.core.units import MAX_NUMBER_CHARS
@@ -168,7 +168,7 @@ def _validator():
         "rate": wrap(lambda v: units.parse_rate(v, None, "rate")),
         "time": wrap(lambda v: units.parse_time(v, None, "time")),
         "hexint": hexint,
-        "duration": wrap(lambda v: billing.parse_duration(v, None, "duration")),
+        "duration": wrap(lambda v: duration.parse_duration(v, None, "duration")),
     })
     return validator
 

@@ -38,31 +38,6 @@ MAX_INTERVAL_S = 750
 #: The percentile burstable billing charges.
 BILLING_PERCENT = 95
 
-_DURATION_UNITS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60,
-                   "h": 3600, "hour": 3600, "hours": 3600, "d": 86400, "day": 86400,
-                   "days": 86400, "w": 604800, "week": 604800, "weeks": 604800}
-_DURATION = re.compile(r"([0-9]+)\s*([a-z]*)")
-
-
-def parse_duration(text: str, source: Optional[str] = None, what: str = "duration") -> int:
-    """``90s``, ``30m``, ``1h``, ``400d``, ``2w`` (bare = seconds) -> whole seconds.
-
-    :returns: seconds, 1..100 years.
-    :raises InputError: malformed, unknown unit, 0, or above 100 years.
-    """
-    if not isinstance(text, str):
-        raise InputError(f"{what}: expected a single value", token=str(text), source=source)
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not match or match.group(2) not in _DURATION_UNITS and match.group(2) != "":
-        raise InputError(f"{what}: not a duration (a whole number and s, m, h, d or w, "
-                         f"e.g. 1h, 400d)", token=text, source=source)
-    seconds = int(match.group(1)) * _DURATION_UNITS.get(match.group(2) or "s", 1)
-    if seconds == 0:
-        raise InputError(f"{what}: must not be 0", token=text, source=source)
-    if seconds > 100 * 366 * 86400:
-        raise InputError(f"{what}: above 100 years", token=text, source=source)
-    return seconds
-
 
 # --- the percentile ---------------------------------------------------------------
 
