@@ -77,11 +77,10 @@ def check_domain_configs(policy, skipped: Optional[List[Tuple[str, str]]] = None
             except InputError as err:
                 problems.append(err)
                 continue
-            pool = parsed.get("pool")
-            if pool is not None and pool.value is not None and pool.value not in policy.pools:
-                problems.append(ConfigError(
-                    f"pool: unknown pool (defined: {', '.join(policy.pools) or 'none'})",
-                    token=pool.token, source=pool.source))
+            unknown = specmod.unknown_pool(parsed.get("pool"), policy.pools)
+            if unknown is not None:
+                problems.append(ConfigError(unknown.message, token=unknown.token,
+                                            source=unknown.source))
     return checked, problems
 
 

@@ -563,12 +563,9 @@ def _check_pool_references(pool_names: List[str], problems: _Problems,
                            policy: Policy) -> None:
     """Every ``pool =`` of the defaults and the domain entries names a defined pool."""
     for layer in [policy.defaults] + [e.spec for e in policy.domains]:
-        pool_item = layer.get("pool")
-        if pool_item is not None and pool_item.value is not None \
-                and pool_item.value not in pool_names:
-            problems.add_error(ConfigError(
-                f"pool: unknown pool (defined: {', '.join(pool_names) or 'none'})",
-                token=pool_item.token, source=pool_item.source))
+        unknown = specmod.unknown_pool(layer.get("pool"), pool_names)
+        if unknown is not None:
+            problems.add_error(unknown)
 
 
 def _billing(section, pool_names: List[str], problems: _Problems,

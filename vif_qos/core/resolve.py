@@ -569,10 +569,9 @@ def plan_vif(facts: VifFacts, policy: Policy,
     if pool_item is not None:
         pool_source = pool_item.source
         if pool_item.value is not None:
-            if pool_item.value not in policy.pools:
-                raise InputError(f"pool: unknown pool (defined: "
-                                 f"{', '.join(policy.pools) or 'none'})",
-                                 token=pool_item.token, source=pool_item.source)
+            unknown = specmod.unknown_pool(pool_item, policy.pools)
+            if unknown is not None:
+                raise unknown
             pool_name = str(pool_item.value)
             pool = policy.pools[pool_name]
             member_rate = pool.member_rate_bits_per_s
