@@ -30,7 +30,6 @@ def check_domain_configs(policy, skipped: Optional[List[Tuple[str, str]]] = None
     ``bridge=``, ``vifname=``, read as ``plan --domain`` and xl read them). Files
     passed over (unreadable, larger than 1 MiB) are appended to ``skipped``.
     """
-    from vif_qos.cli.plan import vif_line_values
     from vif_qos.core import spec as specmod
     from vif_qos.config import xlcfg
 
@@ -58,7 +57,7 @@ def check_domain_configs(policy, skipped: Optional[List[Tuple[str, str]]] = None
             continue
         for atom in vifs:
             try:
-                vif_line_values(atom.text, config.where(atom.line))
+                xlcfg.vif_line_values(atom.text, config.where(atom.line))
             except InputError as err:
                 problems.append(err)
         if name is not None:
