@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 
+from vif_qos.cli import add_config_option
+
 
 def configure(parser, name) -> None:
-    parser.add_argument("--config", metavar="FILE",
-                        help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
+    add_config_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -1,5 +1,5 @@
-"""``vif-qos check-config [FILE]``: every problem in the policy file and in the
-domain config files it would read, one ``file:line: message: 'token'`` line each.
+"""``vif-qos check-config [--config FILE]``: every problem in the policy file and in
+the domain config files it would read, one ``file:line: message: 'token'`` line each.
 
 Exit status 2 when there is any problem, else 0 with one line saying what was
 checked. Domain config files are the files in ``domain_config_dirs`` that have
@@ -7,6 +7,9 @@ a ``name = "..."`` line; each must be xl syntax, its ``qos`` a list of qos specs
 whose keys, values and pools are valid, its ``vif`` entries' ``rate=``,
 ``bridge=`` and ``vifname=`` what xl accepts. Domain config files passed over
 (unreadable, larger than 1 MiB) are named in ``warning:`` lines.
+
+The policy file given as a plain argument (``check-config FILE``, the older
+spelling) is still read, with a warning on stderr.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional, Tuple
 
+from vif_qos.cli import add_config_option
 from vif_qos.errors import ConfigError, InputError
 
 
 def configure(parser: argparse.ArgumentParser, name: str = "check-config") -> None:
-    parser.add_argument("file", nargs="?", metavar="FILE",
-                        help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
+    add_config_option(parser)
 
 
 def check_domain_configs(policy, skipped: Optional[List[Tuple[str, str]]] = None
@@ -106,7 +109,7 @@ def guarantee_warnings(policy) -> List[str]:
 def run(args: argparse.Namespace) -> int:
     from vif_qos.config import policy as policymod
 
-    policy, problems = policymod.check_policy(args.file)
+    policy, problems = policymod.check_policy(args.config)
     checked = 0
     skipped: List[Tuple[str, str]] = []
     if policy is not None:

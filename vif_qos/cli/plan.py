@@ -15,6 +15,7 @@ import re
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
+from vif_qos.cli import add_config_option
 from vif_qos.constants import DEFAULT_BRIDGE, DEFAULT_MINOR, ROOT_MINOR
 from vif_qos.core import units
 from vif_qos.core import xenrate
@@ -31,8 +32,7 @@ def devid(text: str) -> int:
 
 
 def configure(parser: argparse.ArgumentParser, name: str = "plan") -> None:
-    parser.add_argument("--config", metavar="FILE",
-                        help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
+    add_config_option(parser)
     parser.add_argument("--domain", metavar="NAME",
                         help="domain name: matches [domains] entries and finds its xl config "
                              "file's qos = [...] entry")

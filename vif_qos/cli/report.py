@@ -16,6 +16,7 @@ import json
 import re
 import time
 
+from vif_qos.cli import add_config_option
 from vif_qos.errors import InputError
 
 
@@ -36,7 +37,7 @@ def configure(parser, name) -> None:
                              "(unix seconds) instead of the database")
     parser.add_argument("--preview", "--dry-run", action="store_true",
                         help="also show the moves auto-overage would make now")
-    parser.add_argument("--config", metavar="FILE", help="the policy file ([billing])")
+    add_config_option(parser, "[billing]")
 
 
 _TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[T ]([0-9]{2}):([0-9]{2})"

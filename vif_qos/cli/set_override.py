@@ -19,6 +19,8 @@ refused a change.
 
 from __future__ import annotations
 
+from vif_qos.cli import add_config_option
+
 
 def configure(parser, name) -> None:
     parser.add_argument("target", metavar="TARGET",
@@ -33,8 +35,7 @@ def configure(parser, name) -> None:
                         help="expire after DURATION (90s, 30m, 2h, 1h30m, 1d, 2w; a bare number is seconds)")
     parser.add_argument("--reason", default="", metavar="TEXT",
                         help="why (kept in the overrides file, shown by vif-qos overrides)")
-    parser.add_argument("--config", metavar="FILE",
-                        help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
+    add_config_option(parser)
 
 
 def run(args) -> int:

@@ -237,7 +237,7 @@ def check_policy(path: Optional[str] = None) -> Tuple[Optional[Policy], List[Con
                 return None, [ConfigError(
                     "policy file changed while it was read, twice (an edit in place: "
                     "write a new file and rename it over the old one, e.g. "
-                    "vif-qos check-config NEW && mv NEW FILE)", source=path)]
+                    "vif-qos check-config --config NEW && mv NEW FILE)", source=path)]
     except FileNotFoundError:
         if explicit:
             return None, [ConfigError("policy file not found", source=path)]
