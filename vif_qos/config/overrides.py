@@ -222,7 +222,7 @@ def load(path: Optional[str] = None) -> Overrides:
 def parse_text(text: str, path: str) -> Overrides:
     """:func:`load` for text already read. :raises ConfigError."""
     from configobj import ConfigObj, ConfigObjError
-    from vif_qos.config.policy import scan_lines
+    from vif_qos.config.lines import scan_lines
 
     lines = text.splitlines()
     try:

@@ -5,10 +5,9 @@ validate against the configspec shipped in the package (``policy.spec``).
 :class:`~vif_qos.errors.ConfigError`; :func:`check_policy` collects every problem
 (``vif-qos check-config``). Every message is ``file:line: what: 'token'``.
 
-ConfigObj keeps no line numbers for values, so :func:`scan_lines` walks the file
-with ConfigObj's own section and keyword patterns to map each section and key to
-its line (the same on configobj 5.0.8 and 5.0.9). Parse errors (which ConfigObj
-does number) are reported with its line numbers.
+ConfigObj keeps no line numbers for values: :func:`vif_qos.config.lines.scan_lines`
+maps each section and key to its line. Parse errors (which ConfigObj does number)
+are reported with its line numbers.
 
 The file's sections (``vif-qos.conf.example`` explains every setting):
 ``[host]`` host settings, ``[bridges]`` uplink per bridge, ``[defaults]`` qos keys
@@ -30,6 +29,7 @@ from vif_qos.core import spec as specmod
 from vif_qos.core import units
 from vif_qos.core.units import MAX_NUMBER_CHARS
 from vif_qos.errors import ConfigError, InputError
+from vif_qos.config.lines import scan_lines
 from vif_qos.core.ifname import ifname_problem
 from vif_qos.core.resolve import rate_floor_problem
 from vif_qos.core.settings import (BUILTIN, KERNEL_MAX_BUCKET_US, BillingSettings,
@@ -56,56 +56,6 @@ _EXACT_PATTERNS = {
     "mac": (re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}", re.IGNORECASE),
             "a MAC like 00:16:3e:12:34:56"),
 }
-
-
-# --- line numbers -----------------------------------------------------------------
-
-def scan_lines(lines: Sequence[str]) -> Dict[Tuple[str, ...], int]:
-    """Map (section path..., key) and (section path...) to 1-based line numbers.
-
-    Uses ConfigObj's own ``_sectionmarker`` and ``_keyword`` patterns and its
-    nesting rules, skipping triple-quoted multi-line values.
-    """
-    from configobj import ConfigObj
-
-    found: Dict[Tuple[str, ...], int] = {}
-    path: List[str] = []
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        index += 1
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        mat = ConfigObj._sectionmarker.match(line)
-        if mat is not None:
-            depth = mat.group(2).count("[")
-            name = _unquote(mat.group(3))
-            path = path[:max(depth - 1, 0)]
-            if len(path) == depth - 1:
-                path.append(name)
-                found.setdefault(tuple(path), index)
-            continue
-        mat = ConfigObj._keyword.match(line)
-        if mat is None:
-            continue
-        key = _unquote(mat.group(2))
-        found.setdefault(tuple(path) + (key,), index)
-        value = mat.group(3)
-        if value[:3] in ('"""', "'''"):
-            quote = value[:3]
-            if value.count(quote) < 2:
-                while index < len(lines) and quote not in lines[index]:
-                    index += 1
-                index += 1
-    return found
-
-
-def _unquote(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
 
 
 # --- validate checks --------------------------------------------------------------

@@ -87,7 +87,7 @@ from vif_qos.core import xenrate
 from vif_qos.errors import InputError
 from vif_qos.model import (ClassPlan, InboundPlan, LeafQdiscPlan, OutboundPlan, UplinkPlan,
                            VifFacts, VifPlan)
-from vif_qos.core.settings import BUILTIN, KERNEL_MAX_BUCKET_US, Policy
+from vif_qos.core.settings import BUILTIN, KERNEL_MAX_BUCKET_US, Policy, PoolSettings
 
 HZ = 100
 HTB_MTU_BYTES = 1600
@@ -531,6 +531,37 @@ def _xen_rate_layer(facts: VifFacts, policy: Policy, notes: List[str]
     return layer
 
 
+def _pool_of(item: Optional[specmod.SpecValue], policy: Policy) -> Optional[str]:
+    """The pool ``item`` names (None: no ``pool`` key, or ``pool = none``).
+
+    :raises InputError: a pool the policy does not define."""
+    unknown = specmod.unknown_pool(item, policy.pools)
+    if unknown is not None:
+        raise unknown
+    return None if item is None or item.value is None else str(item.value)
+
+
+def _pool_layer(pool: PoolSettings) -> Dict[str, specmod.SpecValue]:
+    """The pool's layer of a member's plan: ``member_rate`` as ``rate_out``
+    (default: the pool's rate/100) and ``member_ceil`` as ``ceil`` (default: the
+    pool's ceil), each with its source."""
+    member_rate = pool.member_rate_bits_per_s
+    rate_source = pool.sources.get("member_rate")
+    if member_rate is None:
+        member_rate = _whole_bytes(pool.rate_bits_per_s // POOL_MEMBER_SHARE)
+        rate_source = f"derived: pool {pool.name}'s rate/{POOL_MEMBER_SHARE} " \
+                      f"({pool.sources.get('rate', pool.source)})"
+    member_ceil = pool.member_ceil_bits_per_s or pool.effective_ceil_bits_per_s
+    ceil_source = pool.sources.get("member_ceil") or pool.sources.get("ceil") \
+        or pool.sources.get("rate", pool.source)
+    return {
+        "rate_out": specmod.SpecValue("rate_out", member_rate, units.format_rate(member_rate),
+                                      str(rate_source), "member_rate"),
+        "ceil": specmod.SpecValue("ceil", member_ceil, units.format_rate(member_ceil),
+                                  ceil_source, "member_ceil"),
+    }
+
+
 def plan_vif(facts: VifFacts, policy: Policy,
              domain_qos: Optional[Tuple[str, str]] = None,
              overrides: Sequence[Dict[str, specmod.SpecValue]] = ()) -> VifPlan:
@@ -564,32 +595,10 @@ def plan_vif(facts: VifFacts, policy: Policy,
         resolver.add_layer("override", layer)
 
     pool_item, _ = resolver.get("pool")
-    pool_name: Optional[str] = None
-    pool_source = BUILTIN
-    if pool_item is not None:
-        pool_source = pool_item.source
-        if pool_item.value is not None:
-            unknown = specmod.unknown_pool(pool_item, policy.pools)
-            if unknown is not None:
-                raise unknown
-            pool_name = str(pool_item.value)
-            pool = policy.pools[pool_name]
-            member_rate = pool.member_rate_bits_per_s
-            rate_source = pool.sources.get("member_rate")
-            if member_rate is None:
-                member_rate = _whole_bytes(pool.rate_bits_per_s // POOL_MEMBER_SHARE)
-                rate_source = f"derived: pool {pool_name}'s rate/{POOL_MEMBER_SHARE} " \
-                              f"({pool.sources.get('rate', pool.source)})"
-            member_ceil = pool.member_ceil_bits_per_s or pool.effective_ceil_bits_per_s
-            ceil_source = pool.sources.get("member_ceil") or pool.sources.get("ceil") \
-                or pool.sources.get("rate", pool.source)
-            resolver.add_layer("pool", {
-                "rate_out": specmod.SpecValue("rate_out", member_rate,
-                                              units.format_rate(member_rate), str(rate_source),
-                                              "member_rate"),
-                "ceil": specmod.SpecValue("ceil", member_ceil, units.format_rate(member_ceil),
-                                          ceil_source, "member_ceil"),
-            })
+    pool_source = BUILTIN if pool_item is None else pool_item.source
+    pool_name = _pool_of(pool_item, policy)
+    if pool_name is not None:
+        resolver.add_layer("pool", _pool_layer(policy.pools[pool_name]))
 
     inbound = resolver.inbound()
     outbound = resolver.outbound(pool_name, pool_source)
