@@ -31,7 +31,7 @@ from vif_qos.core.units import MAX_NUMBER_CHARS
 from vif_qos.errors import ConfigError, InputError
 from vif_qos.config.lines import scan_lines
 from vif_qos.core.ifname import ifname_problem
-from vif_qos.core.resolve import rate_floor_problem
+from vif_qos.core.sizing import rate_floor_problem
 from vif_qos.core.settings import (BUILTIN, KERNEL_MAX_BUCKET_US, BillingSettings,
                                    BridgeSettings, DomainEntry, Policy, PoolSettings)
 from vif_qos.model import HostSettings
@@ -407,7 +407,7 @@ def _build_host(host, n_pools: int, problems: _Problems, policy: Policy) -> None
 
 def _check_rate_floors(section, frame_bytes: int, problems: _Problems, *keys: str) -> None:
     """The shared classes' rates of ``section`` against the vifs' rate floor
-    (:func:`vif_qos.core.resolve.rate_floor_problem`)."""
+    (:func:`vif_qos.core.sizing.rate_floor_problem`)."""
     for key in ("rate", "default_rate", "default_ceil", "ceil", "member_rate",
                 "member_ceil"):
         rate = section.get(key)

@@ -87,7 +87,9 @@ from vif_qos.core import xenrate
 from vif_qos.errors import InputError
 from vif_qos.model import (ClassPlan, InboundPlan, LeafQdiscPlan, OutboundPlan, UplinkPlan,
                            VifFacts, VifPlan)
-from vif_qos.core.settings import BUILTIN, KERNEL_MAX_BUCKET_US, Policy, PoolSettings
+from vif_qos.core.settings import BUILTIN, Policy, PoolSettings
+from vif_qos.core.sizing import (GSO_MAX_BYTES, gso_packet_wire_bytes, rate_floor_problem,
+                                 seconds_text)
 
 HZ = 100
 HTB_MTU_BYTES = 1600
@@ -95,12 +97,6 @@ R2Q = 10
 QUANTUM_MAX_BYTES = 200_000
 DEFAULT_LATENCY_US = 50_000
 POOL_MEMBER_SHARE = 100
-#: The largest GSO packet a netdev takes by default, bytes (GSO_LEGACY_MAX_SIZE,
-#: include/linux/netdevice.h; netback's vif and a veth keep it).
-GSO_MAX_BYTES = 65536
-#: Ethernet + IPv6 + TCP-with-timestamps headers, bytes: what tc adds per further
-#: segment of a GSO packet (net/core/dev.c ``qdisc_pkt_len_init``), worst case.
-GSO_SEGMENT_HEADER_BYTES = 14 + 40 + 32
 
 #: Layer names, lowest precedence first.
 LAYERS = ("built-in", "policy defaults", "pool", "xen rate", "domain qos", "policy entry",
@@ -110,37 +106,6 @@ LAYERS = ("built-in", "policy defaults", "pool", "xen rate", "domain qos", "poli
 def _whole_bytes(bits: int) -> int:
     """Round a derived rate down to whole bytes per second, at least 8 bit/s."""
     return max(8, bits // 8 * 8)
-
-
-def gso_packet_wire_bytes(mtu_bytes: int) -> int:
-    """One 64 KiB GSO packet as tc counts it (``qdisc_pkt_len``), at ``mtu_bytes``.
-
-    Segments: ceil((64 KiB - headers) / MSS) with MSS = mtu - 72 (IPv6 40 + TCP
-    with timestamps 32); each segment after the first adds 86 header bytes
-    (Ethernet 14 + 72). 69406 bytes at mtu 1500. Pure; ``mtu_bytes`` > 72.
-    """
-    mss = mtu_bytes - (GSO_SEGMENT_HEADER_BYTES - 14)
-    segments = -(-(GSO_MAX_BYTES - GSO_SEGMENT_HEADER_BYTES) // mss)
-    return GSO_MAX_BYTES + (segments - 1) * GSO_SEGMENT_HEADER_BYTES
-
-
-def _secs(size_bytes: int, rate_bits_per_s: int) -> str:
-    return f"{size_bytes * 8 / rate_bits_per_s:.4g} s"
-
-
-def rate_floor_problem(rate_bits_per_s: int, frame_bytes: int) -> Optional[str]:
-    """Why ``rate_bits_per_s`` is too slow for a token bucket, or None when it is not.
-
-    One full frame (``frame_bytes``: MTU plus the Ethernet header) must pass within
-    the longest time the kernel keeps in a bucket, 4.29 s (bucket times are u32
-    nanoseconds: net/sched/sch_tbf.c, ``PSCHED_TICKS2NS``); below about 2.9 kbit/s
-    at MTU 1500 it does not. Used for every rate: vifs' and the shared classes'.
-    """
-    if frame_bytes * 8 * 1_000_000 > rate_bits_per_s * KERNEL_MAX_BUCKET_US:
-        return (f"one full frame ({frame_bytes} bytes) takes "
-                f"{_secs(frame_bytes, rate_bits_per_s)} at this rate, beyond the 4.29 s "
-                f"the kernel can keep in a bucket (sch_tbf.c)")
-    return None
 
 
 class _Resolver:
@@ -201,7 +166,7 @@ class _Resolver:
         if value > cap:
             self.notes.append(
                 f"{name.split('.')[0]} {item.written_as} {item.token} ({item.source}) is "
-                f"{_secs(value, rate_bits_per_s)} of traffic at {rate_word}: corrected to "
+                f"{seconds_text(value, rate_bits_per_s)} of traffic at {rate_word}: corrected to "
                 f"{cap} bytes (max_burst_time {units.format_time(cap_time_us)}, "
                 f"{self.policy.source('host.max_burst_time')})")
             self.sources[name] = f"corrected ({item.source}): at most max_burst_time " \
