@@ -15,7 +15,7 @@ spelling) is still read, with a warning on stderr.
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from vif_qos.cli import add_config_option
 from vif_qos.errors import ConfigError, InputError
@@ -33,12 +33,11 @@ def check_domain_configs(policy, skipped: Optional[List[Tuple[str, str]]] = None
     ``bridge=``, ``vifname=``, read as ``plan --domain`` and xl read them). Files
     passed over (unreadable, larger than 1 MiB) are appended to ``skipped``.
     """
-    from vif_qos.core import spec as specmod
     from vif_qos.config import xlcfg
 
     problems: List[InputError] = []
     checked = 0
-    first_file_of: dict = {}
+    first_file_of: Dict[str, str] = {}
     for path in xlcfg.candidate_files(policy.domain_config_dirs, skipped):
         try:
             with open(path, "rb"):
@@ -52,38 +51,53 @@ def check_domain_configs(policy, skipped: Optional[List[Tuple[str, str]]] = None
         checked += 1
         try:
             config = xlcfg.load_xl_config(path)
-            entries = config.get_string_list("qos") or []
-            name = config.get_string("name")
-            vifs = config.get_string_list("vif") or []
         except ConfigError as err:
             problems.append(err)
             continue
-        for atom in vifs:
-            try:
-                xlcfg.vif_line_values(atom.text, config.where(atom.line))
-            except InputError as err:
-                problems.append(err)
-        if name is not None:
-            if name.text in first_file_of:
-                # vif-qos reads the first file only (directory order, then name).
-                problems.append(ConfigError(
-                    f"domain name already used by {first_file_of[name.text]}, whose qos "
-                    f"entries are the ones read", token=name.text,
-                    source=config.where(name.line)))
-            else:
-                first_file_of[name.text] = path
-        for atom in entries:
-            where = config.where(atom.line)
-            try:
-                parsed = specmod.parse_spec(atom.text, where)
-            except InputError as err:
-                problems.append(err)
-                continue
-            unknown = specmod.unknown_pool(parsed.get("pool"), policy.pools)
-            if unknown is not None:
-                problems.append(ConfigError(unknown.message, token=unknown.token,
-                                            source=unknown.source))
+        problems += _domain_config_problems(config, policy, first_file_of)
     return checked, problems
+
+
+def _domain_config_problems(config, policy, first_file_of: Dict[str, str]
+                            ) -> List[InputError]:
+    """One parsed domain config file's problems: its vif entries, a domain name an
+    earlier file took (``first_file_of``: name -> file, updated), its qos entries
+    and their pools."""
+    from vif_qos.config import xlcfg
+    from vif_qos.core import spec as specmod
+
+    problems: List[InputError] = []
+    try:
+        entries = config.get_string_list("qos") or []
+        name = config.get_string("name")
+        vifs = config.get_string_list("vif") or []
+    except ConfigError as err:
+        return [err]
+    for atom in vifs:
+        try:
+            xlcfg.vif_line_values(atom.text, config.where(atom.line))
+        except InputError as err:
+            problems.append(err)
+    if name is not None:
+        if name.text in first_file_of:
+            # vif-qos reads the first file only (directory order, then name).
+            problems.append(ConfigError(
+                f"domain name already used by {first_file_of[name.text]}, whose qos "
+                f"entries are the ones read", token=name.text,
+                source=config.where(name.line)))
+        else:
+            first_file_of[name.text] = config.source
+    for atom in entries:
+        try:
+            parsed = specmod.parse_spec(atom.text, config.where(atom.line))
+        except InputError as err:
+            problems.append(err)
+            continue
+        unknown = specmod.unknown_pool(parsed.get("pool"), policy.pools)
+        if unknown is not None:
+            problems.append(ConfigError(unknown.message, token=unknown.token,
+                                        source=unknown.source))
+    return problems
 
 
 def guarantee_warnings(policy) -> List[str]:
