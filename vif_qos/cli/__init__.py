@@ -102,11 +102,11 @@ def modern_argv(name: str, args: List[str], parser: argparse.ArgumentParser
         elif word == "--":
             options_end = True
         else:
-            option, eq, value = word.partition("=")
-            if option in DEPRECATED_OPTIONS:
-                option = DEPRECATED_OPTIONS[word.partition("=")[0]]
-                warnings.append(f"{word.partition('=')[0]} is a deprecated spelling of "
-                                f"{option}: use {option} (still accepted)")
+            written, eq, value = word.partition("=")
+            option = DEPRECATED_OPTIONS.get(written, written)
+            if option != written:
+                warnings.append(f"{written} is a deprecated spelling of {option}: use "
+                                f"{option} (still accepted)")
                 word = option + eq + value
             action = parser._option_string_actions.get(option)
             takes_value = not eq and action is not None and action.nargs != 0
