@@ -147,7 +147,7 @@ def test_total_sums_guests_per_slot():
     assert b.sum_slot_rates([a, c]) == {T0: (1.0, 2.0), T0 + 300: (13.0, 4.0)}
 
 
-# --- periods, durations, projection ------------------------------------------------
+# --- periods, projection (durations: tests/test_duration.py) ------------------------------------------------
 
 def test_period_bounds_and_billing_day():
     assert b.parse_period("2026-02") == (calendar.timegm((2026, 2, 1, 0, 0, 0)),
@@ -158,18 +158,6 @@ def test_period_bounds_and_billing_day():
     assert b.period_containing(calendar.timegm((2027, 1, 3, 12, 0, 0)), 15) == (start, end)
     with pytest.raises(InputError):
         b.parse_period("2026-13")
-
-
-@pytest.mark.parametrize("text, seconds", [("90", 90), ("30m", 1800), ("1h", 3600),
-                                           ("400d", 400 * 86400), ("2w", 1209600)])
-def test_parse_duration(text, seconds):
-    assert b.parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["0", "1y", "h", "-1h", "1.5h"])
-def test_parse_duration_refuses(text):
-    with pytest.raises(InputError):
-        b.parse_duration(text, "f:3")
 
 
 def test_project_p95():

@@ -197,7 +197,7 @@ def test_cleanup_refuses_a_name_no_netdev_can_have(capsys, xs):
     (["plan", "--devid", "x"], "--devid"),
     (["plan", "--bogus"], "--bogus"),
     (["status", "--zzz"], "--zzz"),
-    (["check-config", "a", "b"], "unrecognized arguments: b"),
+    (["check-config", "--config", "a", "b"], "unrecognized arguments: b"),
 ])
 def test_option_errors_are_one_line(capsys, argv, token):
     # Before: argparse printed its usage block and then the error (several lines).
@@ -248,7 +248,7 @@ def test_policy_file_too_large_refused(tmp_path):
 
 
 def test_policy_file_dev_zero_refused(capsys):
-    status, out, err = run_cli(capsys, "check-config", "/dev/zero")
+    status, out, err = run_cli(capsys, "check-config", "--config", "/dev/zero")
     assert status == 2 and "/dev/zero" in out and "regular file" in out
 
 
@@ -273,7 +273,7 @@ def test_check_config_reports_deeply_nested_domain_file(tmp_path, capsys):
     (xen / "d.cfg").write_text('name = "d"\nqos = ' + "[" * 5000 + "\n")
     conf = tmp_path / "vif-qos.conf"
     conf.write_text(f"[host]\ndomain_config_dirs = {xen}\n")
-    status, out, err = run_cli(capsys, "check-config", str(conf))
+    status, out, err = run_cli(capsys, "check-config", "--config", str(conf))
     assert status == 2 and f"{xen}/d.cfg:2" in out and err == ""
 
 
@@ -336,7 +336,7 @@ def test_domain_config_with_a_latin1_comment_is_read_as_xl_reads_it(tmp_path, ca
     conf.write_text(f"[host]\ndomain_config_dirs = {xen}\n")
     config, _others = xlcfg.find_domain_config("web", [str(xen)])
     assert xlcfg.qos_entry(config, 0) == ("rate=2mbit", f"{xen}/web.cfg:3")
-    status, out, err = run_cli(capsys, "check-config", str(conf))
+    status, out, err = run_cli(capsys, "check-config", "--config", str(conf))
     assert status == 0, out
 
 
@@ -432,7 +432,7 @@ def test_pool_named_none_is_refused(tmp_path):
 
 def test_empty_policy_file_name_is_refused(capsys, tmp_path, monkeypatch):
     # Before: '' fell back to /etc/xen/vif-qos.conf (or the built-in policy) silently.
-    for argv in (["check-config", ""], ["plan", "--config", "", "--qos", "rate=1mbit"]):
+    for argv in (["check-config", "--config", ""], ["plan", "--config", "", "--qos", "rate=1mbit"]):
         status, out, err = run_cli(capsys, *argv)
         assert status == 2 and "empty policy file name" in out + err
 

@@ -171,7 +171,7 @@ def test_udev_cleanup_of_a_name_racing_the_new_guests_online_keeps_the_new_shapi
 
     def udev_cleanup():
         with in_netns(d.dom0):
-            done.append(cmd_cleanup.run(argparse.Namespace(vif=old, conf=None)))
+            done.append(cmd_cleanup.run(argparse.Namespace(vif=old, config=None)))
 
     with in_netns(d.dom0), alloc.host_lock():  # the new guest's online is under way
         worker = threading.Thread(target=udev_cleanup)

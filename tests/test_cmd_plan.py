@@ -128,7 +128,7 @@ def test_check_config_lists_every_problem(conf, capsys, tmp_path):
     (xen / "xm.cfg").write_text("name = 'xm'\nkernel = os.path.join('/boot')\n")
     bad = tmp_path / "bad.conf"
     bad.write_text(f"[host]\nmtu = huge\ndomain_config_dirs = {xen}\n[defaults]\nrate = 1qbit\n")
-    status, out, _ = run(capsys, "check-config", str(bad))
+    status, out, _ = run(capsys, "check-config", "--config", str(bad))
     lines = out.strip().splitlines()
     assert status == 2
     assert lines[0].startswith(f"{bad}:2: [host] mtu:") and lines[0].endswith("'huge'")
@@ -220,7 +220,7 @@ def test_plan_domain_bad_rate_on_the_vif_line_names_file_and_line(conf, capsys):
 def test_check_config_reports_two_files_claiming_one_domain(conf, capsys):
     path, xen = conf
     (xen / "zz-baldr-copy.cfg").write_text('name = "baldr"\nqos = [ \'rate=1mbit\' ]\n')
-    assert cli.main(["check-config", str(path)]) == 2
+    assert cli.main(["check-config", "--config", str(path)]) == 2
     captured = capsys.readouterr()
     err = captured.out + captured.err
     assert f"{xen / 'zz-baldr-copy.cfg'}:1: domain name already used by" in err

@@ -88,3 +88,11 @@ def test_pool_names_from_the_policy_file(tmp_path):
                     env={"VIF_QOS_CONFIG": str(conf)}) == ["overage", "gold"]
     assert complete(["vif-qos", "x", "--pool", ""], base_path(),
                     env={"VIF_QOS_CONFIG": str(tmp_path / "missing")}) == []
+
+
+def test_the_policy_file_is_offered_as_config_only():
+    """Every command that reads the policy file offers --config (the older --conf
+    and check-config FILE are accepted, not offered)."""
+    for command in ("check-config", "cleanup", "plan", "reload", "report"):
+        options = complete(["vif-qos", command, "--"], base_path())
+        assert "--config" in options and "--conf" not in options, command

@@ -47,7 +47,7 @@ def test_huge_numbers_on_the_command_line(capsys, argv, source, tmp_path, monkey
 def test_huge_numbers_in_the_policy_are_listed_by_check_config(capsys, tmp_path, line):
     path = tmp_path / "vif-qos.conf"
     path.write_text(f"[host]\n{line}\n[defaults]\nrate_in = {HUGE}kbit\nrate_out = fast\n")
-    status, out, err = run_cli(capsys, "check-config", str(path))
+    status, out, err = run_cli(capsys, "check-config", "--config", str(path))
     assert status == 2 and err == ""
     lines = out.splitlines()
     assert [ln.split(": ", 1)[0] for ln in lines] == [f"{path}:2", f"{path}:4", f"{path}:5"]
@@ -62,7 +62,7 @@ def test_huge_numbers_in_a_domain_config_file(capsys, tmp_path):
         f'qos = ["rate_in={HUGE}kbit"]\n')
     path = tmp_path / "vif-qos.conf"
     path.write_text(f"[host]\ndomain_config_dirs = {auto}\n")
-    status, out, _err = run_cli(capsys, "check-config", str(path))
+    status, out, _err = run_cli(capsys, "check-config", "--config", str(path))
     assert status == 2
     assert [ln.split(": ", 1)[0] for ln in out.splitlines()] == [
         f"{auto}/d1.cfg:2 (vif rate=)", f"{auto}/d1.cfg:3"]
@@ -86,7 +86,7 @@ def test_huge_number_in_the_xenstore_rate_reaches_hotplug_error(xs, tmp_path):
 def test_errors_quote_the_value_as_written(capsys, tmp_path, monkeypatch):
     path = tmp_path / "vif-qos.conf"
     path.write_text("[host]\nmax_burst_time = 10s\n")
-    status, out, _err = run_cli(capsys, "check-config", str(path))
+    status, out, _err = run_cli(capsys, "check-config", "--config", str(path))
     assert status == 2 and out.strip().endswith(": '10s'"), out
     path.write_text("")
     monkeypatch.setenv("VIF_QOS_CONFIG", str(path))
@@ -104,7 +104,7 @@ def test_check_config_checks_vif_lines_and_names_skipped_files(capsys, tmp_path)
     (auto / "big.cfg").write_text('name = "big"\n' + "#" * (1 << 20))
     path = tmp_path / "vif-qos.conf"
     path.write_text(f"[host]\ndomain_config_dirs = {auto}\n")
-    status, out, _err = run_cli(capsys, "check-config", str(path))
+    status, out, _err = run_cli(capsys, "check-config", "--config", str(path))
     assert status == 2
     lines = out.splitlines()
     assert lines[0].startswith(f"{auto}/a.cfg:2 (vif rate=): ") and "'fast'" in lines[0]

@@ -221,7 +221,9 @@ def test_not_utf8(tmp_path):
 def test_scan_lines_follows_nesting_and_multiline_values():
     lines = ["[a]", "x = '''one", "two'''", "y = 1", "  [[b]]", "  z = 2", "[c]", "  [[b]]",
              "  z = 3"]
-    found = policy.scan_lines(lines)
+    from vif_qos.config.lines import scan_lines
+
+    found = scan_lines(lines)
     assert found[("a",)] == 1 and found[("a", "x")] == 2 and found[("a", "y")] == 4
     assert found[("a", "b", "z")] == 6 and found[("c", "b", "z")] == 9
 

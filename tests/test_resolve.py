@@ -411,8 +411,10 @@ def test_leaf_qdisc_takes_one_gso_packet_at_a_short_latency(tmp_path):
 def test_gso_packet_wire_bytes_counts_headers_per_segment():
     # 46 segments of at most 1428 bytes (mtu 1500 - IPv6 40 - TCP 32) carry 64 KiB;
     # the 45 after the first each add 86 header bytes.
-    assert resolve.gso_packet_wire_bytes(1500) == 65536 + 45 * 86
-    assert resolve.gso_packet_wire_bytes(9000) == 65536 + 7 * 86
+    from vif_qos.core import sizing
+
+    assert sizing.gso_packet_wire_bytes(1500) == 65536 + 45 * 86
+    assert sizing.gso_packet_wire_bytes(9000) == 65536 + 7 * 86
 
 
 @pytest.mark.parametrize("word, bits, limit", [

@@ -315,7 +315,7 @@ def test_admission_refuse(dom0):
     result = vq(dom0, "assign", "g", "overage")
     assert result.returncode == 2 and "guaranteed" in result.stderr, result.stderr
     assert not os.path.exists(os.path.join(dom0.tree, "var/lib/vif-qos/overrides.conf"))
-    warn = ok(vq(dom0, "check-config", dom0.policy_path))
+    warn = ok(vq(dom0, "check-config", "--config", dom0.policy_path))
     assert "warning" not in warn.stdout  # pools and default fit the uplink
 
 

@@ -145,7 +145,7 @@ def test_check_config_warns_but_exits_0(tmp_path, capsys):
     path = tmp_path / "vif-qos.conf"
     path.write_text(POLICY.replace("rate = 100mbit", "rate = 100mbit\n    [[xenbr0]]\n"
                                    "    uplink = peth0\n") + "[host]\nadmission = refuse\n")
-    assert cli.main(["check-config", str(path)]) == 0
+    assert cli.main(["check-config", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "warning:" in out and "guaranteed rates under the root class of xenbr0" in out
     assert "member_rate is above the pool's rate" in out
@@ -154,5 +154,5 @@ def test_check_config_warns_but_exits_0(tmp_path, capsys):
 def test_admission_setting_is_validated(tmp_path, capsys):
     path = tmp_path / "vif-qos.conf"
     path.write_text("[host]\nadmission = maybe\n")
-    assert cli.main(["check-config", str(path)]) == 2
+    assert cli.main(["check-config", "--config", str(path)]) == 2
     assert "maybe" in capsys.readouterr().out

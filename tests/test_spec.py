@@ -100,3 +100,41 @@ def test_key_value_mixtures_raise_only_input_error(pairs):
         spec.parse_spec(text, "fuzz")
     except InputError:
         pass
+
+
+def test_unknown_pool_is_one_check_with_one_message_everywhere(tmp_path):
+    """The policy file, a domain config file's qos entry, a plan and ``set``/``assign``
+    refuse an unknown pool through spec.unknown_pool, with the same words."""
+    from vif_qos.cli.check_config import check_domain_configs
+    from vif_qos.config.policy import check_policy_text
+    from vif_qos.core.resolve import plan_vif
+    from vif_qos.model import VifFacts
+    from vif_qos.xen.reload import _check_pool
+
+    item = spec.parse_spec("pool=gold", "here")["pool"]
+    err = spec.unknown_pool(item, ["overage", "bulk"])
+    assert err.one_line() == "here: pool: unknown pool (defined: overage, bulk): 'gold'"
+    assert isinstance(err, InputError) and err.exit_status == 2
+    assert spec.unknown_pool(item, []).message.endswith("(defined: none)")
+    assert spec.unknown_pool(item, ["gold"]) is None
+    assert spec.unknown_pool(spec.parse_spec("pool=none", "x")["pool"], []) is None
+    assert spec.unknown_pool(None, []) is None
+
+    want = "pool: unknown pool (defined: overage): 'gold'"
+    xen = tmp_path / "xen"
+    xen.mkdir()
+    (xen / "g.cfg").write_text('name = "g"\nqos = [ "pool=gold" ]\n')
+    text = (f"[host]\ndomain_config_dirs = {xen}\n[pools]\n[[overage]]\nrate = 10mbit\n")
+    policy, problems = check_policy_text(text, "p.conf")
+    assert problems == []
+    _policy, problems = check_policy_text(text + "[defaults]\npool = gold\n", "p.conf")
+    assert [p.one_line() for p in problems] == [f"p.conf:7: {want}"]
+    _checked, problems = check_domain_configs(policy)
+    assert [p.one_line() for p in problems] == [f"{xen}/g.cfg:2: {want}"]
+    with pytest.raises(InputError) as planned:
+        plan_vif(VifFacts(vif="vif1.0", devid=0, domain_name="g"), policy, ("pool=gold", "q"))
+    assert planned.value.one_line() == f"q: {want}"
+    with pytest.raises(InputError) as assigned:
+        _check_pool("rate=1mbit,pool=gold", policy)
+    assert assigned.value.one_line() == f"SPEC: {want}"
+    _check_pool("pool=none", policy)  # out of every pool: fine

@@ -257,7 +257,7 @@ def test_pool_membership_from_recorded_moves():
     assert pool_membership(moves) == {"b:0": 2}
 
 
-def test_act_records_moves_through_the_adapter(state, tmp_path):
+def test_act_records_moves_through_the_adapter(state, tmp_path, monkeypatch):
     from vif_qos.config.policy import check_policy_text
     from vif_qos.usage import overage
 
@@ -281,11 +281,52 @@ def test_act_records_moves_through_the_adapter(state, tmp_path):
         moves = overage.act(st, policy, now, action=lambda d: calls.append(d) or "done")
         assert [m.target for m in moves] == ["heavy1:0", "heavy2:0"]
         assert [m.outcome for m in st.moves()] == ["done", "done"]
-        assert overage.override_argv(calls[0])[3:] == [
-            "assign", "heavy1:0", "overage", "--for", f"{calls[0].for_s}s",
-            "--reason", "auto-overage"]
+        # the adapter calls what 'vif-qos assign heavy1:0 overage --for Ns --reason
+        # auto-overage' calls, with the policy's own file
+        assert overrides_called(monkeypatch, calls[0], "p.conf") == [
+            ("set", "heavy1:0", "pool=overage",
+             {"reason": "auto-overage", "for_s": calls[0].for_s, "conf": "p.conf"})]
         # next run: both are in the pool now; nothing more to do at the same rates
         assert overage.plan_moves(st, policy, now + 1) == []
+
+
+def overrides_called(monkeypatch, decision, conf, status=0):
+    """Run the adapter for ``decision`` with the override API replaced by a
+    recorder; the calls it made."""
+    from vif_qos.kernel.reconcile import Result, VifResult
+    from vif_qos.usage import overage
+    from vif_qos.xen import reload
+
+    calls = []
+    vifs = [VifResult("vif3.0", error="kernel said no", status=status)] if status else []
+
+    def recorder(kind):
+        def call(target, arg, **kwargs):
+            calls.append((kind, target, arg, kwargs))
+            return reload.Report(Result(vifs), True)
+        return call
+
+    monkeypatch.setattr(reload, "set_override", recorder("set"))
+    monkeypatch.setattr(reload, "unset_override", recorder("unset"))
+    outcome = overage.run_override(decision, conf=conf)
+    assert outcome == ("done" if not status else
+                       f"failed (exit {status}): vif-qos {decision.action}: "
+                       "vif3.0: kernel said no")
+    return calls
+
+
+def test_override_adapter_calls_the_override_api(monkeypatch):
+    """auto-overage moves a guest in and out through xen/reload.py's set_override /
+    unset_override (what 'vif-qos assign' and 'unset' call), not a subprocess; a
+    refused kernel change is a failed move naming the vif and the reason."""
+    from vif_qos.core.overage import Decision
+
+    out = Decision("unset", "heavy1:0", "overage", 0, "auto-overage: low")
+    assert overrides_called(monkeypatch, out, None) == [
+        ("unset", "heavy1:0", ["pool"], {"conf": None})]
+    into = Decision("assign", "heavy1:0", "overage", 3600, "auto-overage: high")
+    assert overrides_called(monkeypatch, into, "/etc/p.conf", status=1)[0][:3] == (
+        "set", "heavy1:0", "pool=overage")
 
 
 def test_metrics_text(tmp_path):
@@ -323,8 +364,8 @@ def test_move_dataclass_fields():
 
 
 def test_override_adapter_reports_a_failing_command(tmp_path, monkeypatch):
-    """The adapter runs the day-2 command; when it fails (this vif-qos may not have
-    ``assign`` yet; with it, the guest does not exist) the outcome names why."""
+    """The adapter calls the override API; when it fails (here xenstore cannot be
+    read, or the guest does not exist) the outcome names why, in one line."""
     from vif_qos.core.overage import Decision
     from vif_qos.usage.overage import run_override
 

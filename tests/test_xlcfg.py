@@ -182,3 +182,27 @@ def test_name_after_a_semicolon_is_found(tmp_path):
     write(tmp_path, "one.cfg", "memory = 512; name = 'semi'\nqos = ['rate=1mbit']\n")
     cfg, _ = xlcfg.find_domain_config("semi", [str(tmp_path)])
     assert cfg is not None and xlcfg.qos_entry(cfg, 0)[0] == "rate=1mbit"
+
+
+def test_vif_line_values_as_xl_writes_them_to_the_backend():
+    """The xl ``vif = [...]`` entry reader (config/xlcfg.py, used by plan --domain and
+    check-config): rate= in netback's backend form, bridge=, mac=, vifname=; other
+    keys ignored; a bad value names itself and where it was written."""
+    from vif_qos.errors import InputError
+
+    config = xlcfg.parse_xl_config(WEB_CFG, "/etc/xen/web.cfg")
+    atoms = config.get_string_list("vif")
+    first = xlcfg.vif_line_values(atoms[0].text, config.where(atoms[0].line))
+    assert first == {"xen_rate": "62500,50000",  # bytes per 50 ms: 10 Mbit/s
+                     "xen_rate_source": "/etc/xen/web.cfg:9 (vif rate=)",
+                     "bridge": "xenbr0", "mac": "00:16:3e:00:00:01"}
+    second = xlcfg.vif_line_values(atoms[1].text, config.where(atoms[1].line))
+    assert second == {"bridge": "xenbr1", "mac": "00:16:3e:00:00:02"}
+    assert xlcfg.vif_line_values("vifname=web-eth0, script=vif-qos", "f:1") == {
+        "vif": "web-eth0"}
+    with pytest.raises(InputError) as err:
+        xlcfg.vif_line_values("bridge=xenbr0,rate=10MB", "f:2")
+    assert err.value.source == "f:2 (vif rate=)" and err.value.token == "10MB"
+    with pytest.raises(InputError) as err:
+        xlcfg.vif_line_values("vifname=a/b", "f:3")
+    assert err.value.source == "f:3 (vif vifname=)"

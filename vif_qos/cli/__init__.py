@@ -13,6 +13,15 @@ For the admin's commands, this is where :class:`vif_qos.errors.VifQosError`
 becomes an exit status and a one-line message on stderr (the hotplug commands do
 their own, see :mod:`vif_qos.errors`); set ``VIF_QOS_DEBUG=1`` to also get the
 traceback of an unexpected error.
+
+Every admin's command that reads the policy file takes it as ``--config FILE``
+(:func:`add_config_option`; default ``$VIF_QOS_CONFIG``, else
+``/etc/xen/vif-qos.conf``); the hotplug commands and ``serve`` read
+``$VIF_QOS_CONFIG`` only (they run from Xen's scripts and systemd, and the hook
+and the service must agree on it). The older spellings ``--conf FILE`` and
+``check-config FILE`` are still accepted, each with a warning on stderr
+(:data:`DEPRECATED_OPTIONS`, :data:`POSITIONAL_CONFIG`), so that a dom0's own
+scripts and units keep working.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from vif_qos import __version__
 from vif_qos.errors import InputError, VifQosError, one_line
@@ -52,6 +61,64 @@ COMMANDS = {
 }
 
 HOTPLUG_COMMANDS = ("online", "offline", "add", "remove")
+
+#: The policy file option's help, the same in every command.
+CONFIG_HELP = "policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)"
+
+#: Older option spellings still accepted (with a warning) -> the option now.
+DEPRECATED_OPTIONS = {"--conf": "--config"}
+#: Commands that took the policy file as a plain argument (``check-config FILE``);
+#: it is read as ``--config FILE`` (with a warning).
+POSITIONAL_CONFIG = ("check-config",)
+
+
+def add_config_option(parser: argparse.ArgumentParser, reads: str = "") -> None:
+    """The one spelling of the policy file: ``--config FILE`` (``args.config``,
+    None when not given). ``reads``: the part the command reads, named in the help
+    (``"[billing]"``: "policy file, its [billing] (default: ...)")."""
+    help_text = CONFIG_HELP.replace("policy file", f"policy file, its {reads}", 1) \
+        if reads else CONFIG_HELP
+    parser.add_argument("--config", metavar="FILE", help=help_text)
+
+
+def modern_argv(name: str, args: List[str], parser: argparse.ArgumentParser
+                ) -> Tuple[List[str], List[str]]:
+    """``args`` (a command's arguments) with the deprecated spellings rewritten to
+    ``--config``, and one warning per rewrite. Only for a command whose ``parser``
+    has ``--config``; nothing after ``--`` is an option; the first plain argument
+    of a :data:`POSITIONAL_CONFIG` command is its policy file unless ``--config``
+    is given too (a second one stays, and argparse refuses it)."""
+    if "--config" not in parser._option_string_actions:
+        return list(args), []
+    out: List[str] = []
+    warnings: List[str] = []
+    plain: List[int] = []  # where the plain arguments are in out
+    options_end = takes_value = False
+    for word in args:
+        if takes_value:
+            takes_value = False
+        elif options_end or not word.startswith("-") or word == "-":
+            plain.append(len(out))
+        elif word == "--":
+            options_end = True
+        else:
+            written, eq, value = word.partition("=")
+            option = DEPRECATED_OPTIONS.get(written, written)
+            if option != written:
+                warnings.append(f"{written} is a deprecated spelling of {option}: use "
+                                f"{option} (still accepted)")
+                word = option + eq + value
+            action = parser._option_string_actions.get(option)
+            takes_value = not eq and action is not None and action.nargs != 0
+        out.append(word)
+    given = any(w.partition("=")[0] == "--config" for i, w in enumerate(out)
+                if i not in plain)
+    if name in POSITIONAL_CONFIG and plain and not given:
+        path = out.pop(plain[0])
+        out.insert(0, f"--config={path}")
+        warnings.append("the policy file as a plain argument is a deprecated spelling "
+                        "of --config FILE: use --config (still accepted)")
+    return out, warnings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,7 +191,10 @@ def _main(argv: Optional[List[str]] = None) -> int:
             return int(module.hotplug_main(name, argv[1:]) or 0)
         parser = _Parser(prog=f"vif-qos {name}", description=text)
         module.configure(parser, name)
-        args = parser.parse_args(argv[1:])
+        words, warnings = modern_argv(name, argv[1:], parser)
+        for warning in warnings:
+            print(f"vif-qos {name}: warning: {warning}", file=sys.stderr)
+        args = parser.parse_args(words)
         return int(module.run(args) or 0)
     except VifQosError as err:
         print(f"vif-qos {name}: {err.one_line()}", file=sys.stderr)

@@ -15,19 +15,35 @@ from __future__ import annotations
 
 import json
 
+from vif_qos.cli import add_config_option
+
 
 def configure(parser, name) -> None:
-    parser.add_argument("--config", metavar="FILE",
-                        help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
+    add_config_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def differences(report) -> int:
+    """How many things differ, from the comparison itself: each vif change, uplink
+    difference and leftover (``reconcile.Result.differences``), each vif that could
+    not be compared, each vif whose plan could not be made."""
+    result = report.result
+    return result.differences + len(report.failed) + sum(1 for v in result.vifs if v.error)
+
+
+def exit_status(report) -> int:
+    """2 when a vif's input (or the policy) is bad; else 1 when anything differs
+    (:func:`differences`); else 0."""
+    if any(status == 2 for _v, _m, status in report.failed):
+        return 2
+    return 1 if differences(report) else 0
 
 
 def summary(report) -> str:
     """The first line."""
     result = report.result
     bad_vifs = [v for v in result.vifs if v.changes or v.error] + report.failed
-    count = result.differences + len(report.failed) + \
-        sum(1 for v in result.vifs if v.error)
+    count = differences(report)
     total = len(result.vifs) + len(report.failed)
     if count == 0:
         return f"VIF-QOS OK: {total} vif(s) in sync"
@@ -57,6 +73,4 @@ def run(args) -> int:
                          sort_keys=True))
     else:
         print("\n".join([summary(report)] + lines(report)))
-    if any(status == 2 for _v, _m, status in report.failed):
-        return 2
-    return 1 if summary(report).startswith("VIF-QOS DIFFERS") else 0
+    return exit_status(report)

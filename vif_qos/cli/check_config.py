@@ -1,5 +1,5 @@
-"""``vif-qos check-config [FILE]``: every problem in the policy file and in the
-domain config files it would read, one ``file:line: message: 'token'`` line each.
+"""``vif-qos check-config [--config FILE]``: every problem in the policy file and in
+the domain config files it would read, one ``file:line: message: 'token'`` line each.
 
 Exit status 2 when there is any problem, else 0 with one line saying what was
 checked. Domain config files are the files in ``domain_config_dirs`` that have
@@ -7,19 +7,22 @@ a ``name = "..."`` line; each must be xl syntax, its ``qos`` a list of qos specs
 whose keys, values and pools are valid, its ``vif`` entries' ``rate=``,
 ``bridge=`` and ``vifname=`` what xl accepts. Domain config files passed over
 (unreadable, larger than 1 MiB) are named in ``warning:`` lines.
+
+The policy file given as a plain argument (``check-config FILE``, the older
+spelling) is still read, with a warning on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
+from vif_qos.cli import add_config_option
 from vif_qos.errors import ConfigError, InputError
 
 
 def configure(parser: argparse.ArgumentParser, name: str = "check-config") -> None:
-    parser.add_argument("file", nargs="?", metavar="FILE",
-                        help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
+    add_config_option(parser)
 
 
 def check_domain_configs(policy, skipped: Optional[List[Tuple[str, str]]] = None
@@ -30,13 +33,11 @@ def check_domain_configs(policy, skipped: Optional[List[Tuple[str, str]]] = None
     ``bridge=``, ``vifname=``, read as ``plan --domain`` and xl read them). Files
     passed over (unreadable, larger than 1 MiB) are appended to ``skipped``.
     """
-    from vif_qos.cli.plan import vif_line_values
-    from vif_qos.core import spec as specmod
     from vif_qos.config import xlcfg
 
     problems: List[InputError] = []
     checked = 0
-    first_file_of: dict = {}
+    first_file_of: Dict[str, str] = {}
     for path in xlcfg.candidate_files(policy.domain_config_dirs, skipped):
         try:
             with open(path, "rb"):
@@ -50,39 +51,53 @@ def check_domain_configs(policy, skipped: Optional[List[Tuple[str, str]]] = None
         checked += 1
         try:
             config = xlcfg.load_xl_config(path)
-            entries = config.get_string_list("qos") or []
-            name = config.get_string("name")
-            vifs = config.get_string_list("vif") or []
         except ConfigError as err:
             problems.append(err)
             continue
-        for atom in vifs:
-            try:
-                vif_line_values(atom.text, config.where(atom.line))
-            except InputError as err:
-                problems.append(err)
-        if name is not None:
-            if name.text in first_file_of:
-                # vif-qos reads the first file only (directory order, then name).
-                problems.append(ConfigError(
-                    f"domain name already used by {first_file_of[name.text]}, whose qos "
-                    f"entries are the ones read", token=name.text,
-                    source=config.where(name.line)))
-            else:
-                first_file_of[name.text] = path
-        for atom in entries:
-            where = config.where(atom.line)
-            try:
-                parsed = specmod.parse_spec(atom.text, where)
-            except InputError as err:
-                problems.append(err)
-                continue
-            pool = parsed.get("pool")
-            if pool is not None and pool.value is not None and pool.value not in policy.pools:
-                problems.append(ConfigError(
-                    f"pool: unknown pool (defined: {', '.join(policy.pools) or 'none'})",
-                    token=pool.token, source=pool.source))
+        problems += _domain_config_problems(config, policy, first_file_of)
     return checked, problems
+
+
+def _domain_config_problems(config, policy, first_file_of: Dict[str, str]
+                            ) -> List[InputError]:
+    """One parsed domain config file's problems: its vif entries, a domain name an
+    earlier file took (``first_file_of``: name -> file, updated), its qos entries
+    and their pools."""
+    from vif_qos.config import xlcfg
+    from vif_qos.core import spec as specmod
+
+    problems: List[InputError] = []
+    try:
+        entries = config.get_string_list("qos") or []
+        name = config.get_string("name")
+        vifs = config.get_string_list("vif") or []
+    except ConfigError as err:
+        return [err]
+    for atom in vifs:
+        try:
+            xlcfg.vif_line_values(atom.text, config.where(atom.line))
+        except InputError as err:
+            problems.append(err)
+    if name is not None:
+        if name.text in first_file_of:
+            # vif-qos reads the first file only (directory order, then name).
+            problems.append(ConfigError(
+                f"domain name already used by {first_file_of[name.text]}, whose qos "
+                f"entries are the ones read", token=name.text,
+                source=config.where(name.line)))
+        else:
+            first_file_of[name.text] = config.source
+    for atom in entries:
+        try:
+            parsed = specmod.parse_spec(atom.text, config.where(atom.line))
+        except InputError as err:
+            problems.append(err)
+            continue
+        unknown = specmod.unknown_pool(parsed.get("pool"), policy.pools)
+        if unknown is not None:
+            problems.append(ConfigError(unknown.message, token=unknown.token,
+                                        source=unknown.source))
+    return problems
 
 
 def guarantee_warnings(policy) -> List[str]:
@@ -108,7 +123,7 @@ def guarantee_warnings(policy) -> List[str]:
 def run(args: argparse.Namespace) -> int:
     from vif_qos.config import policy as policymod
 
-    policy, problems = policymod.check_policy(args.file)
+    policy, problems = policymod.check_policy(args.config)
     checked = 0
     skipped: List[Tuple[str, str]] = []
     if policy is not None:

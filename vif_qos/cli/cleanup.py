@@ -1,4 +1,5 @@
-"""``vif-qos cleanup [--vif NAME]``: remove the shaping of vifs whose netdev is gone.
+"""``vif-qos cleanup [--vif NAME] [--config FILE]``: remove the shaping of vifs whose
+netdev is gone.
 
 Run by udev (``udev/85-vif-qos.rules``) when a guest netdev or a netback backend
 device is removed, because Xen does not guarantee an ``offline`` run (``xl destroy``
@@ -11,6 +12,10 @@ or a dom0 crash skip it). Also safe to run by hand or from cron at any time.
 - no option: remove every vif-qos leaf, map element and qdisc whose netdev is gone
   (:func:`vif_qos.kernel.apply.cleanup_orphans`).
 
+``--config FILE`` names the policy file (its ``[host]`` settings; a broken one is
+logged and the built-in settings used); ``--conf FILE``, the older spelling, is
+still accepted with a warning on stderr.
+
 Exit status 0 whenever the cleanup ran (what it removed is printed, one name a
 line); 1 when the kernel refused a removal.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from vif_qos.cli import add_config_option
 from vif_qos.errors import one_line
 from vif_qos.kernel.netdev import netdev_exists
 from vif_qos.xen.hotlog import HotplugLog, library_log_to
@@ -31,8 +37,7 @@ def configure(parser, name) -> None:
     parser.add_argument("--vif", metavar="NAME",
                         help="only this netdev name (udev passes %%k); skipped if the "
                              "netdev exists")
-    parser.add_argument("--conf", metavar="PATH", default=None,
-                        help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
+    add_config_option(parser)
 
 
 def _host_settings(conf, log, services: Services):
@@ -55,7 +60,7 @@ def run(args, services: Optional[Services] = None) -> int:
         # udev's %k is always valid; a hand-typed name no netdev can have is refused
         # here rather than by the kernel (ERANGE) or if_nametoindex (ValueError).
         check_ifname(args.vif, "--vif", "vif")
-    conf = args.conf or os.environ.get("VIF_QOS_CONFIG") or None
+    conf = args.config or os.environ.get("VIF_QOS_CONFIG") or None
     log = HotplugLog(context=f"cleanup {args.vif}" if args.vif else "cleanup")
     services = services or default_services(os.environ)
     if args.vif is not None and services.may_hold is not None \

@@ -243,9 +243,9 @@ def install(root: str = "/", wrapped_script: str = "vif-bridge",
     old = _load_manifest(manifest_file)
     files: Dict[str, str] = dict(old.get("files", {}))
     dirs: List[str] = list(old.get("dirs", []))
-    report: List[Tuple[str, str]] = []
-    shipped = list(_SHIPPED) + ([_UDEV_HOTPLUG] if udev_hotplug else [])
-    for src, rel, mode in shipped:
+
+    def put(src: str, rel: str, mode: int) -> Tuple[str, str]:
+        """Write the shipped file ``src`` rendered to ``rel``; record it."""
         with open(os.path.join(base, src), encoding="utf-8") as fh:
             data = _render(fh.read(), vif_qos, wrapped_script).encode()
         path = _target(root, rel)
@@ -253,35 +253,15 @@ def install(root: str = "/", wrapped_script: str = "vif-bridge",
         action = "updated" if os.path.exists(path) else "installed"
         _write(path, data, mode)
         files[rel] = _sha256(data)
-        report.append((action, path))
-    units = []
-    for name in shipped_units(base):
-        with open(os.path.join(base, "systemd", name), encoding="utf-8") as fh:
-            data = _render(fh.read(), vif_qos, wrapped_script).encode()
-        rel = f"{SYSTEMD_DIR}/{name}"
-        path = _target(root, rel)
-        _makedirs(os.path.dirname(path), dirs, root)
-        action = "updated" if os.path.exists(path) else "installed"
-        _write(path, data, 0o644)
-        files[rel] = _sha256(data)
-        report.append((action, path))
-        units.append(name)
+        return action, path
+
+    shipped = list(_SHIPPED) + ([_UDEV_HOTPLUG] if udev_hotplug else [])
+    report = [put(src, rel, mode) for src, rel, mode in shipped]
+    units = shipped_units(base)
+    report += [put(f"systemd/{name}", f"{SYSTEMD_DIR}/{name}", 0o644) for name in units]
     enabled = _systemctl(root, ["daemon-reload"], []) and \
         _systemctl(root, ["enable"], [u for u in units if _has_install(base, u)])
-    policy = _target(root, POLICY_PATH)
-    if os.path.exists(policy):
-        report.append(("kept", policy))
-    else:
-        example = example_policy_path()
-        if not os.path.isfile(example):
-            raise EnvironmentProblem("the example policy file is missing from the package",
-                                     token=example, source="install")
-        with open(example, "rb") as fh:
-            data = fh.read()
-        _makedirs(os.path.dirname(policy), dirs, root)
-        _write(policy, data, 0o644)
-        files[POLICY_PATH] = _sha256(data)
-        report.append(("installed", policy))
+    report.append(_install_policy(root, files, dirs))
     _makedirs(os.path.dirname(manifest_file), dirs, root)
     manifest = {"files": files, "dirs": dirs, "vif_qos": vif_qos,
                 "wrapped_script": wrapped_script,
@@ -292,6 +272,25 @@ def install(root: str = "/", wrapped_script: str = "vif-bridge",
     _write(manifest_file, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode(),
            0o644)
     return report
+
+
+def _install_policy(root: str, files: Dict[str, str], dirs: List[str]) -> Tuple[str, str]:
+    """The example policy file where none exists (an existing one is kept).
+
+    :raises EnvironmentProblem: the package lacks the example."""
+    policy = _target(root, POLICY_PATH)
+    if os.path.exists(policy):
+        return "kept", policy
+    example = example_policy_path()
+    if not os.path.isfile(example):
+        raise EnvironmentProblem("the example policy file is missing from the package",
+                                 token=example, source="install")
+    with open(example, "rb") as fh:
+        data = fh.read()
+    _makedirs(os.path.dirname(policy), dirs, root)
+    _write(policy, data, 0o644)
+    files[POLICY_PATH] = _sha256(data)
+    return "installed", policy
 
 
 def shipped_units(base: str) -> List[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from vif_qos.cli import add_config_option
 from vif_qos.errors import InputError
 
 
@@ -16,7 +17,7 @@ def configure(parser, name) -> None:
     parser.add_argument("--textfile", metavar="DIR",
                         help="node_exporter's --collector.textfile.directory, e.g. "
                              "/var/lib/prometheus/node-exporter")
-    parser.add_argument("--config", metavar="FILE", help="the policy file ([billing] target)")
+    add_config_option(parser, "[billing] target")
 
 
 def run(args) -> int:

@@ -15,6 +15,7 @@ import re
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
+from vif_qos.cli import add_config_option
 from vif_qos.constants import DEFAULT_BRIDGE, DEFAULT_MINOR, ROOT_MINOR
 from vif_qos.core import units
 from vif_qos.core import xenrate
@@ -31,8 +32,7 @@ def devid(text: str) -> int:
 
 
 def configure(parser: argparse.ArgumentParser, name: str = "plan") -> None:
-    parser.add_argument("--config", metavar="FILE",
-                        help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
+    add_config_option(parser)
     parser.add_argument("--domain", metavar="NAME",
                         help="domain name: matches [domains] entries and finds its xl config "
                              "file's qos = [...] entry")
@@ -82,12 +82,6 @@ def facts_from_args(args: argparse.Namespace) -> VifFacts:
                     xen_rate=xen_rate, xen_rate_source="--xen-rate")
 
 
-#: vifspec keys ``plan --domain`` takes from the domain config file's vif line, as
-#: libxl would write them to the backend directory (xl's ``rate=``, ``bridge=``,
-#: ``mac=``, ``vifname=``).
-VIF_LINE_KEYS = ("rate", "bridge", "mac", "vifname")
-
-
 def facts_with_vif_line(args: argparse.Namespace, facts: VifFacts, policy) -> Tuple[VifFacts, List[str]]:
     """``facts`` completed from the domain config file's ``vif = [...]`` entry for the
     devid, for a guest that is not running yet: what xl would write to the backend
@@ -107,7 +101,7 @@ def facts_with_vif_line(args: argparse.Namespace, facts: VifFacts, policy) -> Tu
     if args.devid >= len(entries):
         return facts, [f"{config.source}: vif = [...] has no entry for devid {args.devid}"]
     atom = entries[args.devid]
-    values = vif_line_values(atom.text, config.where(atom.line))
+    values = xlcfg.vif_line_values(atom.text, config.where(atom.line))
     changes: Dict[str, object] = {}
     if "xen_rate" in values and args.xen_rate is None:
         changes["xen_rate"] = values["xen_rate"]
@@ -119,34 +113,6 @@ def facts_with_vif_line(args: argparse.Namespace, facts: VifFacts, policy) -> Tu
     if "vif" in values and args.vif is None:
         changes["vif"] = values["vif"]
     return replace(facts, **changes), []
-
-
-def vif_line_values(text: str, where: str) -> Dict[str, str]:
-    """What xl would write to the backend directory for one ``vif = [...]`` entry:
-    ``xen_rate`` (the backend form of ``rate=``) with ``xen_rate_source``,
-    ``bridge``, ``mac``, ``vif`` (``vifname=``). Also used by ``check-config``.
-
-    :raises InputError: a ``rate=`` xl refuses, a ``bridge=``/``vifname=`` that is
-        not a netdev name; each naming the value as written and ``where``.
-    """
-    spec: Dict[str, str] = {}
-    for item in text.split(","):
-        key, eq, value = item.strip().partition("=")
-        if eq and key.strip() in VIF_LINE_KEYS:
-            spec[key.strip()] = value.strip()
-    values: Dict[str, str] = {}
-    if "rate" in spec:
-        source = f"{where} (vif rate=)"
-        xenrate.xl_rate_bits_per_s(spec["rate"], source)  # errors quote it as given
-        values["xen_rate"] = xenrate.parse_xl_rate(spec["rate"], source)
-        values["xen_rate_source"] = source
-    if "bridge" in spec:
-        values["bridge"] = check_ifname(spec["bridge"], f"{where} (vif bridge=)", "bridge")
-    if "mac" in spec:
-        values["mac"] = spec["mac"]
-    if "vifname" in spec:
-        values["vif"] = check_ifname(spec["vifname"], f"{where} (vif vifname=)", "vifname")
-    return values
 
 
 def facts_from_xenstore(args: argparse.Namespace) -> VifFacts:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import sys
 
+from vif_qos.cli import add_config_option
+
 
 def configure(parser, name) -> None:
-    parser.add_argument("--config", metavar="FILE",
-                        help="the policy file (default $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
+    add_config_option(parser)
     parser.add_argument("--textfile", metavar="DIR",
                         help="also write DIR/vif_qos.prom as vif-qos metrics --textfile does")
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")

@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import sys
 
+from vif_qos.cli import add_config_option
+
 
 def configure(parser, name) -> None:
-    parser.add_argument("--config", metavar="FILE",
-                        help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
+    add_config_option(parser)
     if name == "reload":
         parser.add_argument("--dry-run", action="store_true",
                             help="change nothing; print what would change")

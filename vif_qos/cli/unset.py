@@ -9,14 +9,15 @@ refused a change.
 
 from __future__ import annotations
 
+from vif_qos.cli import add_config_option
+
 
 def configure(parser, name) -> None:
     parser.add_argument("target", metavar="TARGET",
                         help="as given to set: a domain name, NAME:DEVID, a vif name")
     parser.add_argument("keys", metavar="KEY", nargs="*",
                         help="qos keys to remove (default: the whole override)")
-    parser.add_argument("--config", metavar="FILE",
-                        help="policy file (default: $VIF_QOS_CONFIG or /etc/xen/vif-qos.conf)")
+    add_config_option(parser)
 
 
 def run(args) -> int:

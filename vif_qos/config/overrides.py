@@ -54,8 +54,6 @@ HEADER = ["# vif-qos operator overrides: written by 'vif-qos set', 'assign' and 
           "# device:NAME:DEVID or vif:NETDEV; qos keys as in the policy file; set_by,",
           "# set_at, reason and expires (UTC) say who, when, why and until when."]
 MAX_FILE_BYTES = 4 << 20
-_DURATION_PART = re.compile(r"([0-9]+)([smhdw])")
-_DURATION_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def default_path() -> str:
@@ -192,22 +190,6 @@ def parse_time(text: str, source: str) -> _dt.datetime:
                           source=source) from None
 
 
-def parse_duration(text: str, source: str) -> int:
-    """``--for`` words: ``90s``, ``30m``, ``2h``, ``1d``, ``1w`` and sums like
-    ``1h30m`` -> seconds (1 s .. 10 years). :raises InputError."""
-    word = text.strip().lower()
-    pos, total = 0, 0
-    for match in _DURATION_PART.finditer(word):
-        if match.start() != pos:
-            break
-        total += int(match.group(1)) * _DURATION_S[match.group(2)]
-        pos = match.end()
-    if not word or pos != len(word) or not 1 <= total <= 10 * 365 * 86400:
-        raise InputError("not a duration (a number with s, m, h, d or w, like 30m or "
-                         "1h30m; at most 10 years)", token=text, source=source)
-    return total
-
-
 # -- reading ----------------------------------------------------------------------
 
 
@@ -240,7 +222,7 @@ def load(path: Optional[str] = None) -> Overrides:
 def parse_text(text: str, path: str) -> Overrides:
     """:func:`load` for text already read. :raises ConfigError."""
     from configobj import ConfigObj, ConfigObjError
-    from vif_qos.config.policy import scan_lines
+    from vif_qos.config.lines import scan_lines
 
     lines = text.splitlines()
     try:

@@ -5,10 +5,9 @@ validate against the configspec shipped in the package (``policy.spec``).
 :class:`~vif_qos.errors.ConfigError`; :func:`check_policy` collects every problem
 (``vif-qos check-config``). Every message is ``file:line: what: 'token'``.
 
-ConfigObj keeps no line numbers for values, so :func:`scan_lines` walks the file
-with ConfigObj's own section and keyword patterns to map each section and key to
-its line (the same on configobj 5.0.8 and 5.0.9). Parse errors (which ConfigObj
-does number) are reported with its line numbers.
+ConfigObj keeps no line numbers for values: :func:`vif_qos.config.lines.scan_lines`
+maps each section and key to its line. Parse errors (which ConfigObj does number)
+are reported with its line numbers.
 
 The file's sections (``vif-qos.conf.example`` explains every setting):
 ``[host]`` host settings, ``[bridges]`` uplink per bridge, ``[defaults]`` qos keys
@@ -25,13 +24,14 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from vif_qos.constants import DEFAULT_MINOR, POOL_MINOR_BASE, ROOT_MINOR
-from vif_qos.core import billing
+from vif_qos.core import duration
 from vif_qos.core import spec as specmod
 from vif_qos.core import units
 from vif_qos.core.units import MAX_NUMBER_CHARS
 from vif_qos.errors import ConfigError, InputError
+from vif_qos.config.lines import scan_lines
 from vif_qos.core.ifname import ifname_problem
-from vif_qos.core.resolve import rate_floor_problem
+from vif_qos.core.sizing import rate_floor_problem
 from vif_qos.core.settings import (BUILTIN, KERNEL_MAX_BUCKET_US, BillingSettings,
                                    BridgeSettings, DomainEntry, Policy, PoolSettings)
 from vif_qos.model import HostSettings
@@ -56,56 +56,6 @@ _EXACT_PATTERNS = {
     "mac": (re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}", re.IGNORECASE),
             "a MAC like 00:16:3e:12:34:56"),
 }
-
-
-# --- line numbers -----------------------------------------------------------------
-
-def scan_lines(lines: Sequence[str]) -> Dict[Tuple[str, ...], int]:
-    """Map (section path..., key) and (section path...) to 1-based line numbers.
-
-    Uses ConfigObj's own ``_sectionmarker`` and ``_keyword`` patterns and its
-    nesting rules, skipping triple-quoted multi-line values.
-    """
-    from configobj import ConfigObj
-
-    found: Dict[Tuple[str, ...], int] = {}
-    path: List[str] = []
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        index += 1
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        mat = ConfigObj._sectionmarker.match(line)
-        if mat is not None:
-            depth = mat.group(2).count("[")
-            name = _unquote(mat.group(3))
-            path = path[:max(depth - 1, 0)]
-            if len(path) == depth - 1:
-                path.append(name)
-                found.setdefault(tuple(path), index)
-            continue
-        mat = ConfigObj._keyword.match(line)
-        if mat is None:
-            continue
-        key = _unquote(mat.group(2))
-        found.setdefault(tuple(path) + (key,), index)
-        value = mat.group(3)
-        if value[:3] in ('"""', "'''"):
-            quote = value[:3]
-            if value.count(quote) < 2:
-                while index < len(lines) and quote not in lines[index]:
-                    index += 1
-                index += 1
-    return found
-
-
-def _unquote(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
 
 
 # --- validate checks --------------------------------------------------------------
@@ -168,7 +118,7 @@ def _validator():
         "rate": wrap(lambda v: units.parse_rate(v, None, "rate")),
         "time": wrap(lambda v: units.parse_time(v, None, "time")),
         "hexint": hexint,
-        "duration": wrap(lambda v: billing.parse_duration(v, None, "duration")),
+        "duration": wrap(lambda v: duration.parse_duration(v, None, "duration")),
     })
     return validator
 
@@ -237,7 +187,7 @@ def check_policy(path: Optional[str] = None) -> Tuple[Optional[Policy], List[Con
                 return None, [ConfigError(
                     "policy file changed while it was read, twice (an edit in place: "
                     "write a new file and rename it over the old one, e.g. "
-                    "vif-qos check-config NEW && mv NEW FILE)", source=path)]
+                    "vif-qos check-config --config NEW && mv NEW FILE)", source=path)]
     except FileNotFoundError:
         if explicit:
             return None, [ConfigError("policy file not found", source=path)]
@@ -457,7 +407,7 @@ def _build_host(host, n_pools: int, problems: _Problems, policy: Policy) -> None
 
 def _check_rate_floors(section, frame_bytes: int, problems: _Problems, *keys: str) -> None:
     """The shared classes' rates of ``section`` against the vifs' rate floor
-    (:func:`vif_qos.core.resolve.rate_floor_problem`)."""
+    (:func:`vif_qos.core.sizing.rate_floor_problem`)."""
     for key in ("rate", "default_rate", "default_ceil", "ceil", "member_rate",
                 "member_ceil"):
         rate = section.get(key)
@@ -563,12 +513,9 @@ def _check_pool_references(pool_names: List[str], problems: _Problems,
                            policy: Policy) -> None:
     """Every ``pool =`` of the defaults and the domain entries names a defined pool."""
     for layer in [policy.defaults] + [e.spec for e in policy.domains]:
-        pool_item = layer.get("pool")
-        if pool_item is not None and pool_item.value is not None \
-                and pool_item.value not in pool_names:
-            problems.add_error(ConfigError(
-                f"pool: unknown pool (defined: {', '.join(pool_names) or 'none'})",
-                token=pool_item.token, source=pool_item.source))
+        unknown = specmod.unknown_pool(layer.get("pool"), pool_names)
+        if unknown is not None:
+            problems.add_error(unknown)
 
 
 def _billing(section, pool_names: List[str], problems: _Problems,

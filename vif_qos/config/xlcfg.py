@@ -16,13 +16,15 @@ The syntax is xl's own, from Xen's ``tools/libs/util/libxlu_cfg_l.l`` (lexer) an
 - a later setting of the same name replaces an earlier one; ``+=`` appends to a
   list or a string set before it.
 
-vif-qos reads two settings: ``name`` (to find a domain's file) and ``qos``, a
-list of qos spec strings indexed by devid like ``vif = [...]``: the entry for
-devid N is ``qos[N]``. xl ignores unknown top-level settings, so the file stays
+vif-qos reads three settings: ``name`` (to find a domain's file), ``qos``, a
+list of qos spec strings indexed by devid like ``vif = [...]`` (the entry for
+devid N is ``qos[N]``), and the ``vif`` entries' ``rate=``, ``bridge=``, ``mac=``
+and ``vifname=`` (:func:`vif_line_values`: what xl would write to the backend). xl ignores unknown top-level settings, so the file stays
 valid for xl. Escapes ``\\x..`` and ``\\0..`` that xl also knows are refused here
 (nothing a qos spec needs).
 
-Errors raise :class:`vif_qos.errors.ConfigError` with ``file:line`` and the token.
+Errors raise :class:`vif_qos.errors.ConfigError` with ``file:line`` and the token
+(a ``vif`` entry's bad value: :class:`~vif_qos.errors.InputError`, the same).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from vif_qos.core import xenrate
+from vif_qos.core.ifname import check_ifname
 from vif_qos.errors import ConfigError
 
 #: Files larger than this are not domain config files (skipped when searching).
@@ -292,6 +296,44 @@ def qos_entry(config: XlConfig, devid: int) -> Optional[Tuple[str, str]]:
         return None
     atom = entries[devid]
     return atom.text, config.where(atom.line)
+
+
+# -- the vif = [...] entries ---------------------------------------------------------
+
+#: vifspec keys of an xl ``vif = [...]`` entry that vif-qos reads (``plan --domain``,
+#: ``check-config``), as libxl would write them to the backend directory (xl's ``rate=``, ``bridge=``,
+#: ``mac=``, ``vifname=``).
+VIF_LINE_KEYS = ("rate", "bridge", "mac", "vifname")
+
+
+def vif_line_values(text: str, where: str) -> Dict[str, str]:
+    """What xl would write to the backend directory for one ``vif = [...]`` entry:
+    ``xen_rate`` (the backend form of ``rate=``) with ``xen_rate_source``,
+    ``bridge``, ``mac``, ``vif`` (``vifname=``).
+    ``plan --domain`` reads a guest that is not running yet with it, ``check-config``
+    checks every entry with it.
+
+    :raises InputError: a ``rate=`` xl refuses, a ``bridge=``/``vifname=`` that is
+        not a netdev name; each naming the value as written and ``where``.
+    """
+    spec: Dict[str, str] = {}
+    for item in text.split(","):
+        key, eq, value = item.strip().partition("=")
+        if eq and key.strip() in VIF_LINE_KEYS:
+            spec[key.strip()] = value.strip()
+    values: Dict[str, str] = {}
+    if "rate" in spec:
+        source = f"{where} (vif rate=)"
+        xenrate.xl_rate_bits_per_s(spec["rate"], source)  # errors quote it as given
+        values["xen_rate"] = xenrate.parse_xl_rate(spec["rate"], source)
+        values["xen_rate_source"] = source
+    if "bridge" in spec:
+        values["bridge"] = check_ifname(spec["bridge"], f"{where} (vif bridge=)", "bridge")
+    if "mac" in spec:
+        values["mac"] = spec["mac"]
+    if "vifname" in spec:
+        values["vif"] = check_ifname(spec["vifname"], f"{where} (vif vifname=)", "vifname")
+    return values
 
 
 _NAME_LINE = re.compile(r"(?:^|;)[ \t]*name[ \t]*=[ \t]*(['\"])(.*?)\1", re.MULTILINE)

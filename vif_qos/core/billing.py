@@ -38,31 +38,6 @@ MAX_INTERVAL_S = 750
 #: The percentile burstable billing charges.
 BILLING_PERCENT = 95
 
-_DURATION_UNITS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60,
-                   "h": 3600, "hour": 3600, "hours": 3600, "d": 86400, "day": 86400,
-                   "days": 86400, "w": 604800, "week": 604800, "weeks": 604800}
-_DURATION = re.compile(r"([0-9]+)\s*([a-z]*)")
-
-
-def parse_duration(text: str, source: Optional[str] = None, what: str = "duration") -> int:
-    """``90s``, ``30m``, ``1h``, ``400d``, ``2w`` (bare = seconds) -> whole seconds.
-
-    :returns: seconds, 1..100 years.
-    :raises InputError: malformed, unknown unit, 0, or above 100 years.
-    """
-    if not isinstance(text, str):
-        raise InputError(f"{what}: expected a single value", token=str(text), source=source)
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not match or match.group(2) not in _DURATION_UNITS and match.group(2) != "":
-        raise InputError(f"{what}: not a duration (a whole number and s, m, h, d or w, "
-                         f"e.g. 1h, 400d)", token=text, source=source)
-    seconds = int(match.group(1)) * _DURATION_UNITS.get(match.group(2) or "s", 1)
-    if seconds == 0:
-        raise InputError(f"{what}: must not be 0", token=text, source=source)
-    if seconds > 100 * 366 * 86400:
-        raise InputError(f"{what}: above 100 years", token=text, source=source)
-    return seconds
-
 
 # --- the percentile ---------------------------------------------------------------
 
@@ -218,8 +193,9 @@ class DirectionStats:
 @dataclass(frozen=True)
 class Stats:
     """A guest, uplink or the total over a period. ``p95_bits_per_s`` is the 95th of
-    max(in, out) per slot (what burstable billing charges); ``slots`` how many slots
-    have a rate out of ``slots_expected``; ``gaps`` the missing runs as (from, to)."""
+    max(in, out) per slot (what burstable billing charges) and ``p95_slot`` the slot
+    that has it (:func:`percentile_slot`); ``slots`` how many slots have a rate out
+    of ``slots_expected``; ``gaps`` the missing runs as (from, to)."""
 
     inbound: DirectionStats
     outbound: DirectionStats
@@ -227,6 +203,7 @@ class Stats:
     slots: int
     slots_expected: int
     gaps: Tuple[Tuple[int, int], ...] = ()
+    p95_slot: Optional[int] = None
 
     @property
     def coverage(self) -> float:
@@ -239,10 +216,27 @@ def expected_slots(from_s: float, to_s: float, slot_s: int = SLOT_S) -> List[int
     return list(range(first, int(to_s) - slot_s + 1, slot_s))
 
 
+def percentile_slot(rates: SlotRates, slots: Iterable[int],
+                    percent: int = BILLING_PERCENT) -> Optional[int]:
+    """Of ``slots`` (each must have a rate in ``rates``), the one whose max(in, out)
+    is the nearest-rank ``percent``-th (:func:`nearest_rank`, slots sorted by rate,
+    then by time: of equal rates, the later slot ranks higher); None when there is
+    none. The one ranking of the 95th: :func:`stats`
+    takes the value from this slot, so "the slot of the 95th" and "the 95th"
+    never disagree."""
+    order = sorted(slots, key=lambda s: (max(rates[s]), s))
+    if not order:
+        return None
+    return order[rank_position(len(order), percent) - 1]
+
+
 def stats(rates: SlotRates, in_bytes: int, out_bytes: int, from_s: float, to_s: float,
           slot_s: int = SLOT_S, percent: int = BILLING_PERCENT) -> Stats:
     """Summarise one guest/uplink/total: ``rates`` its slot rates within the period,
-    ``in_bytes``/``out_bytes`` the bytes counted in the period."""
+    ``in_bytes``/``out_bytes`` the bytes counted in the period. Only the complete
+    slots inside ``from_s``..``to_s`` (:func:`expected_slots`; ``to_s`` no later
+    than now for a running period) count for the averages and the 95th: a slot cut
+    by the period's start or end, or still running, is not a 5-minute average."""
     want = expected_slots(from_s, to_s, slot_s)
     have = [s for s in want if s in rates]
     gaps: List[Tuple[int, int]] = []
@@ -254,22 +248,15 @@ def stats(rates: SlotRates, in_bytes: int, out_bytes: int, from_s: float, to_s: 
                 gaps.append((slot, slot + slot_s))
     ins = [rates[s][0] for s in have]
     outs = [rates[s][1] for s in have]
-    both = [max(rates[s]) for s in have]
+    top = percentile_slot(rates, have, percent)
 
     def avg(values):
         return sum(values) / len(values) if values else None
 
     return Stats(DirectionStats(in_bytes, avg(ins), nearest_rank(ins, percent)),
                  DirectionStats(out_bytes, avg(outs), nearest_rank(outs, percent)),
-                 nearest_rank(both, percent), len(have), len(want), tuple(gaps))
-
-
-def p95_slot(rates: SlotRates, percent: int = BILLING_PERCENT) -> Optional[int]:
-    """The slot whose max(in, out) is the total's 95th (the earliest such on ties)."""
-    if not rates:
-        return None
-    order = sorted(rates, key=lambda s: (max(rates[s]), s))
-    return order[rank_position(len(order), percent) - 1]
+                 None if top is None else max(rates[top]), len(have), len(want),
+                 tuple(gaps), top)
 
 
 # --- billing periods --------------------------------------------------------------

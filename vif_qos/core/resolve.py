@@ -87,7 +87,9 @@ from vif_qos.core import xenrate
 from vif_qos.errors import InputError
 from vif_qos.model import (ClassPlan, InboundPlan, LeafQdiscPlan, OutboundPlan, UplinkPlan,
                            VifFacts, VifPlan)
-from vif_qos.core.settings import BUILTIN, KERNEL_MAX_BUCKET_US, Policy
+from vif_qos.core.settings import BUILTIN, Policy, PoolSettings
+from vif_qos.core.sizing import (GSO_MAX_BYTES, gso_packet_wire_bytes, rate_floor_problem,
+                                 seconds_text)
 
 HZ = 100
 HTB_MTU_BYTES = 1600
@@ -95,12 +97,6 @@ R2Q = 10
 QUANTUM_MAX_BYTES = 200_000
 DEFAULT_LATENCY_US = 50_000
 POOL_MEMBER_SHARE = 100
-#: The largest GSO packet a netdev takes by default, bytes (GSO_LEGACY_MAX_SIZE,
-#: include/linux/netdevice.h; netback's vif and a veth keep it).
-GSO_MAX_BYTES = 65536
-#: Ethernet + IPv6 + TCP-with-timestamps headers, bytes: what tc adds per further
-#: segment of a GSO packet (net/core/dev.c ``qdisc_pkt_len_init``), worst case.
-GSO_SEGMENT_HEADER_BYTES = 14 + 40 + 32
 
 #: Layer names, lowest precedence first.
 LAYERS = ("built-in", "policy defaults", "pool", "xen rate", "domain qos", "policy entry",
@@ -110,37 +106,6 @@ LAYERS = ("built-in", "policy defaults", "pool", "xen rate", "domain qos", "poli
 def _whole_bytes(bits: int) -> int:
     """Round a derived rate down to whole bytes per second, at least 8 bit/s."""
     return max(8, bits // 8 * 8)
-
-
-def gso_packet_wire_bytes(mtu_bytes: int) -> int:
-    """One 64 KiB GSO packet as tc counts it (``qdisc_pkt_len``), at ``mtu_bytes``.
-
-    Segments: ceil((64 KiB - headers) / MSS) with MSS = mtu - 72 (IPv6 40 + TCP
-    with timestamps 32); each segment after the first adds 86 header bytes
-    (Ethernet 14 + 72). 69406 bytes at mtu 1500. Pure; ``mtu_bytes`` > 72.
-    """
-    mss = mtu_bytes - (GSO_SEGMENT_HEADER_BYTES - 14)
-    segments = -(-(GSO_MAX_BYTES - GSO_SEGMENT_HEADER_BYTES) // mss)
-    return GSO_MAX_BYTES + (segments - 1) * GSO_SEGMENT_HEADER_BYTES
-
-
-def _secs(size_bytes: int, rate_bits_per_s: int) -> str:
-    return f"{size_bytes * 8 / rate_bits_per_s:.4g} s"
-
-
-def rate_floor_problem(rate_bits_per_s: int, frame_bytes: int) -> Optional[str]:
-    """Why ``rate_bits_per_s`` is too slow for a token bucket, or None when it is not.
-
-    One full frame (``frame_bytes``: MTU plus the Ethernet header) must pass within
-    the longest time the kernel keeps in a bucket, 4.29 s (bucket times are u32
-    nanoseconds: net/sched/sch_tbf.c, ``PSCHED_TICKS2NS``); below about 2.9 kbit/s
-    at MTU 1500 it does not. Used for every rate: vifs' and the shared classes'.
-    """
-    if frame_bytes * 8 * 1_000_000 > rate_bits_per_s * KERNEL_MAX_BUCKET_US:
-        return (f"one full frame ({frame_bytes} bytes) takes "
-                f"{_secs(frame_bytes, rate_bits_per_s)} at this rate, beyond the 4.29 s "
-                f"the kernel can keep in a bucket (sch_tbf.c)")
-    return None
 
 
 class _Resolver:
@@ -201,7 +166,7 @@ class _Resolver:
         if value > cap:
             self.notes.append(
                 f"{name.split('.')[0]} {item.written_as} {item.token} ({item.source}) is "
-                f"{_secs(value, rate_bits_per_s)} of traffic at {rate_word}: corrected to "
+                f"{seconds_text(value, rate_bits_per_s)} of traffic at {rate_word}: corrected to "
                 f"{cap} bytes (max_burst_time {units.format_time(cap_time_us)}, "
                 f"{self.policy.source('host.max_burst_time')})")
             self.sources[name] = f"corrected ({item.source}): at most max_burst_time " \
@@ -531,6 +496,37 @@ def _xen_rate_layer(facts: VifFacts, policy: Policy, notes: List[str]
     return layer
 
 
+def _pool_of(item: Optional[specmod.SpecValue], policy: Policy) -> Optional[str]:
+    """The pool ``item`` names (None: no ``pool`` key, or ``pool = none``).
+
+    :raises InputError: a pool the policy does not define."""
+    unknown = specmod.unknown_pool(item, policy.pools)
+    if unknown is not None:
+        raise unknown
+    return None if item is None or item.value is None else str(item.value)
+
+
+def _pool_layer(pool: PoolSettings) -> Dict[str, specmod.SpecValue]:
+    """The pool's layer of a member's plan: ``member_rate`` as ``rate_out``
+    (default: the pool's rate/100) and ``member_ceil`` as ``ceil`` (default: the
+    pool's ceil), each with its source."""
+    member_rate = pool.member_rate_bits_per_s
+    rate_source = pool.sources.get("member_rate")
+    if member_rate is None:
+        member_rate = _whole_bytes(pool.rate_bits_per_s // POOL_MEMBER_SHARE)
+        rate_source = f"derived: pool {pool.name}'s rate/{POOL_MEMBER_SHARE} " \
+                      f"({pool.sources.get('rate', pool.source)})"
+    member_ceil = pool.member_ceil_bits_per_s or pool.effective_ceil_bits_per_s
+    ceil_source = pool.sources.get("member_ceil") or pool.sources.get("ceil") \
+        or pool.sources.get("rate", pool.source)
+    return {
+        "rate_out": specmod.SpecValue("rate_out", member_rate, units.format_rate(member_rate),
+                                      str(rate_source), "member_rate"),
+        "ceil": specmod.SpecValue("ceil", member_ceil, units.format_rate(member_ceil),
+                                  ceil_source, "member_ceil"),
+    }
+
+
 def plan_vif(facts: VifFacts, policy: Policy,
              domain_qos: Optional[Tuple[str, str]] = None,
              overrides: Sequence[Dict[str, specmod.SpecValue]] = ()) -> VifPlan:
@@ -564,33 +560,10 @@ def plan_vif(facts: VifFacts, policy: Policy,
         resolver.add_layer("override", layer)
 
     pool_item, _ = resolver.get("pool")
-    pool_name: Optional[str] = None
-    pool_source = BUILTIN
-    if pool_item is not None:
-        pool_source = pool_item.source
-        if pool_item.value is not None:
-            if pool_item.value not in policy.pools:
-                raise InputError(f"pool: unknown pool (defined: "
-                                 f"{', '.join(policy.pools) or 'none'})",
-                                 token=pool_item.token, source=pool_item.source)
-            pool_name = str(pool_item.value)
-            pool = policy.pools[pool_name]
-            member_rate = pool.member_rate_bits_per_s
-            rate_source = pool.sources.get("member_rate")
-            if member_rate is None:
-                member_rate = _whole_bytes(pool.rate_bits_per_s // POOL_MEMBER_SHARE)
-                rate_source = f"derived: pool {pool_name}'s rate/{POOL_MEMBER_SHARE} " \
-                              f"({pool.sources.get('rate', pool.source)})"
-            member_ceil = pool.member_ceil_bits_per_s or pool.effective_ceil_bits_per_s
-            ceil_source = pool.sources.get("member_ceil") or pool.sources.get("ceil") \
-                or pool.sources.get("rate", pool.source)
-            resolver.add_layer("pool", {
-                "rate_out": specmod.SpecValue("rate_out", member_rate,
-                                              units.format_rate(member_rate), str(rate_source),
-                                              "member_rate"),
-                "ceil": specmod.SpecValue("ceil", member_ceil, units.format_rate(member_ceil),
-                                          ceil_source, "member_ceil"),
-            })
+    pool_source = BUILTIN if pool_item is None else pool_item.source
+    pool_name = _pool_of(pool_item, policy)
+    if pool_name is not None:
+        resolver.add_layer("pool", _pool_layer(policy.pools[pool_name]))
 
     inbound = resolver.inbound()
     outbound = resolver.outbound(pool_name, pool_source)

@@ -126,6 +126,18 @@ def parse_value(key: str, raw: object, source: str, what: Optional[str] = None) 
     return text
 
 
+def unknown_pool(item: Optional[SpecValue], pool_names: Iterable[str]) -> Optional[InputError]:
+    """The error for a ``pool`` value that names none of ``pool_names`` (the policy's
+    ``[pools]``), or None when ``item`` is absent, ``none`` or a defined pool. The
+    one check of "unknown pool" for the policy file, the domain config files,
+    ``set``/``assign`` and every plan: the callers raise it or collect it."""
+    names = list(pool_names)
+    if item is None or item.value is None or item.value in names:
+        return None
+    return InputError(f"pool: unknown pool (defined: {', '.join(names) or 'none'})",
+                      token=item.token, source=item.source)
+
+
 def canonical_keys(word: str, source: str) -> Tuple[str, ...]:
     """The canonical keys a written key word sets; :class:`InputError` if unknown."""
     lowered = word.strip().lower()

@@ -1,51 +1,56 @@
 """Auto-overage wiring: the recorded rates -> :func:`vif_qos.core.overage.decide` ->
-the day-2 override commands, every move recorded in the usage database.
+the override API, every move recorded in the usage database.
 
-The action goes through one small adapter, :func:`run_override`: ``vif-qos assign
-NAME:DEVID POOL --for SECONDSs --reason auto-overage`` to move a guest in (an override
-that expires at the period's end) and ``vif-qos unset NAME:DEVID pool`` to let it out
-(the override commands of the day-2 operations; where this vif-qos has none, the
-move is recorded with the command's error as its outcome and retried next run).
+The action goes through one small adapter, :func:`run_override`, which calls what
+``vif-qos assign``/``unset`` call (:func:`vif_qos.xen.reload.set_override` and
+:func:`~vif_qos.xen.reload.unset_override`): ``pool=POOL`` for ``NAME:DEVID``
+with an expiry at the period's end and reason ``auto-overage`` to move a guest in,
+the override's ``pool`` key removed to let it out. A move that fails is recorded
+with the error as its outcome and retried next run.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from vif_qos.core import billing
 from vif_qos.core.overage import REASON, Decision, GuestLoad, OverageSettings, decide, \
     pool_membership
 from vif_qos.core.settings import Policy
+from vif_qos.errors import VifQosError
 from vif_qos.usage.store import Move, UsageStore
 
 #: Runs one decision; returns ``"done"`` or why it failed (one line).
 Action = Callable[[Decision], str]
 
-OVERRIDE_TIMEOUT_S = 60
 
+def run_override(decision: Decision, conf: Optional[str] = None) -> str:
+    """The adapter: carry out ``decision`` through the override API, under the host
+    lock as ``vif-qos assign``/``unset`` do, with the policy file ``conf`` (None:
+    ``$VIF_QOS_CONFIG`` or the default). Returns ``"done"``, or ``"failed (exit
+    N): ..."`` with the one-line error and the exit status the command would have
+    given; never raises (a record run goes on with its other moves)."""
+    from vif_qos.xen.reload import set_override, unset_override
 
-def override_argv(decision: Decision) -> List[str]:
-    """The vif-qos command line that carries out ``decision``."""
-    base = [sys.executable, "-m", "vif_qos"]
-    if decision.action == "assign":
-        return base + ["assign", decision.target, decision.pool, "--for",
-                       f"{decision.for_s}s", "--reason", REASON]
-    return base + ["unset", decision.target, "pool"]
-
-
-def run_override(decision: Decision) -> str:
-    """The adapter: run the override command; ``"done"`` or its error line."""
+    command = "assign" if decision.action == "assign" else "unset"
     try:
-        res = subprocess.run(override_argv(decision), stdin=subprocess.DEVNULL,
-                             capture_output=True, text=True, timeout=OVERRIDE_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return f"failed: {err}"
-    if res.returncode == 0:
-        return "done"
-    last = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
-    return f"failed (exit {res.returncode}): {last}"
+        if command == "assign":
+            report = set_override(decision.target, f"pool={decision.pool}", reason=REASON,
+                                  for_s=decision.for_s, conf=conf)
+        else:
+            report = unset_override(decision.target, ["pool"], conf=conf)
+    except VifQosError as err:
+        return f"failed (exit {err.exit_status}): vif-qos {command}: {err.one_line()}"
+    except Exception as err:  # a bug in one move must not stop the record run
+        return (f"failed (exit 1): vif-qos {command}: internal error: "
+                f"{type(err).__name__}: {' '.join(str(err).split())}")
+    if report.status:
+        errors = [f"{v.vif}: {v.error}" for v in report.result.vifs if v.error]
+        errors += [f"{vif}: {message}" for vif, message, _s in report.failed]
+        return (f"failed (exit {report.status}): vif-qos {command}: "
+                f"{' '.join((errors or ['kernel refused a change'])[0].split())}")
+    return "done"
 
 
 def settings_of(policy: Policy) -> Optional[OverageSettings]:
@@ -99,9 +104,11 @@ def plan_moves(store: UsageStore, policy: Policy, now_s: float,
     return decide(now_s, period[1], so_far, guests, settings)
 
 
-def act(store: UsageStore, policy: Policy, now_s: float, action: Action = run_override,
+def act(store: UsageStore, policy: Policy, now_s: float, action: Optional[Action] = None,
         present: Optional[Sequence[Tuple[str, int]]] = None) -> List[Move]:
-    """Decide, carry out through ``action``, record every move; return them."""
+    """Decide, carry out through ``action`` (default :func:`run_override` with the
+    policy's own file), record every move; return them."""
+    action = action or partial(run_override, conf=policy.path)
     done = []
     for d in plan_moves(store, policy, now_s, present):
         outcome = action(d)

@@ -34,11 +34,32 @@ def plot(rep: Report, path: str, title: Optional[str] = None) -> None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
+    fig, ax = plt.subplots(figsize=(11, 4.5), dpi=90)
+    try:
+        _draw_total(ax, rep)
+        for name, _st, urates in rep.uplinks:
+            us = sorted(urates)
+            ax.step([_when(s) for s in us], [max(urates[s]) / 1e6 for s in us], where="post",
+                    linestyle=":", color="tab:blue", linewidth=1.2,
+                    label=f"uplink {name}, max(in, out)")
+        _draw_lines_and_axes(ax, rep, title)
+        fig.tight_layout()
+        fig.savefig(path, pil_kwargs={"optimize": True})
+    finally:
+        plt.close(fig)
+
+
+def _when(slot_s: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(slot_s, datetime.timezone.utc)
+
+
+def _draw_total(ax, rep: Report) -> None:
+    """The total's max(in, out) per slot, and under it the top guests' contributions
+    (each in the direction that is the total's max in that slot) and the others."""
     slots = sorted(rep.total_rates)
-    times = [datetime.datetime.fromtimestamp(s, datetime.timezone.utc) for s in slots]
-    p95_slot_rates = [rep.total_rates[s] for s in slots]
+    if not slots:
+        return
     # per slot, the direction burstable billing counts there: max(in, out) of the total
     direction = {s: 0 if rep.total_rates[s][0] >= rep.total_rates[s][1] else 1 for s in slots}
     p95 = rep.total.p95_bits_per_s
@@ -49,46 +70,42 @@ def plot(rep: Report, path: str, title: Optional[str] = None) -> None:
         return sum(rates.get(s, (0.0, 0.0))[direction[s]] for s in busy) / max(1, len(busy))
 
     top = sorted(rep.guests, key=lambda g: (-busy_mean(g), g[0]))[:TOP_GUESTS]
-    fig, ax = plt.subplots(figsize=(11, 4.5), dpi=90)
-    try:
-        if slots:
-            layers, labels = [], []
-            for guest in top:
-                (name, devid), _st, rates, _share = guest
-                layers.append([rates.get(s, (0.0, 0.0))[direction[s]] / 1e6 for s in slots])
-                labels.append(f"{name}:{devid} (avg {busy_mean(guest) / 1e6:.2f} in the "
-                              f"busiest 5 %)")
-            others = [max(rep.total_rates[s]) / 1e6 - sum(layer[i] for layer in layers)
-                      for i, s in enumerate(slots)]
-            if any(v > 1e-9 for v in others):
-                layers.append([max(0.0, v) for v in others])
-                labels.append("others")
-            if layers:
-                ax.stackplot(times, layers, labels=labels, alpha=0.55, step="post")
-            ax.step(times, [max(v) / 1e6 for v in p95_slot_rates], where="post",
-                    color="black", linewidth=0.8, label="total, max(in, out)")
-        for name, _st, urates in rep.uplinks:
-            us = sorted(urates)
-            ax.step([datetime.datetime.fromtimestamp(s, datetime.timezone.utc) for s in us],
-                    [max(urates[s]) / 1e6 for s in us], where="post", linestyle=":",
-                    color="tab:blue", linewidth=1.2, label=f"uplink {name}, max(in, out)")
-        if p95 is not None:
-            ax.axhline(p95 / 1e6, color="tab:red", linewidth=1.5,
-                       label=f"total 95th {p95 / 1e6:.2f} Mbit/s")
-        if rep.target_bits_per_s:
-            ax.axhline(rep.target_bits_per_s / 1e6, color="tab:green", linestyle="--",
-                       linewidth=1.5, label=f"target {rep.target_bits_per_s / 1e6:.2f} Mbit/s")
-        ax.set_ylabel(f"Mbit/s ({rep.slot_s} s averages)" if rep.slot_s != 300
-                      else "Mbit/s (5-minute averages)")
-        ax.set_ylim(bottom=0)
-        locator = AutoDateLocator()
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-        ax.set_title(title or "vif-qos usage: max(in, out) by guest (UTC)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
-                  borderaxespad=0)
-        ax.grid(True, alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, pil_kwargs={"optimize": True})
-    finally:
-        plt.close(fig)
+    times = [_when(s) for s in slots]
+    layers, labels = [], []
+    for guest in top:
+        (name, devid), _st, rates, _share = guest
+        layers.append([rates.get(s, (0.0, 0.0))[direction[s]] / 1e6 for s in slots])
+        labels.append(f"{name}:{devid} (avg {busy_mean(guest) / 1e6:.2f} in the "
+                      f"busiest 5 %)")
+    others = [max(rep.total_rates[s]) / 1e6 - sum(layer[i] for layer in layers)
+              for i, s in enumerate(slots)]
+    if any(v > 1e-9 for v in others):
+        layers.append([max(0.0, v) for v in others])
+        labels.append("others")
+    if layers:
+        ax.stackplot(times, layers, labels=labels, alpha=0.55, step="post")
+    ax.step(times, [max(rep.total_rates[s]) / 1e6 for s in slots], where="post",
+            color="black", linewidth=0.8, label="total, max(in, out)")
+
+
+def _draw_lines_and_axes(ax, rep: Report, title: Optional[str]) -> None:
+    """The total's 95th and the target as lines; axes, title, legend, grid."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    p95 = rep.total.p95_bits_per_s
+    if p95 is not None:
+        ax.axhline(p95 / 1e6, color="tab:red", linewidth=1.5,
+                   label=f"total 95th {p95 / 1e6:.2f} Mbit/s")
+    if rep.target_bits_per_s:
+        ax.axhline(rep.target_bits_per_s / 1e6, color="tab:green", linestyle="--",
+                   linewidth=1.5, label=f"target {rep.target_bits_per_s / 1e6:.2f} Mbit/s")
+    ax.set_ylabel(f"Mbit/s ({rep.slot_s} s averages)" if rep.slot_s != 300
+                  else "Mbit/s (5-minute averages)")
+    ax.set_ylim(bottom=0)
+    locator = AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.set_title(title or "vif-qos usage: max(in, out) by guest (UTC)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+              borderaxespad=0)
+    ax.grid(True, alpha=0.3)

@@ -6,7 +6,9 @@ guest's share of the total's 95th, and the auto-overage moves. The arithmetic is
 ``total`` sums all guests per 5-minute slot before its percentiles are taken (also
 with ``--domain``, which only narrows the guest list). A guest's ``share_of_total_p95``
 is its rate, in the direction that set the total's max(in, out), in the slot that is
-the total's 95th, divided by the total's 95th: the guests' shares add up to 1.
+the total's 95th, divided by the total's 95th: the guests' shares add up to 1. That
+slot is the one the 95th was taken from (``Stats.p95_slot``): one of the complete
+slots inside the period, up to now.
 """
 
 from __future__ import annotations
@@ -45,10 +47,15 @@ def iso(time_s: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time_s))
 
 
+def _in_period(iv: billing.Interval, from_s: float, to_s: float) -> bool:
+    """An interval counts in the period that holds its midpoint."""
+    return from_s <= (iv.start_s + iv.end_s) / 2 < to_s
+
+
 def _group(ivals: Iterable[billing.Interval], from_s: float, to_s: float, slot_s: int):
     """Per series: (slot rates, in bytes, out bytes) of intervals with their
     midpoint in the period."""
-    kept = [iv for iv in ivals if from_s <= (iv.start_s + iv.end_s) / 2 < to_s]
+    kept = [iv for iv in ivals if _in_period(iv, from_s, to_s)]
     rates = billing.series_slot_rates(kept, slot_s)
     sums: Dict[Hashable, List[int]] = {}
     for iv in kept:
@@ -89,21 +96,27 @@ def build(samples: Sequence[Sample], from_s: float, to_s: float, now_s: float,
     total = billing.stats(total_rates, sum(s.inbound.bytes for s, _r in per_guest.values()),
                           sum(s.outbound.bytes for s, _r in per_guest.values()), from_s, end,
                           slot_s)
-    p95_slot = billing.p95_slot(total_rates)
-    guests = []
-    for g in sorted(per_guest):
-        if domain is not None and g[0] != domain:
-            continue
-        st, r = per_guest[g]
-        share = None
-        if p95_slot is not None and total.p95_bits_per_s:
-            t_in, t_out = total_rates[p95_slot]
-            g_in, g_out = r.get(p95_slot, (0.0, 0.0))
-            share = (g_in if t_in >= t_out else g_out) / total.p95_bits_per_s
-        guests.append((g, st, r, share))
+    guests = [(g, st, r, share_of_total_p95(r, total, total_rates))
+              for g, (st, r) in sorted(per_guest.items())
+              if domain is None or g[0] == domain]
     uplinks = [(name,) + summarise(parts) for name, parts in sorted(uplink_parts.items())]
     return Report(from_s, to_s, guests, total, total_rates, uplinks, list(moves),
                   target_bits_per_s, slot_s)
+
+
+def share_of_total_p95(rates: SlotRates, total: Stats, total_rates: SlotRates
+                       ) -> Optional[float]:
+    """A guest's part of the total's 95th: its rate in the slot of the total's 95th
+    (``total.p95_slot``, the slot :func:`vif_qos.core.billing.stats` took the 95th
+    from), in the direction that set the total's max(in, out) there, divided by
+    that 95th; 0..1, the guests' shares adding up to 1. None when the total has no
+    positive 95th."""
+    slot = total.p95_slot
+    if slot is None or not total.p95_bits_per_s:
+        return None
+    t_in, t_out = total_rates[slot]
+    g_in, g_out = rates.get(slot, (0.0, 0.0))
+    return (g_in if t_in >= t_out else g_out) / total.p95_bits_per_s
 
 
 def _num(value: Optional[float]):
@@ -219,6 +232,41 @@ def to_csv(rep: Report) -> str:
     for name, st, _r in rep.uplinks:
         row(f"uplink:{name}", "", st, None)
     return buf.getvalue()
+
+
+# -- a samples file's own span ----------------------------------------------------------
+
+
+def samples_span(samples: Sequence[Sample], slot_s: int = billing.SLOT_S
+                 ) -> Tuple[float, float]:
+    """The period ``report --samples`` covers without ``--period``/``--from``: from
+    the start of the first sample's slot to the last sample (every interval
+    between them counts; the slot the first one falls in is whole).
+
+    :raises ValueError: no samples.
+    """
+    if not samples:
+        raise ValueError("no samples")
+    return (billing.slot_of(min(s.wall_s for s in samples), slot_s),
+            max(s.wall_s for s in samples))
+
+
+def holds_samples(samples: Sequence[Sample], from_s: float, to_s: float) -> bool:
+    """Whether any interval between ``samples`` counts in ``from_s``..``to_s``."""
+    return any(_in_period(iv, from_s, to_s) for iv in billing.intervals(samples))
+
+
+def samples_hint(samples: Sequence[Sample], day: int = 1) -> str:
+    """Where ``samples`` lie and which billing period(s) (starting on ``day``) hold
+    them, for a period that holds none: ``the samples lie in A .. B (--period
+    2026-03 holds them)``."""
+    first = min(s.wall_s for s in samples)
+    last = max(s.wall_s for s in samples)
+    names = [time.strftime("%Y-%m", time.gmtime(billing.period_containing(t, day)[0]))
+             for t in (first, last)]
+    which = (f"--period {names[0]} holds them" if names[0] == names[1] else
+             f"--period {names[0]} to {names[1]} hold them")
+    return f"the samples lie in {iso(first)} .. {iso(last)} ({which})"
 
 
 def read_samples_csv(path: str) -> List[Sample]:

@@ -273,11 +273,10 @@ def change_overrides(edit: Callable[[ovr.Overrides, _Scene], ovr.Overrides],
 def _check_pool(spec_text: str, policy: Policy) -> None:
     for word, value, source in specmod.split_spec(spec_text, "SPEC"):
         if word.strip().lower() == "pool":
-            name = value.strip()
-            if name.lower() not in specmod.NONE_WORDS and name not in policy.pools:
-                raise InputError(f"pool: unknown pool (defined: "
-                                 f"{', '.join(policy.pools) or 'none'})", token=name,
-                                 source=source)
+            unknown = specmod.unknown_pool(
+                specmod.parse_items([(word, value, source)]).get("pool"), policy.pools)
+            if unknown is not None:
+                raise unknown
 
 
 def set_override(target: str, spec_text: str, *, who: Optional[str] = None,
