@@ -377,3 +377,50 @@ def test_override_adapter_reports_a_failing_command(tmp_path, monkeypatch):
                                     "auto-overage: test"))
     assert outcome.startswith("failed (exit ") and len(outcome.splitlines()) == 1
     assert not (tmp_path / "state" / "overrides.conf").exists()
+
+
+def test_auto_overage_projects_from_the_complete_slots_report_ranks(state):
+    """The projection's "so far" is the period's complete slots (what report's 95th
+    ranks); the slot still running counts among the slots left, at the current total.
+    A burst inside the running slot must not enter "so far" as if it were a whole
+    slot's average."""
+    from vif_qos.core.billing import expected_slots
+    from vif_qos.usage.overage import loads
+
+    period = (T0, T0 + 31 * 86400)
+    out = 0
+    with UsageStore() as st:
+        for i in range(5):          # four complete slots at 1 Mbit/s
+            st.add_samples(T0 + 300 * i, "b", 300.0 * i, [reading(key("web"), 0, out)])
+            out += 37_500_000
+        out -= 37_500_000
+        # 60 s into the fifth slot: a burst at 50 Mbit/s
+        st.add_samples(T0 + 1260, "b", 1260.0, [reading(key("web"), 0, out + 375_000_000)])
+        now = T0 + 1260
+        so_far, guests = loads(st, now, period, 3600)
+    assert len(so_far) == len(expected_slots(T0, now)) == 4
+    assert max(so_far) == pytest.approx(1 * MBIT, rel=1e-6)
+
+
+def test_auto_overage_counts_every_slot_of_the_period_once():
+    """Complete slots so far plus slots left (the running one included) are the
+    period's slots: mid-slot, the running slot is projected, not dropped."""
+    from vif_qos.core import overage as ov
+    from vif_qos.core.billing import expected_slots
+
+    seen = {}
+    real = ov.project_p95
+
+    def spy(so_far, current, left):
+        seen["n"] = len(so_far) + left
+        return real(so_far, current, left)
+
+    now = NOW + 120                          # two minutes into a slot
+    so_far = [5 * MBIT] * len(expected_slots(T0, now))
+    guests = [load("heavy1:0", [20 * MBIT])]
+    try:
+        ov.project_p95 = spy
+        ov.decide(now, END, so_far, guests, SETTINGS)
+    finally:
+        ov.project_p95 = real
+    assert seen["n"] == len(expected_slots(T0, END))

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from vif_qos.core.billing import SLOT_S, project_p95
+from vif_qos.core.billing import SLOT_S, expected_slots, project_p95
 
 REASON = "auto-overage"
 
@@ -87,11 +87,14 @@ def _mbit(bits: float) -> str:
 def decide(now_s: float, period_end_s: float, total_so_far: Sequence[float],
            guests: Sequence[GuestLoad], settings: OverageSettings) -> List[Decision]:
     """The moves to make now (see the module doc). ``total_so_far``: the period's
-    total max(in, out) slot rates up to now, bits/s."""
+    total max(in, out) rates of its complete slots up to now, bits/s (the slots
+    :func:`vif_qos.core.billing.stats` ranks); the slot still running and every later
+    one of the period are projected at the current total."""
     if not guests:
         return []
     target = settings.target_bits_per_s
-    slots_left = max(0, int((period_end_s - now_s) // SLOT_S))
+    running_slot_s = int(now_s) - int(now_s) % SLOT_S
+    slots_left = len(expected_slots(running_slot_s, period_end_s))
     fair = target / len(guests)
     pooled = {g.target for g in guests if g.in_pool}
     for_s = max(settings.cooldown_s, int(period_end_s - now_s))

@@ -79,7 +79,9 @@ def loads(store: UsageStore, now_s: float, period: Tuple[int, int], cooldown_s: 
         per_guest.setdefault(series.guest, []).append(r)
     guest_rates = {g: billing.sum_slot_rates(parts) for g, parts in per_guest.items()}
     total = billing.sum_slot_rates(guest_rates.values())
-    so_far = [max(v) for slot, v in total.items() if period[0] <= slot < now_s]
+    # The complete slots of the period so far, as report ranks them (billing.stats).
+    so_far = [max(total[slot]) for slot in billing.expected_slots(period[0], now_s)
+              if slot in total]
     moves = [(m.wall_s, m.action, m.target) for m in store.moves() if m.outcome == "done"]
     inside = pool_membership(moves)
     window_start = now_s - cooldown_s - billing.SLOT_S
