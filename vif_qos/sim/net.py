@@ -394,7 +394,8 @@ class Measurement:
     * ``wire_bits_per_s``: the least-squares slope of the cumulative wire bits
       (:func:`gso_wire_bytes` of ``wire_interface``: the vif for inbound, the uplink
       for outbound) over samples taken in dom0 every :data:`WIRE_SAMPLE_S` from
-      ``warmup_s`` to ``warmup_s + window_s`` on the monotonic clock. A shaper
+      ``warmup_s`` to ``warmup_s + window_s`` after the flows' data connections are
+      established, on the monotonic clock. A shaper
       passes GSO packets of up to 64 KiB whole (0.5 s at 1 Mbit/s), so the
       cumulative count is a staircase: two end points alone would be off by up to
       a packet at each edge, the slope over all samples much less.
@@ -408,8 +409,8 @@ class Measurement:
     * ``goodput_bits_per_s``: TCP payload bytes the receiver got per second, summed
       over iperf3's receiver intervals inside the same window, an interval that
       straddles an edge counted in proportion to its overlap (iperf3's interval
-      clock starts when its test starts, a few ms after the counter clock's origin;
-      both windows lie in the steady state, so the rates compare). ``goodput_window_s``
+      clock starts when its test starts, within a few ms of the counter clock's
+      origin; both windows lie in the steady state, so the rates compare). ``goodput_window_s``
       is the length of those intervals; ``full_run_goodput_bits_per_s`` is iperf3's
       whole-run receiver figure (includes slow start).
     * ``retransmits``: the sender's TCP retransmissions over the whole run (iperf3's
@@ -753,8 +754,10 @@ class SimHost:
         client (in the receiving namespace, ``-R``, ``--json``, ``-4``/``-6``), run for
         ``warmup_s + window_s + 0.25`` s rounded up to whole seconds (iperf3 takes
         ``-t`` in whole seconds), so ``warmup_s + window_s`` = 2.75 or 3.75 wastes
-        nothing. The wire counters are sampled at ``warmup_s`` and
-        ``warmup_s + window_s`` after the clients start (see :class:`Measurement`);
+        nothing. The wire counters are sampled from ``warmup_s`` to
+        ``warmup_s + window_s`` after every flow's data connection is established
+        (see :class:`Measurement`), iperf3's intervals over the same span of its own
+        clock, which starts there too;
         ``interval_s`` is iperf3's report interval (>= 0.1 s), intervals straddling
         the window's edges are pro-rated. Every process is bounded in time and
         killed on error.
@@ -769,8 +772,8 @@ class SimHost:
         (:meth:`wait_up`).
 
         :raises EnvironmentProblem: iperf3 missing, a link on the path not up, a
-            server did not start within 10 s, a client failed or its JSON lacks the
-            receiver figures.
+            server did not start within 10 s, a client did not connect within 15 s,
+            failed, or its JSON lacks the receiver figures.
         """
         _need_tool("iperf3", "measuring")
         # iperf3 3.12 reads -t as whole seconds (atoi); keep >= 0.25 s of traffic
@@ -782,9 +785,13 @@ class SimHost:
         clients: List[subprocess.Popen] = []
         try:
             self._start_servers(runs, servers)
-            start = time.monotonic()
             clients += [self._iperf3_client(run, run_s, "-i", f"{interval_s:g}", "--json")
                         for run in runs]
+            # The warm-up counts from when every flow's data connection is up,
+            # which is also when iperf3's own interval clock starts (starting
+            # iperf3 through `ip netns exec` takes 10-300 ms, more when busy).
+            self._wait_connected(list(zip(servers, clients, runs)), 1)
+            start = time.monotonic()
             samples = self._sample_wires(sorted({run.wire for run in runs}),
                                          start + warmup_s, start + warmup_s + window_s)
             outputs = [self._client_output(proc, run, run_s)
