@@ -219,9 +219,10 @@ def test_assign_to_pool_and_back_live(dom0):
 #: - window: HTB passes a 64 KiB GSO packet whole (52 ms at 10 Mbit/s), so the
 #:   counted bytes are a staircase that moves the least-squares slope by at most
 #:   1.5 x 64 KiB x 8 / (rate x window): 1.3 % over 6 s (3.9 % over 2 s, most of the
-#:   bound). CUBIC's loss episodes come every ~3 s at this rate (cwnd 63 -> 90
-#:   segments at one per RTT) and idle the link ~20 ms each: under 1 % of a window
-#:   holding two. HTB's burst (14100 B) can add 0.2 %. Together under 2.5 %.
+#:   bound). CUBIC's loss episodes come every ~3 s at this rate (the leaf's drops
+#:   and the sender's retransmissions, seen with tc and ss) and idle the link ~20 ms
+#:   each: under 1 % of a window holding two. HTB's burst (14100 B) can add 0.2 %.
+#:   Together under 2.5 %.
 #: web6's 2 Mbit/s TBF splits GSO packets into frames (its burst is 4100 B):
 #: steps of 1514 B, 0.15 % over 6 s.
 #: (Over measure's default 2 s from 0.75 s, g1 can read 9.3 Mbit/s: that window holds
