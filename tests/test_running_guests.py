@@ -223,7 +223,7 @@ def test_assign_to_pool_and_back_live(dom0):
 #:   and the sender's retransmissions, seen with tc and ss) and idle the link ~20 ms
 #:   each: under 1 % of a window holding two. HTB's burst (14100 B) can add 0.2 %.
 #:   Together under 2.5 %.
-#: web6's 2 Mbit/s TBF splits GSO packets into frames (its burst is 4100 B):
+#: web6's 2 Mbit/s TBF splits GSO packets into frames (its burst is 2500 B):
 #: steps of 1514 B, 0.15 % over 6 s.
 #: (Over measure's default 2 s from 0.75 s, g1 can read 9.3 Mbit/s: that window holds
 #: the end of slow start's recovery and up to 3.9 % of staircase.)
