@@ -890,19 +890,21 @@ class SimHost:
                     self._procs.remove(proc)
 
     @contextmanager
-    def running_flow(self, flow: Flow, seconds: int, sample_s: float = 0.1
-                     ) -> Iterator[List[Tuple[float, int]]]:
-        """Run one iperf3 TCP ``flow`` (at most ``seconds``, whole seconds) while the
-        block runs, sampling the shaped interface's tx byte counter in dom0 every
-        ``sample_s`` (a sample whose read took over ``MAX_SAMPLE_READ_S`` is
-        dropped: its time is uncertain); yields the list of ``(monotonic time,
-        wire bytes)`` samples (the shaped interface's root qdisc's byte counter:
-        ``qdisc_pkt_len`` counts a GSO packet as the segments the wire carries,
-        headers included), which
-        grows while the block runs (the block may change the shaping meanwhile).
-        Leaving the block stops sampling and kills the flow.
+    def running_flow(self, flow: Flow, seconds: int, sample_s: float = 0.1,
+                     connections: int = 1) -> Iterator[List[Tuple[float, int]]]:
+        """Run one iperf3 TCP ``flow`` of ``connections`` parallel TCP connections
+        (iperf3 ``-P``; at most ``seconds``, whole seconds) while the block runs,
+        from when all are connected, sampling the shaped interface's tx byte
+        counter in dom0 every ``sample_s`` (a sample whose read took over
+        ``MAX_SAMPLE_READ_S`` is dropped: its time is uncertain); yields the list of
+        ``(monotonic time, wire bytes)`` samples (the shaped interface's root
+        qdisc's byte counter: ``qdisc_pkt_len`` counts a GSO packet as the segments
+        the wire carries, headers included), which grows while the block runs (the
+        block may change the shaping meanwhile). Leaving the block stops sampling
+        and kills the flow.
 
-        :raises EnvironmentProblem: iperf3 missing, a server that did not start.
+        :raises EnvironmentProblem: iperf3 missing, a server that did not start, a
+            client that did not connect within 15 s.
         """
         _need_tool("iperf3", "measuring")
         run = self._flow_run(flow)
@@ -914,7 +916,8 @@ class SimHost:
         procs: List[subprocess.Popen] = []
         try:
             self._start_servers([run], procs)
-            procs.append(self._iperf3_client(run, seconds))
+            procs.append(self._iperf3_client(run, seconds, "-P", str(connections)))
+            self._wait_connected([(procs[0], procs[1], run)], connections)
             thread.start()
             yield samples
         finally:
