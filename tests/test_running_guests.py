@@ -132,9 +132,9 @@ def mean_rate(samples, start, end):
 #: at once, so that the shaper under test always has a queue: what it sends is its
 #: rate. One connection leaves its leaf empty for up to ~1 s at a time after a move
 #: (seen with tc and ss: backlog 0, cwnd steady, no loss, 8.5-8.8 Mbit/s of 10),
-#: and an RTO after losing whole 64 KiB GSO packets idles it ~0.25 s: a 4 s window
-#: then reads 5-15 % under the rate, though the shaper is right. With four, one
-#: connection's stall is filled by the others.
+#: and losing whole 64 KiB GSO packets can collapse its window (cwnd 4 seen): a 4 s
+#: window then reads 2-6 % under the rate (9.45 Mbit/s seen), though the shaper is
+#: right. With four, one connection's stall is filled by the others.
 LIVE_CONNECTIONS = 4
 #: From the flow's start to the first rate read: slow start's overshoot into a
 #: 10 Mbit/s leaf and its SACK recovery end within ~1.1 s (seen with ss).
