@@ -742,13 +742,18 @@ class SimHost:
                 time.sleep(0.02)
 
     def measure(self, guest: SimGuest, direction: str, family: int = 4,
-                window_s: float = 2.0, warmup_s: float = 0.75) -> Measurement:
+                window_s: float = 2.0, warmup_s: float = 0.75,
+                connections: int = 1) -> Measurement:
         """Measure one TCP flow; see :meth:`measure_many`."""
-        return self.measure_many([Flow(guest, direction, family)], window_s, warmup_s)[0]
+        return self.measure_many([Flow(guest, direction, family)], window_s, warmup_s,
+                                 connections=connections)[0]
 
     def measure_many(self, flows: Sequence[Flow], window_s: float = 2.0,
-                     warmup_s: float = 0.75, interval_s: float = 0.25) -> List[Measurement]:
-        """Run the iperf3 TCP ``flows`` at the same time and measure each.
+                     warmup_s: float = 0.75, interval_s: float = 0.25,
+                     connections: int = 1) -> List[Measurement]:
+        """Run the iperf3 TCP ``flows`` at the same time and measure each, each
+        flow ``connections`` parallel TCP connections (iperf3 ``-P``; its figures
+        are their sum).
 
         Each flow gets its own iperf3 server (in the sending namespace, own port) and
         client (in the receiving namespace, ``-R``, ``--json``, ``-4``/``-6``), run for
@@ -766,10 +771,8 @@ class SimHost:
         acknowledgements would queue behind the other's data. Outbound flows share
         the uplink's counter (their wire figure is the total).
 
-        :param window_s: the measured window, seconds (> 0).
-        :param warmup_s: time before the window, seconds (>= 0).
-        Waits first until every netdev on the flows' paths is operationally up
-        (:meth:`wait_up`).
+        Waits first until every netdev on the flows' paths is up (:meth:`wait_up`).
+        ``window_s`` > 0 and ``warmup_s`` >= 0 are seconds.
 
         :raises EnvironmentProblem: iperf3 missing, a link on the path not up, a
             server did not start within 10 s, a client did not connect within 15 s,
@@ -785,12 +788,12 @@ class SimHost:
         clients: List[subprocess.Popen] = []
         try:
             self._start_servers(runs, servers)
-            clients += [self._iperf3_client(run, run_s, "-i", f"{interval_s:g}", "--json")
-                        for run in runs]
+            clients += [self._iperf3_client(run, run_s, "-i", f"{interval_s:g}", "--json",
+                                            "-P", str(connections)) for run in runs]
             # The warm-up counts from when every flow's data connection is up,
             # which is also when iperf3's own interval clock starts (starting
             # iperf3 through `ip netns exec` takes 10-300 ms, more when busy).
-            self._wait_connected(list(zip(servers, clients, runs)), 1)
+            self._wait_connected(list(zip(servers, clients, runs)), connections)
             start = time.monotonic()
             samples = self._sample_wires(sorted({run.wire for run in runs}),
                                          start + warmup_s, start + warmup_s + window_s)
