@@ -396,7 +396,8 @@ class Measurement:
     * ``wire_bits_per_s``: the least-squares slope of the cumulative wire bits
       (:func:`gso_wire_bytes` of ``wire_interface``: the vif for inbound, the uplink
       for outbound) over samples taken in dom0 every :data:`WIRE_SAMPLE_S` from
-      ``warmup_s`` to ``warmup_s + window_s`` on the monotonic clock. A shaper
+      ``warmup_s`` to ``warmup_s + window_s`` after the flows' data connections are
+      established, on the monotonic clock. A shaper
       passes GSO packets of up to 64 KiB whole (0.5 s at 1 Mbit/s), so the
       cumulative count is a staircase: two end points alone would be off by up to
       a packet at each edge, the slope over all samples much less.
@@ -410,8 +411,8 @@ class Measurement:
     * ``goodput_bits_per_s``: TCP payload bytes the receiver got per second, summed
       over iperf3's receiver intervals inside the same window, an interval that
       straddles an edge counted in proportion to its overlap (iperf3's interval
-      clock starts when its test starts, a few ms after the counter clock's origin;
-      both windows lie in the steady state, so the rates compare). ``goodput_window_s``
+      clock starts when its test starts, within a few ms of the counter clock's
+      origin; both windows lie in the steady state, so the rates compare). ``goodput_window_s``
       is the length of those intervals; ``full_run_goodput_bits_per_s`` is iperf3's
       whole-run receiver figure (includes slow start).
     * ``retransmits``: the sender's TCP retransmissions over the whole run (iperf3's
@@ -674,7 +675,7 @@ class SimHost:
             return self.internet, guest.ns, inet_addr, guest.vif
         if flow.direction == OUTBOUND:
             return guest.ns, self.internet, guest.address(flow.family), self.uplink
-        raise EnvironmentProblem(f"simnet: direction must be inbound or outbound",
+        raise EnvironmentProblem("simnet: direction must be inbound or outbound",
                                  token=str(flow.direction))
 
     def _spawn(self, ns: str, args: Sequence[str]) -> subprocess.Popen:
@@ -721,21 +722,49 @@ class SimHost:
                 pass
         return count
 
+    def _wait_connected(self, pairs: Sequence[Tuple[subprocess.Popen, subprocess.Popen,
+                                                    "_FlowRun"]],
+                        flows: int, timeout_s: float = 15.0) -> None:
+        """Wait until each ``(server, client, run)`` of ``pairs`` has its control
+        connection and ``flows`` data connections established.
+
+        :raises EnvironmentProblem: a client exited, or not all were connected
+            within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        for server, client, run in pairs:
+            while self._established(server.pid, run.port) < flows + 1:
+                exited = client.poll() is not None
+                if exited or time.monotonic() > deadline:
+                    why = (f"exited {client.returncode}: {client.stderr.read().strip()[:200]}"
+                           if exited else f"not within {timeout_s:g} s")
+                    raise EnvironmentProblem(
+                        f"simnet: iperf3 -P {flows} {run.flow.direction} of "
+                        f"{run.flow.guest.name} did not connect all its flows ({why})")
+                time.sleep(0.02)
+
     def measure(self, guest: SimGuest, direction: str, family: int = 4,
-                window_s: float = 2.0, warmup_s: float = 0.75) -> Measurement:
+                window_s: float = 2.0, warmup_s: float = 0.75,
+                connections: int = 1) -> Measurement:
         """Measure one TCP flow; see :meth:`measure_many`."""
-        return self.measure_many([Flow(guest, direction, family)], window_s, warmup_s)[0]
+        return self.measure_many([Flow(guest, direction, family)], window_s, warmup_s,
+                                 connections=connections)[0]
 
     def measure_many(self, flows: Sequence[Flow], window_s: float = 2.0,
-                     warmup_s: float = 0.75, interval_s: float = 0.25) -> List[Measurement]:
-        """Run the iperf3 TCP ``flows`` at the same time and measure each.
+                     warmup_s: float = 0.75, interval_s: float = 0.25,
+                     connections: int = 1) -> List[Measurement]:
+        """Run the iperf3 TCP ``flows`` at the same time and measure each, each
+        flow ``connections`` parallel TCP connections (iperf3 ``-P``; its figures
+        are their sum).
 
         Each flow gets its own iperf3 server (in the sending namespace, own port) and
         client (in the receiving namespace, ``-R``, ``--json``, ``-4``/``-6``), run for
         ``warmup_s + window_s + 0.25`` s rounded up to whole seconds (iperf3 takes
         ``-t`` in whole seconds), so ``warmup_s + window_s`` = 2.75 or 3.75 wastes
-        nothing. The wire counters are sampled at ``warmup_s`` and
-        ``warmup_s + window_s`` after the clients start (see :class:`Measurement`);
+        nothing. The wire counters are sampled from ``warmup_s`` to
+        ``warmup_s + window_s`` after every flow's data connection is established
+        (see :class:`Measurement`), iperf3's intervals over the same span of its own
+        clock, which starts there too;
         ``interval_s`` is iperf3's report interval (>= 0.1 s), intervals straddling
         the window's edges are pro-rated. Every process is bounded in time and
         killed on error.
@@ -744,80 +773,76 @@ class SimHost:
         acknowledgements would queue behind the other's data. Outbound flows share
         the uplink's counter (their wire figure is the total).
 
-        :param window_s: the measured window, seconds (> 0).
-        :param warmup_s: time before the window, seconds (>= 0).
-        Waits first until every netdev on the flows' paths is operationally up
-        (:meth:`wait_up`).
+        Waits first until every netdev on the flows' paths is up (:meth:`wait_up`).
+        ``window_s`` > 0 and ``warmup_s`` >= 0 are seconds.
 
         :raises EnvironmentProblem: iperf3 missing, a link on the path not up, a
-            server did not start within 10 s, a client failed or its JSON lacks the
-            receiver figures.
+            server did not start within 10 s, a client did not connect within 15 s,
+            failed, or its JSON lacks the receiver figures.
         """
-        if shutil.which("iperf3") is None:
-            raise EnvironmentProblem("measuring needs iperf3 (apt-get install iperf3)")
+        _need_tool("iperf3", "measuring")
         # iperf3 3.12 reads -t as whole seconds (atoi); keep >= 0.25 s of traffic
         # after the last counter sample.
         run_s = math.ceil(warmup_s + window_s + 0.25)
-        runs = [_FlowRun(flow, *self._endpoints(flow), port=self._port()) for flow in flows]
-        needed = [(self.dom0, self.uplink), (self.internet, "eth0")]
-        for flow in flows:
-            needed += [(self.dom0, flow.guest.vif), (flow.guest.ns, "eth0")]
-        self.wait_up(list(dict.fromkeys(needed)))
+        runs = [self._flow_run(flow) for flow in flows]
+        self._wait_paths([flow.guest for flow in flows])
         servers: List[subprocess.Popen] = []
         clients: List[subprocess.Popen] = []
         try:
             self._start_servers(runs, servers)
-            wires = sorted({run.wire for run in runs})
+            clients += [self._iperf3_client(run, run_s, "-i", f"{interval_s:g}", "--json",
+                                            "-P", str(connections)) for run in runs]
+            # The warm-up counts from when every flow's data connection is up,
+            # which is also when iperf3's own interval clock starts (starting
+            # iperf3 through `ip netns exec` takes 10-300 ms, more when busy).
+            self._wait_connected(list(zip(servers, clients, runs)), connections)
             start = time.monotonic()
-            clients += [self._spawn(run.receiver, [
-                "iperf3", "-c", run.address, "-p", str(run.port), f"-{run.flow.family}",
-                "-R", "-t", str(run_s), "-i", f"{interval_s:g}", "--json",
-                "--connect-timeout", "10000"]) for run in runs]
-            _sleep_until(start + warmup_s)
-            samples: Dict[str, List[Tuple[float, Dict[str, int]]]] = {
-                wire: [] for wire in wires}
-            end = start + warmup_s + window_s
-            next_at = start + warmup_s
-            while True:
-                _sleep_until(next_at)
-                for wire in wires:
-                    samples[wire].append(self.counters(self.dom0).read_with_segments(wire))
-                if next_at >= end:
-                    break
-                next_at = min(end, next_at + WIRE_SAMPLE_S)
+            samples = self._sample_wires(sorted({run.wire for run in runs}),
+                                         start + warmup_s, start + warmup_s + window_s)
             outputs = [self._client_output(proc, run, run_s)
                        for proc, run in zip(clients, runs)]
-            for proc in servers:
-                try:
-                    proc.communicate(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            self._end_servers(servers)
         finally:
             self._reap(servers + clients)
-        measurements = []
-        for run, (out, err, rc) in zip(runs, outputs):
-            series = samples[run.wire]
-            (t0, c0), (t1, c1) = series[0], series[-1]
-            delta = {key: c1[key] - c0[key] for key in c1}
-            wire_bytes = gso_wire_bytes(delta["tx_bytes"], delta["tx_packets"],
-                                        delta["segments"], run.flow.family)
-            wire_rate = _slope([t - t0 for t, _c in series], [
-                gso_wire_bytes(c["tx_bytes"] - c0["tx_bytes"],
-                               c["tx_packets"] - c0["tx_packets"],
-                               c["segments"] - c0["segments"], run.flow.family) * 8
-                for _t, c in series])
-            got = _iperf3_receiver(out, err, rc, run.receiver, warmup_s, warmup_s + window_s)
-            measurements.append(Measurement(
-                guest=run.flow.guest.name, vif=run.flow.guest.vif,
-                direction=run.flow.direction, family=run.flow.family,
-                wire_interface=run.wire, wire_bytes=wire_bytes, window_s=t1 - t0,
-                wire_bits_per_s=wire_rate,
-                goodput_bits_per_s=got.goodput_bits_per_s, goodput_window_s=got.window_s,
-                full_run_goodput_bits_per_s=got.full_run_bits_per_s,
-                retransmits=got.retransmits,
-                interface_bytes=delta["tx_bytes"], interface_packets=delta["tx_packets"],
-                segments=delta["segments"]))
-        return measurements
+        return [_measurement(run, samples[run.wire],
+                             _iperf3_receiver(out, err, rc, run.receiver, warmup_s,
+                                              warmup_s + window_s))
+                for run, (out, err, rc) in zip(runs, outputs)]
+
+    def _flow_run(self, flow: Flow) -> "_FlowRun":
+        """``flow``'s namespaces, address, wire netdev and a port of its own."""
+        return _FlowRun(flow, *self._endpoints(flow), port=self._port())
+
+    def _wait_paths(self, guests: Sequence[SimGuest]) -> None:
+        """Wait until every netdev between ``guests`` and the internet host is up:
+        the uplink and the internet host's end, each guest's vif and its eth0."""
+        needed = [(self.dom0, self.uplink), (self.internet, "eth0")]
+        for guest in guests:
+            needed += [(self.dom0, guest.vif), (guest.ns, "eth0")]
+        self.wait_up(list(dict.fromkeys(needed)))
+
+    def _iperf3_client(self, run: "_FlowRun", seconds: int,
+                       *options: str) -> subprocess.Popen:
+        """Start ``run``'s iperf3 client (the receiver, ``-R``) for ``seconds``
+        whole seconds, with the further iperf3 ``options``."""
+        return self._spawn(run.receiver, [
+            "iperf3", "-c", run.address, "-p", str(run.port), f"-{run.flow.family}",
+            "-R", "-t", str(seconds), *options, "--connect-timeout", "10000"])
+
+    def _sample_wires(self, wires: Sequence[str], first_s: float, last_s: float
+                      ) -> Dict[str, List[Tuple[float, Dict[str, int]]]]:
+        """Sample each dom0 netdev of ``wires`` (:meth:`LinkCounters.read_with_segments`)
+        at monotonic ``first_s``, every :data:`WIRE_SAMPLE_S` after it, and at
+        ``last_s``; returns the samples per netdev."""
+        samples: Dict[str, List[Tuple[float, Dict[str, int]]]] = {wire: [] for wire in wires}
+        next_at = first_s
+        while True:
+            _sleep_until(next_at)
+            for wire in wires:
+                samples[wire].append(self.counters(self.dom0).read_with_segments(wire))
+            if next_at >= last_s:
+                return samples
+            next_at = min(last_s, next_at + WIRE_SAMPLE_S)
 
     def _start_servers(self, runs: Sequence["_FlowRun"],
                        servers: List[subprocess.Popen]) -> None:
@@ -835,6 +860,15 @@ class SimHost:
                         f"simnet: iperf3 server in {run.sender} did not start: "
                         f"{(proc.stderr.read() if proc.poll() is not None else '')}")
                 time.sleep(0.01)
+
+    @staticmethod
+    def _end_servers(servers: Sequence[subprocess.Popen]) -> None:
+        """Let each iperf3 server finish its report (5 s at most), else kill it."""
+        for proc in servers:
+            try:
+                proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     @staticmethod
     def _client_output(proc: subprocess.Popen, run: "_FlowRun",
@@ -861,68 +895,62 @@ class SimHost:
                     self._procs.remove(proc)
 
     @contextmanager
-    def running_flow(self, flow: Flow, seconds: int, sample_s: float = 0.1
-                     ) -> Iterator[List[Tuple[float, int]]]:
-        """Run one iperf3 TCP ``flow`` (at most ``seconds``, whole seconds) while the
-        block runs, sampling the shaped interface's tx byte counter in dom0 every
-        ``sample_s`` (a sample whose read took over ``MAX_SAMPLE_READ_S`` is
-        dropped: its time is uncertain); yields the list of ``(monotonic time,
-        wire bytes)`` samples (the shaped interface's root qdisc's byte counter:
-        ``qdisc_pkt_len`` counts a GSO packet as the segments the wire carries,
-        headers included), which
-        grows while the block runs (the block may change the shaping meanwhile).
-        Leaving the block stops sampling and kills the flow.
+    def running_flow(self, flow: Flow, seconds: int, sample_s: float = 0.1,
+                     connections: int = 1) -> Iterator[List[Tuple[float, int]]]:
+        """Run one iperf3 TCP ``flow`` of ``connections`` parallel TCP connections
+        (iperf3 ``-P``; at most ``seconds``, whole seconds) while the block runs,
+        from when all are connected, sampling the shaped interface's tx byte
+        counter in dom0 every ``sample_s`` (a sample whose read took over
+        ``MAX_SAMPLE_READ_S`` is dropped: its time is uncertain); yields the list of
+        ``(monotonic time, wire bytes)`` samples (the shaped interface's root
+        qdisc's byte counter: ``qdisc_pkt_len`` counts a GSO packet as the segments
+        the wire carries, headers included), which grows while the block runs (the
+        block may change the shaping meanwhile). Leaving the block stops sampling
+        and kills the flow.
 
-        :raises EnvironmentProblem: iperf3 missing, a server that did not start.
+        :raises EnvironmentProblem: iperf3 missing, a server that did not start, a
+            client that did not connect within 15 s.
         """
-        if shutil.which("iperf3") is None:
-            raise EnvironmentProblem("measuring needs iperf3 (apt-get install iperf3)")
-        sender, receiver, addr, wire = self._endpoints(flow)
-        self.wait_up([(self.dom0, self.uplink), (self.dom0, flow.guest.vif),
-                      (flow.guest.ns, "eth0"), (self.internet, "eth0")])
-        port = self._port()
-        server = self._spawn(sender, ["iperf3", "-s", "-1", "-p", str(port)])
-        client = None
+        _need_tool("iperf3", "measuring")
+        run = self._flow_run(flow)
+        self._wait_paths([flow.guest])
         samples: List[Tuple[float, int]] = []
         stop = threading.Event()
-
-        last_bytes = [0]
-
-        def sample() -> None:
-            reader = LinkCounters(self.dom0)
-            try:
-                while not stop.is_set():
-                    before = time.monotonic()
-                    t, wire_bytes = reader.read_qdisc_bytes(wire)
-                    # A read the scheduler interrupted (a loaded machine) has a
-                    # timestamp up to its length away from the counter's: dropped.
-                    # So is one that did not grow (a missed or stale reply): it
-                    # would read as a burst in the window after it.
-                    if (time.monotonic() - before <= MAX_SAMPLE_READ_S
-                            and wire_bytes > last_bytes[0]):
-                        last_bytes[0] = wire_bytes
-                        samples.append((t, wire_bytes))
-                    stop.wait(sample_s)
-            finally:
-                reader.close()
-
-        thread = threading.Thread(target=sample, daemon=True)
+        thread = threading.Thread(target=self._sample_qdisc_bytes,
+                                  args=(run.wire, samples, stop, sample_s), daemon=True)
+        procs: List[subprocess.Popen] = []
         try:
-            deadline = time.monotonic() + 10
-            while not self._listening(server.pid, port):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise EnvironmentProblem(f"simnet: iperf3 server in {sender} did not start")
-                time.sleep(0.01)
-            client = self._spawn(receiver, ["iperf3", "-c", addr, "-p", str(port),
-                                            f"-{flow.family}", "-R", "-t", str(seconds),
-                                            "--connect-timeout", "10000"])
+            self._start_servers([run], procs)
+            procs.append(self._iperf3_client(run, seconds, "-P", str(connections)))
+            self._wait_connected([(procs[0], procs[1], run)], connections)
             thread.start()
             yield samples
         finally:
             stop.set()
             if thread.is_alive():
                 thread.join(timeout=5)
-            self._reap([proc for proc in (server, client) if proc is not None])
+            self._reap(procs)
+
+    def _sample_qdisc_bytes(self, wire: str, samples: List[Tuple[float, int]],
+                            stop: threading.Event, sample_s: float) -> None:
+        """Append ``(monotonic time, root qdisc bytes)`` of dom0's ``wire`` to
+        ``samples`` every ``sample_s`` until ``stop`` is set (a thread's body)."""
+        reader = LinkCounters(self.dom0)
+        last_bytes = 0
+        try:
+            while not stop.is_set():
+                before = time.monotonic()
+                t, wire_bytes = reader.read_qdisc_bytes(wire)
+                # A read the scheduler interrupted (a loaded machine) has a
+                # timestamp up to its length away from the counter's: dropped.
+                # So is one that did not grow (a missed or stale reply): it
+                # would read as a burst in the window after it.
+                if time.monotonic() - before <= MAX_SAMPLE_READ_S and wire_bytes > last_bytes:
+                    last_bytes = wire_bytes
+                    samples.append((t, wire_bytes))
+                stop.wait(sample_s)
+        finally:
+            reader.close()
 
     def rtt_under_load(self, guest: SimGuest, direction: Optional[str], family: int = 4,
                        flows: int = 32, warmup_s: float = 1.5, ping_s: float = 3.0,
@@ -936,73 +964,60 @@ class SimHost:
         :raises EnvironmentProblem: iperf3 or ping missing, the load failed.
         """
         for tool in ("iperf3", "ping"):
-            if shutil.which(tool) is None:
-                raise EnvironmentProblem(f"measuring RTT needs {tool}")
-        self.wait_up([(self.dom0, self.uplink), (self.internet, "eth0"),
-                      (self.dom0, guest.vif), (guest.ns, "eth0")])
+            _need_tool(tool, "measuring RTT")
+        self._wait_paths([guest])
         count = max(1, int(ping_s / ping_interval_s))
-        ping_args = ["ping", f"-{family}", "-n", "-i",
-                     f"{ping_interval_s:g}", "-c", str(count), "-W", "3",
-                     guest.address(family)]
-        server = client = None
+        ping_args = ["ping", f"-{family}", "-n", "-i", f"{ping_interval_s:g}",
+                     "-c", str(count), "-W", "3", guest.address(family)]
+        load = 0.0
+        procs: List[subprocess.Popen] = []
         try:
-            if direction is not None:
-                sender, receiver, addr, wire = self._endpoints(Flow(guest, direction,
-                                                                     family))
-                port = self._port()
-                server = self._spawn(sender, ["iperf3", "-s", "-1", "-p", str(port)])
-                deadline = time.monotonic() + 10
-                while not self._listening(server.pid, port):
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise EnvironmentProblem(f"simnet: iperf3 server in {sender} "
-                                                 "did not start")
-                    time.sleep(0.01)
-                # Long enough to outlast the ping even on a busy machine; killed
-                # when the ping is done.
-                run_s = math.ceil(warmup_s + ping_s * 3 + 15)
-                client = self._spawn(receiver, [
-                    "iperf3", "-c", addr, "-p", str(port), f"-{family}", "-R",
-                    "-P", str(flows), "-t", str(run_s), "--json",
-                    "--connect-timeout", "10000"])
-                # The warm-up counts from when every flow is connected (on a busy
-                # machine iperf3 takes a while to open 32 connections).
-                deadline = time.monotonic() + 15
-                while self._established(server.pid, port) < flows + 1:
-                    if client.poll() is not None or time.monotonic() > deadline:
-                        raise EnvironmentProblem(
-                            f"simnet: iperf3 -P {flows} toward {guest.name} did not "
-                            f"connect all its flows")
-                    time.sleep(0.02)
-                time.sleep(warmup_s)
-            if direction is not None:
-                t0, c0 = self.counters(self.dom0).read(wire)
-            res = run(*ping_args, ns=self.internet, check=False,
-                      timeout=ping_s * 3 + 15)
-            load = 0.0
-            if client is not None:
-                t1, c1 = self.counters(self.dom0).read(wire)
-                load = (c1["tx_bytes"] - c0["tx_bytes"]) * 8 / (t1 - t0)
-                # The load is measured: iperf3's own end (its report over a control
-                # connection queued behind a full shaper; iperf3 3.12 can hang
-                # there) is not waited for.
-                if client.poll() is not None and client.returncode != 0:
-                    raise EnvironmentProblem(
-                        f"simnet: iperf3 -P {flows} toward {guest.name} exited "
-                        f"{client.returncode} before the ping ended: "
-                        f"{client.stderr.read().strip()[:200]}")
+            if direction is None:
+                res = self._ping(ping_args, ping_s)
+            else:
+                res, load = self._ping_under_load(Flow(guest, direction, family), flows,
+                                                  warmup_s, ping_s, ping_args, procs)
         finally:
-            for proc in (server, client):
-                if proc is not None:
-                    if proc.poll() is None:
-                        proc.kill()
-                    proc.wait()
-                    with self._lock:
-                        if proc in self._procs:
-                            self._procs.remove(proc)
+            self._reap(procs)
         rtts = tuple(float(v) for v in _PING_TIME.findall(res.stdout))
         return RttMeasurement(guest=guest.name, direction=direction, family=family,
                               flows=flows if direction else 0, rtts_ms=rtts, sent=count,
                               load_bits_per_s=load)
+
+    def _ping(self, ping_args: Sequence[str], ping_s: float) -> subprocess.CompletedProcess:
+        """Run ``ping_args`` in the internet host, bounded well past ``ping_s``."""
+        return run(*ping_args, ns=self.internet, check=False, timeout=ping_s * 3 + 15)
+
+    def _ping_under_load(self, flow: Flow, flows: int, warmup_s: float, ping_s: float,
+                         ping_args: Sequence[str], procs: List[subprocess.Popen]
+                         ) -> Tuple[subprocess.CompletedProcess, float]:
+        """Ping (``ping_args``) after ``warmup_s`` of ``flows`` parallel TCP flows in
+        ``flow``'s direction; returns the ping's result and the load on the shaped
+        netdev while it ran (bits/s, the netdev's tx bytes). The iperf3 processes
+        are appended to ``procs`` for the caller to reap."""
+        run_ = self._flow_run(flow)
+        self._start_servers([run_], procs)
+        # Long enough to outlast the ping even on a busy machine; killed when the
+        # ping is done.
+        client = self._iperf3_client(run_, math.ceil(warmup_s + ping_s * 3 + 15),
+                                     "-P", str(flows), "--json")
+        procs.append(client)
+        # The warm-up counts from when every flow is connected (on a busy machine
+        # iperf3 takes a while to open 32 connections).
+        self._wait_connected([(procs[0], client, run_)], flows)
+        time.sleep(warmup_s)
+        t0, c0 = self.counters(self.dom0).read(run_.wire)
+        res = self._ping(ping_args, ping_s)
+        t1, c1 = self.counters(self.dom0).read(run_.wire)
+        # The load is measured: iperf3's own end (its report over a control
+        # connection queued behind a full shaper; iperf3 3.12 can hang there) is
+        # not waited for.
+        if client.poll() is not None and client.returncode != 0:
+            raise EnvironmentProblem(
+                f"simnet: iperf3 -P {flows} toward {flow.guest.name} exited "
+                f"{client.returncode} before the ping ended: "
+                f"{client.stderr.read().strip()[:200]}")
+        return res, (c1["tx_bytes"] - c0["tx_bytes"]) * 8 / (t1 - t0)
 
     # -- teardown ----------------------------------------------------------
     def close(self) -> None:
@@ -1040,6 +1055,39 @@ def gso_wire_bytes(interface_bytes: int, interface_packets: int, segments: int,
     """
     extra_segments = max(0, segments - interface_packets)
     return interface_bytes + extra_segments * SEGMENT_HEADER_BYTES[family]
+
+
+def _need_tool(tool: str, purpose: str) -> None:
+    """:raises EnvironmentProblem: ``tool`` is not on PATH (``purpose`` needs it)."""
+    if shutil.which(tool) is None:
+        raise EnvironmentProblem(f"{purpose} needs {tool} (apt-get install "
+                                 f"{'iputils-ping' if tool == 'ping' else tool})")
+
+
+def _measurement(run: "_FlowRun", series: Sequence[Tuple[float, Dict[str, int]]],
+                 got: "ReceiverFigures") -> Measurement:
+    """The :class:`Measurement` of ``run`` from its wire netdev's counter samples
+    (``series``, :meth:`LinkCounters.read_with_segments`) and its receiver's
+    figures ``got``: the wire rate is the slope of the cumulative wire bits."""
+    family = run.flow.family
+    (t0, c0), (t1, c1) = series[0], series[-1]
+
+    def wire_bytes_since_first(c: Dict[str, int]) -> int:
+        return gso_wire_bytes(c["tx_bytes"] - c0["tx_bytes"],
+                              c["tx_packets"] - c0["tx_packets"],
+                              c["segments"] - c0["segments"], family)
+
+    delta = {key: c1[key] - c0[key] for key in c1}
+    wire_rate = _slope([t - t0 for t, _c in series],
+                       [wire_bytes_since_first(c) * 8 for _t, c in series])
+    return Measurement(
+        guest=run.flow.guest.name, vif=run.flow.guest.vif, direction=run.flow.direction,
+        family=family, wire_interface=run.wire, wire_bytes=wire_bytes_since_first(c1),
+        window_s=t1 - t0, wire_bits_per_s=wire_rate,
+        goodput_bits_per_s=got.goodput_bits_per_s, goodput_window_s=got.window_s,
+        full_run_goodput_bits_per_s=got.full_run_bits_per_s, retransmits=got.retransmits,
+        interface_bytes=delta["tx_bytes"], interface_packets=delta["tx_packets"],
+        segments=delta["segments"])
 
 
 _PING_TIME = re.compile(r"time=([0-9.]+) ms")
