@@ -68,7 +68,6 @@ class Kernel:
         self.removed = []
 
     def services(self, xs):
-        from vif_qos.core import resolve
         from vif_qos.config import planning
 
         def apply_vif(plan: VifPlan, owner=None):

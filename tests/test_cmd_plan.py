@@ -74,7 +74,7 @@ def test_plan_domain_reads_its_config_like_hotplug(conf, capsys):
     path, xen = conf
     status, out, _ = run(capsys, "plan", "--domain", "baldr", "--xen-rate", "10Mb/s@50ms")
     assert status == 0
-    assert f"1000000 bit/s (1mbit, 125000 bytes/s)" in out
+    assert "1000000 bit/s (1mbit, 125000 bytes/s)" in out
     assert f"<- {xen}/baldr.cfg:4" in out
     assert "corrected to 125000 bytes" in out            # the 40MB bucket
     assert "has no minburst" in out

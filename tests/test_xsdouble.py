@@ -19,7 +19,7 @@ import time
 import pytest
 
 from vif_qos.sim import xsdouble
-from vif_qos.sim.xsdouble import XenstoreDouble, XsErr
+from vif_qos.sim.xsdouble import XsErr
 
 
 

@@ -696,7 +696,7 @@ class XenstoreDouble:
         s = self.store
         with s.lock:
             s.mkdir(dom)
-            s.set_perms(dom, [f"n0", f"r{domid}"])
+            s.set_perms(dom, ["n0", f"r{domid}"])
             s.write(f"{dom}/vm", vm)
             s.write(f"{dom}/name", name)
             s.write(f"{dom}/domid", str(domid))
